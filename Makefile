@@ -1,0 +1,37 @@
+# gnnmd: two commands on a fresh machine.
+#   make run   creates .venv, installs gnnmd, runs the main job (ns/day of 64 chignolin replicas)
+#   make test  creates .venv if needed, installs the test extras, runs ruff and pytest (notebooks included)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.gnnmd-installed
+TEST_INSTALLED := $(VENV)/.gnnmd-test-installed
+
+.PHONY: run test lint models clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(TEST_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $@
+
+run: $(INSTALLED)
+	$(BIN)/gnnmd bench --system chignolin --model default --replicas 64 --steps 200 --warmup 20 \
+		--json out/bench.json
+
+test: $(TEST_INSTALLED) lint
+	$(BIN)/python -m pytest
+
+lint: $(TEST_INSTALLED)
+	$(BIN)/ruff check gnnmd tests scripts examples
+
+# Rebuild the shipped untrained models and their continuity reference values.
+models: $(INSTALLED)
+	$(BIN)/python scripts/build_shipped_models.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from gnnmd.cli import main
+
+sys.exit(main())

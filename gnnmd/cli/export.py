@@ -1,0 +1,50 @@
+"""``gnnmd export MODEL --system SYSTEM -o model.pt``: TorchScript for openmm-torch."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="shipped model name (see `gnnmd models`) or checkpoint path")
+    parser.add_argument(
+        "--system", default="chignolin", help="shipped system name or PDB path (default: chignolin)"
+    )
+    parser.add_argument("-o", "--output", required=True, help="output TorchScript file")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="non-interacting copies of the system (default: 1)"
+    )
+    parser.add_argument(
+        "--forces", action="store_true", help="return (energy, forces) for TorchForce.setOutputsForces(True)"
+    )
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="model precision")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gnnmd.export import save_exported
+    from gnnmd.models import is_trained, load_model
+    from gnnmd.systems import load_system
+
+    model = load_model(args.model)
+    system = load_system(args.system)
+    path = save_exported(
+        model,
+        system.topology,
+        args.output,
+        replicas=args.replicas,
+        forces=args.forces,
+        dtype=getattr(torch, args.dtype),
+    )
+    particles = system.topology.n_beads * args.replicas
+    print(
+        f"wrote {path}: {args.model} on {system.name} x {args.replicas} replica(s), "
+        f"{particles} particles, positions in nm -> energy in kJ/mol"
+        + (" and forces in kJ/mol/nm" if args.forces else "")
+    )
+    if not is_trained(model):
+        print(
+            f"note: model {args.model!r} is UNTRAINED (priors from native structures, seeded random network)"
+        )
+    return 0

@@ -1,0 +1,37 @@
+"""The gnnmd error hierarchy.
+
+Every error a user can trigger with bad input derives from :class:`GnnmdError`
+and also from the built-in type that fits (``ValueError``, ``FileNotFoundError``,
+``RuntimeError``), so ``except ValueError`` keeps working for callers who do not
+know gnnmd. Messages name the file, the field and the offending value.
+"""
+
+from __future__ import annotations
+
+
+class GnnmdError(Exception):
+    """Base class of all gnnmd errors."""
+
+
+class TopologyError(GnnmdError, ValueError):
+    """A structure cannot be mapped to coarse-grained beads (unknown residue, missing atom...)."""
+
+
+class SystemNotFoundError(GnnmdError, LookupError):
+    """A system name is neither a shipped system nor a readable PDB path."""
+
+
+class CheckpointError(GnnmdError, ValueError):
+    """A model file is missing, malformed, truncated or from a newer format version."""
+
+
+class ModelNotFoundError(GnnmdError, LookupError):
+    """A model name is neither a shipped model nor an existing file."""
+
+
+class BeadTypeError(GnnmdError, ValueError):
+    """A bead type is not in the model's type vocabulary, or a bonded term has no prior."""
+
+
+class SimulationError(GnnmdError, RuntimeError):
+    """A simulation produced non-finite energies or positions."""

@@ -1,0 +1,145 @@
+"""TorchScript export for openmm-torch's ``TorchForce`` (nm in, kJ/mol out).
+
+The exported module bakes in one system's bead types and bonded topology
+(optionally R non-interacting replicas of it) and has the signature
+openmm-torch expects::
+
+    forward(positions: (N, 3) nm, box: Optional[(3, 3) nm] = None) -> energy () kJ/mol
+    # with forces=True:  -> (energy () kJ/mol, forces (N, 3) kJ/mol/nm)
+
+``box`` is passed by TorchForce when ``setUsesPeriodicBoundaryConditions(True)``;
+the cutoff must then be at most half the box's smallest width. Positions may
+arrive in float32 or float64 and are cast to the model's dtype. Provenance
+(model, system, replicas, trained or not) is stored in the file as
+``gnnmd.json`` and read back by :func:`exported_metadata`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from gnnmd.graph import GraphBatch
+from gnnmd.models import is_trained
+from gnnmd.nn.potential import CGPotential
+from gnnmd.topology import CGTopology
+
+METADATA_FILE = "gnnmd.json"
+
+
+class ExportedEnergy(nn.Module):
+    """A potential bound to one packed batch; returns the total energy (kJ/mol)."""
+
+    def __init__(self, potential: CGPotential, batch: GraphBatch) -> None:
+        super().__init__()
+        self.potential = potential
+        self.register_buffer("types", batch.types)
+        self.register_buffer("ptr", batch.ptr)
+        self.register_buffer("graph_index", batch.graph_index)
+        self.register_buffer("bonds", batch.bonds)
+        self.register_buffer("angles", batch.angles)
+        self.register_buffer("dihedrals", batch.dihedrals)
+        self.register_buffer("pairs", batch.pairs)
+        # Carries the model dtype through .to()/.double(); inputs are cast to it.
+        self.register_buffer("dtype_reference", torch.zeros(0))
+        self.num_graphs = int(batch.ptr.shape[0] - 1)
+        self.cutoff_nm = float(potential.cutoff_nm)
+
+    def batch(self) -> GraphBatch:
+        return GraphBatch(
+            self.types, self.ptr, self.graph_index, self.bonds, self.angles, self.dihedrals, self.pairs
+        )
+
+    def boxes(self, box: Optional[Tensor]) -> Optional[Tensor]:
+        """(3, 3) nm box -> (G, 3, 3), after checking the cutoff fits in it."""
+        if box is None:
+            return None
+        box = box.to(self.dtype_reference.dtype)
+        narrowest = float(torch.diagonal(box).min())
+        if 2.0 * self.cutoff_nm > narrowest:
+            raise ValueError("periodic box too small: its narrowest width must be at least twice the cutoff")
+        return box.expand(self.num_graphs, 3, 3)
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        """positions (N, 3) nm, box optional (3, 3) nm -> energy () kJ/mol."""
+        x = positions.to(self.dtype_reference.dtype)
+        return self.potential(x, self.batch(), self.boxes(box)).sum()
+
+
+class ExportedEnergyForces(ExportedEnergy):
+    """As :class:`ExportedEnergy`, also returning forces (for ``setOutputsForces(True)``)."""
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
+        """positions (N, 3) nm -> (energy () kJ/mol, forces (N, 3) kJ/mol/nm)."""
+        x = positions.detach().to(self.dtype_reference.dtype).requires_grad_(True)
+        energy = self.potential(x, self.batch(), self.boxes(box)).sum()
+        gradient = torch.autograd.grad([energy], [x], allow_unused=True)[0]
+        if gradient is None:
+            gradient = torch.zeros_like(x)
+        return energy, -gradient
+
+
+def export_potential(
+    model: CGPotential,
+    topology: CGTopology,
+    replicas: int = 1,
+    forces: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> torch.jit.ScriptModule:
+    """A TorchScript module of ``model`` bound to ``replicas`` copies of ``topology``.
+
+    Bead i of replica r is particle r * n_beads + i. Raises BeadTypeError when
+    the model does not cover the topology.
+    """
+    if replicas < 1:
+        raise ValueError(f"replicas must be at least 1, got {replicas}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    batch = model.pack([topology] * replicas)
+    wrapper_class = ExportedEnergyForces if forces else ExportedEnergy
+    wrapper = wrapper_class(model, batch).to(dtype).eval()
+    return torch.jit.script(wrapper)
+
+
+def save_exported(
+    model: CGPotential,
+    topology: CGTopology,
+    path: str | os.PathLike,
+    replicas: int = 1,
+    forces: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Export (see :func:`export_potential`) and write to ``path`` with provenance metadata."""
+    module = export_potential(model, topology, replicas, forces, dtype)
+    metadata = {
+        "model": getattr(model, "source", "<memory>"),
+        "trained": is_trained(model),
+        "system": topology.name,
+        "beads_per_replica": topology.n_beads,
+        "replicas": replicas,
+        "particles": topology.n_beads * replicas,
+        "outputs_forces": forces,
+        "dtype": str(dtype).replace("torch.", ""),
+        "units": {"positions": "nm", "energy": "kJ/mol", "forces": "kJ/mol/nm"},
+        "bead_types": list(topology.bead_types),
+        "masses_amu": [float(m) for m in topology.masses_amu],
+    }
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.jit.save(module, str(temporary), _extra_files={METADATA_FILE: json.dumps(metadata)})
+    os.replace(temporary, path)
+    return path
+
+
+def exported_metadata(path: str | os.PathLike) -> dict:
+    """The provenance stored in an exported file by :func:`save_exported`."""
+    extra = {METADATA_FILE: ""}
+    torch.jit.load(str(path), _extra_files=extra)
+    if not extra[METADATA_FILE]:
+        raise ValueError(f"{path}: no {METADATA_FILE} in this TorchScript file (not written by gnnmd export)")
+    return json.loads(extra[METADATA_FILE])

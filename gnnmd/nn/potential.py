@@ -1,0 +1,180 @@
+"""The gnnmd potential: SchNet network plus physical priors over a packed batch.
+
+E_total(graph) = E_priors(graph) + Σ_{beads i in graph} E_network(i), in kJ/mol,
+with positions in nm. Forces are -∂E/∂x by autograd, in kJ/mol/nm. The module
+is TorchScript-compatible; the Python-only helpers (packing topologies, config)
+are marked unused for scripting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from gnnmd.graph import GraphBatch, pack
+from gnnmd.neighbors import within_cutoff
+from gnnmd.nn.basis import RADIAL_BASES
+from gnnmd.nn.priors import PriorSet
+from gnnmd.nn.schnet import ACTIVATIONS, SchNet
+from gnnmd.topology import CGTopology
+
+
+@dataclass(frozen=True)
+class PotentialConfig:
+    """Hyperparameters of a potential (defaults close to CGSchNet).
+
+    Attributes:
+        hidden_channels: bead feature width.
+        num_filters: continuous-filter width.
+        num_interactions: number of interaction blocks.
+        num_rbf: number of radial basis functions.
+        rbf: "gaussian" or "expnormal".
+        cutoff_nm: cutoff of the network and the repulsion prior, nm.
+        activation: "tanh" (CGSchNet), "ssp" (SchNet) or "silu".
+        exclusion_order: pairs within this many bonds are left to the bonded
+            priors and seen by neither the network nor the repulsion (2: 1-2 and 1-3).
+        use_priors: whether the model has physical priors.
+    """
+
+    hidden_channels: int = 128
+    num_filters: int = 128
+    num_interactions: int = 3
+    num_rbf: int = 50
+    rbf: str = "gaussian"
+    cutoff_nm: float = 2.0
+    activation: str = "tanh"
+    exclusion_order: int = 2
+    use_priors: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_channels", "num_filters", "num_rbf"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be at least 2, got {getattr(self, name)}")
+        if self.num_interactions < 0:
+            raise ValueError(f"num_interactions must be >= 0, got {self.num_interactions}")
+        if self.rbf not in RADIAL_BASES:
+            raise ValueError(f"rbf {self.rbf!r} is not one of {RADIAL_BASES}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r} is not one of {ACTIVATIONS}")
+        if not self.cutoff_nm > 0:
+            raise ValueError(f"cutoff_nm must be positive, got {self.cutoff_nm}")
+        if self.exclusion_order not in (0, 1, 2, 3):
+            raise ValueError(f"exclusion_order must be 0, 1, 2 or 3, got {self.exclusion_order}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PotentialConfig:
+        """Build from a mapping; unknown keys raise ValueError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class CGPotential(nn.Module):
+    """A SchNet-style CG potential with priors.
+
+    Args:
+        config: hyperparameters.
+        vocabulary: bead-type names; the embedding row of type t is vocabulary.index(t).
+        priors: the prior set (required when ``config.use_priors``).
+    """
+
+    def __init__(
+        self, config: PotentialConfig, vocabulary: Sequence[str], priors: Optional[PriorSet]
+    ) -> None:
+        super().__init__()
+        if config.use_priors and priors is None:
+            raise ValueError("config.use_priors is True but no priors were given")
+        self.config = config
+        self.vocabulary: List[str] = list(vocabulary)
+        self.cutoff_nm = float(config.cutoff_nm)
+        self.use_priors = bool(config.use_priors)
+        self.network = SchNet(
+            num_types=len(self.vocabulary),
+            hidden_channels=config.hidden_channels,
+            num_filters=config.num_filters,
+            num_interactions=config.num_interactions,
+            num_rbf=config.num_rbf,
+            cutoff_nm=config.cutoff_nm,
+            rbf=config.rbf,
+            act=config.activation,
+        )
+        # TorchScript needs a module here either way; an unused empty set costs nothing.
+        self.priors = priors if priors is not None else _empty_priors(len(self.vocabulary), config.cutoff_nm)
+
+    def forward(self, positions: Tensor, batch: GraphBatch, box: Optional[Tensor] = None) -> Tensor:
+        """Per-graph potential energy.
+
+        Args:
+            positions: (N, 3) nm.
+            batch: packed graphs (see :func:`gnnmd.graph.pack`).
+            box: optional (G, 3, 3) nm periodic box vectors per graph.
+        Returns:
+            (G,) kJ/mol.
+        """
+        pairs, _, distances = within_cutoff(positions, batch.pairs, batch.graph_index, self.cutoff_nm, box)
+        bead_energy = self.network(batch.types, pairs, distances)
+        num_graphs = batch.ptr.shape[0] - 1
+        energy = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device)
+        energy = energy.index_add(0, batch.graph_index, bead_energy)
+        if self.use_priors:
+            energy = energy + self.priors(positions, batch, pairs, distances, box)
+        return energy
+
+    @torch.jit.export
+    def energy_and_forces(
+        self,
+        positions: Tensor,
+        batch: GraphBatch,
+        box: Optional[Tensor] = None,
+        create_graph: bool = False,
+    ) -> Tuple[Tensor, Tensor]:
+        """Energies (G,) kJ/mol and forces (N, 3) kJ/mol/nm = -∂E/∂x.
+
+        ``create_graph=True`` keeps the graph of the forces (force-matching training).
+        """
+        if not positions.requires_grad:
+            positions = positions.detach().requires_grad_(True)
+        energy = self.forward(positions, batch, box)
+        gradient = torch.autograd.grad(
+            [energy.sum()], [positions], create_graph=create_graph, allow_unused=True
+        )[0]
+        if gradient is None:
+            gradient = torch.zeros_like(positions)
+        if not create_graph:
+            # Holding the graph through the energies would keep every edge tensor alive.
+            energy = energy.detach()
+        return energy, -gradient
+
+    @torch.jit.unused
+    def pack(self, topologies: Sequence[CGTopology], device: torch.device | str | None = None) -> GraphBatch:
+        """Pack topologies for this model; unknown bead types or uncovered prior terms raise BeadTypeError."""
+        batch = pack(topologies, self.vocabulary, self.config.exclusion_order, device)
+        if self.use_priors:
+            sources = ", ".join(sorted({t.source for t in topologies}))
+            self.priors.check(batch, sources)
+        return batch
+
+
+def _empty_priors(num_types: int, cutoff_nm: float) -> PriorSet:
+    empty = torch.zeros(0, dtype=torch.int64)
+    scalar = torch.zeros(0)
+    tables = {
+        "bonds": {"keys": empty, "k": scalar, "r0": scalar},
+        "angles": {"keys": empty, "k": scalar, "theta0": scalar},
+        "dihedrals": {
+            "keys": empty,
+            "cos_coefficients": torch.zeros(0, 1),
+            "sin_coefficients": torch.zeros(0, 1),
+        },
+        "repulsion": {"keys": empty, "sigma": scalar, "epsilon": scalar},
+    }
+    return PriorSet(["none"], torch.zeros(num_types, dtype=torch.int64), tables, cutoff_nm)

@@ -1,0 +1,113 @@
+"""CGSchNet's physical priors, summed into one module.
+
+:class:`PriorSet` holds harmonic bonds, harmonic angles, Fourier dihedrals and
+non-bonded repulsion, the bead-type → prior-type map they share, and turns a
+batch into per-graph prior energies (kJ/mol).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from gnnmd.graph import GraphBatch
+from gnnmd.nn.priors.base import TypeKeyedTerm, check_coverage
+from gnnmd.nn.priors.bonded import FourierDihedrals, HarmonicAngles, HarmonicBonds
+from gnnmd.nn.priors.repulsion import Repulsion
+
+PRIOR_TERMS = ("bonds", "angles", "dihedrals", "repulsion")
+
+
+class PriorSet(nn.Module):
+    """All priors of a model.
+
+    Args:
+        prior_types: names of the P prior types.
+        bead_to_prior_type: (V,) int64, the prior type of each bead type in the
+            model's vocabulary.
+        tables: term name (see :data:`PRIOR_TERMS`) -> its key table and
+            parameters (see each term's class for names and units).
+        cutoff_nm: the model's cutoff, where the repulsion is shifted to zero.
+    """
+
+    def __init__(
+        self,
+        prior_types: List[str],
+        bead_to_prior_type: Tensor,
+        tables: Dict[str, Dict[str, Tensor]],
+        cutoff_nm: float,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(tables) ^ set(PRIOR_TERMS))
+        if unknown:
+            raise ValueError(f"prior tables must be exactly {PRIOR_TERMS}; mismatched: {unknown}")
+        if int(bead_to_prior_type.max()) >= len(prior_types) or int(bead_to_prior_type.min()) < 0:
+            raise ValueError("bead_to_prior_type refers to a prior type that does not exist")
+        self.prior_types = list(prior_types)
+        self.register_buffer("bead_to_prior_type", bead_to_prior_type.to(torch.int64))
+        count = len(prior_types)
+
+        def split(name: str) -> tuple[Tensor, Dict[str, Tensor]]:
+            table = dict(tables[name])
+            return table.pop("keys"), table
+
+        self.bonds = HarmonicBonds(count, *split("bonds"))
+        self.angles = HarmonicAngles(count, *split("angles"))
+        self.dihedrals = FourierDihedrals(count, *split("dihedrals"))
+        self.repulsion = Repulsion(count, *split("repulsion"), cutoff_nm=cutoff_nm)
+
+    def term_types(self, batch: GraphBatch, terms: Tensor) -> Tensor:
+        """(M, k) prior types of the beads of M terms (M, k)."""
+        return self.bead_to_prior_type[batch.types][terms]
+
+    def forward(
+        self,
+        positions: Tensor,
+        batch: GraphBatch,
+        pairs: Tensor,
+        distances: Tensor,
+        box: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Per-graph prior energy.
+
+        Args:
+            positions: (N, 3) nm.
+            batch: the packed graphs.
+            pairs: (2, E) non-bonded pairs inside the cutoff.
+            distances: (E,) nm.
+            box: optional (G, 3, 3) nm periodic box vectors.
+        Returns:
+            (G,) kJ/mol.
+        """
+        num_graphs = batch.ptr.shape[0] - 1
+        energy = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device)
+        graph = batch.graph_index
+        bonds = self.bonds(positions, batch.bonds, self.term_types(batch, batch.bonds), graph, box)
+        angles = self.angles(positions, batch.angles, self.term_types(batch, batch.angles), graph, box)
+        dihedrals = self.dihedrals(
+            positions, batch.dihedrals, self.term_types(batch, batch.dihedrals), graph, box
+        )
+        energy = energy.index_add(0, graph[batch.bonds[:, 0]], bonds)
+        energy = energy.index_add(0, graph[batch.angles[:, 0]], angles)
+        energy = energy.index_add(0, graph[batch.dihedrals[:, 0]], dihedrals)
+        pair_types = self.term_types(batch, pairs.t())
+        return energy.index_add(0, graph[pairs[0]], self.repulsion(distances, pair_types))
+
+    @torch.jit.unused
+    def check(self, batch: GraphBatch, source: str) -> None:
+        """Raise BeadTypeError if any bonded term or bead pair of ``batch`` has no parameters."""
+        terms: Dict[str, tuple[TypeKeyedTerm, Tensor]] = {
+            "bond": (self.bonds, batch.bonds),
+            "angle": (self.angles, batch.angles),
+            "dihedral": (self.dihedrals, batch.dihedrals),
+            "repulsion": (self.repulsion, batch.pairs.t()),
+        }
+        for label, (term, indices) in terms.items():
+            check_coverage(term, self.term_types(batch, indices), self.prior_types, label, source)
+
+    @torch.jit.unused
+    def tables(self) -> Dict[str, Dict[str, Tensor]]:
+        """Every term's key table and parameters, for checkpoints."""
+        return {name: getattr(self, name).table() for name in PRIOR_TERMS}

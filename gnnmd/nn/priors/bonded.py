@@ -1,0 +1,84 @@
+"""Bonded priors: harmonic bonds, harmonic angles, Fourier dihedrals (kJ/mol, nm, rad)."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+from gnnmd.nn.priors.base import TypeKeyedTerm
+from gnnmd.nn.priors.geometry import bond_angles, bond_lengths, dihedral_angles
+
+
+class HarmonicBonds(TypeKeyedTerm):
+    """E = ½ k (r - r₀)², per bond.
+
+    Parameters per prior-type pair: ``k`` (kJ/mol/nm²) and ``r0`` (nm).
+    """
+
+    def __init__(self, num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> None:
+        super().__init__(2, num_prior_types, keys, parameters)
+
+    def forward(
+        self,
+        positions: Tensor,
+        bonds: Tensor,
+        term_prior_types: Tensor,
+        graph_index: Tensor,
+        box: Optional[Tensor] = None,
+    ) -> Tensor:
+        """(B,) kJ/mol for bonds (B, 2) with prior types (B, 2); box optional (G, 3, 3) nm."""
+        row = self.rows(term_prior_types)
+        stretch = bond_lengths(positions, bonds, graph_index, box) - self.r0[row]
+        return 0.5 * self.k[row] * stretch * stretch
+
+
+class HarmonicAngles(TypeKeyedTerm):
+    """E = ½ k (θ - θ₀)², per angle.
+
+    Parameters per prior-type triple: ``k`` (kJ/mol/rad²) and ``theta0`` (rad).
+    """
+
+    def __init__(self, num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> None:
+        super().__init__(3, num_prior_types, keys, parameters)
+
+    def forward(
+        self,
+        positions: Tensor,
+        angles: Tensor,
+        term_prior_types: Tensor,
+        graph_index: Tensor,
+        box: Optional[Tensor] = None,
+    ) -> Tensor:
+        """(A,) kJ/mol for angles (A, 3) with prior types (A, 3)."""
+        row = self.rows(term_prior_types)
+        bend = bond_angles(positions, angles, graph_index, box) - self.theta0[row]
+        return 0.5 * self.k[row] * bend * bend
+
+
+class FourierDihedrals(TypeKeyedTerm):
+    """E = Σₙ₌₁..M aₙ cos(nφ) + bₙ sin(nφ), per dihedral (mlcg's form without constant).
+
+    Parameters per prior-type quadruple: ``cos_coefficients`` and
+    ``sin_coefficients``, each (M,) kJ/mol.
+    """
+
+    def __init__(self, num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> None:
+        super().__init__(4, num_prior_types, keys, parameters)
+
+    def forward(
+        self,
+        positions: Tensor,
+        dihedrals: Tensor,
+        term_prior_types: Tensor,
+        graph_index: Tensor,
+        box: Optional[Tensor] = None,
+    ) -> Tensor:
+        """(D,) kJ/mol for dihedrals (D, 4) with prior types (D, 4)."""
+        row = self.rows(term_prior_types)
+        a = self.cos_coefficients[row]
+        b = self.sin_coefficients[row]
+        harmonics = torch.arange(1, a.shape[1] + 1, dtype=positions.dtype, device=positions.device)
+        phase = dihedral_angles(positions, dihedrals, graph_index, box)[:, None] * harmonics
+        return (a * torch.cos(phase) + b * torch.sin(phase)).sum(dim=1)

@@ -1,0 +1,166 @@
+"""Throughput measurement of the replica runner (ns/day), with provenance.
+
+Warm-up steps run first and are not timed; the timed region is bracketed by
+device synchronisation and read from a monotonic clock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from gnnmd.sim.runner import ReplicaRunner
+from gnnmd.units import ns_per_day
+
+SCHEMA = "gnnmd-bench"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BenchResult:
+    """One benchmark row; every dimensional key carries its unit."""
+
+    system: str
+    beads: int
+    replicas: int
+    steps: int
+    warmup_steps: int
+    dt_fs: float
+    backend: str
+    device: str
+    dtype: str
+    engine: str
+    model: str
+    model_trained: bool
+    ns_per_day: float
+    ns_per_day_per_replica: float
+    steps_per_second: float
+    ms_per_step: float
+    peak_memory_mb: float
+    peak_memory_kind: str
+    final_mean_temperature_k: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux: the whole process, torch libraries included.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "process_peak_rss"
+
+
+def measure(runner: ReplicaRunner, steps: int, warmup_steps: int, labels: dict) -> BenchResult:
+    """Time ``steps`` steps of ``runner`` after ``warmup_steps`` untimed ones.
+
+    ``labels`` fills the descriptive fields: system, backend, model, model_trained.
+    Raises SimulationError if any replica goes non-finite.
+    """
+    if steps < 1 or warmup_steps < 0:
+        raise ValueError(f"need steps >= 1 and warmup_steps >= 0, got {steps} and {warmup_steps}")
+    device = runner.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    runner.step(warmup_steps)
+    _synchronize(device)
+    start = time.perf_counter()
+    runner.step(steps)
+    _synchronize(device)
+    elapsed = time.perf_counter() - start
+    runner.check_finite()
+    steps_per_second = steps / elapsed
+    per_replica = ns_per_day(runner.settings.timestep_fs, steps_per_second)
+    peak, kind = _peak_memory_mb(device)
+    return BenchResult(
+        beads=int(runner.batch.ptr[-1]) // runner.num_replicas,
+        replicas=runner.num_replicas,
+        steps=steps,
+        warmup_steps=warmup_steps,
+        dt_fs=runner.settings.timestep_fs,
+        device=str(device),
+        dtype=str(runner.dtype).replace("torch.", ""),
+        engine="replica-runner",
+        ns_per_day=per_replica * runner.num_replicas,
+        ns_per_day_per_replica=per_replica,
+        steps_per_second=steps_per_second,
+        ms_per_step=1000.0 * elapsed / steps,
+        peak_memory_mb=peak,
+        peak_memory_kind=kind,
+        final_mean_temperature_k=float(runner.temperatures_k().mean()),
+        **labels,
+    )
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def provenance() -> dict:
+    """Where and with what a benchmark ran: host, UTC time, versions, CPU/GPU, git SHA, allocator."""
+    import gnnmd
+
+    info = {
+        "host": socket.gethostname(),
+        "utc_time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gnnmd": gnnmd.__version__,
+        "git_sha": _git_sha(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+    }
+    try:
+        import openmm
+
+        info["openmm"] = openmm.__version__
+    except ImportError:
+        info["openmm"] = None
+    return info
+
+
+def report(results: list[BenchResult]) -> dict:
+    """The versioned JSON document for ``results``."""
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "system_info": provenance(),
+        "benchmarks": [r.to_dict() for r in results],
+    }

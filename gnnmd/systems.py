@@ -1,0 +1,220 @@
+"""Shipped protein systems and loading of any PDB file as a coarse-grained system.
+
+A shipped system is a PDB file plus a TOML description in the systems folder
+(see :func:`systems_dir`). The TOML keys are:
+
+=================  ==========================================================
+key                meaning
+=================  ==========================================================
+name               system name (equals the TOML file's stem)
+title              one-line title
+pdb                PDB file name, relative to the systems folder
+pdb_id             Protein Data Bank id
+chain / chains     chain id, or list of chain ids, to keep (default: all)
+residues           optional ``[first, last]`` PDB residue numbers, inclusive
+mapping            CG mapping, ``"5bead"`` or ``"ca"``
+model              frame (model) index of the PDB to use, default 0
+expected_beads     bead count under ``mapping``; a different count raises
+expected_residues  optional residue count, checked under every mapping
+aliases            optional other names (case-insensitive), e.g. the PDB id
+description        free text
+source             ``repo@commit:path`` the PDB file was copied from
+=================  ==========================================================
+
+Units: positions in nm, masses in amu (see :mod:`gnnmd.topology`).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import mdtraj
+import numpy as np
+
+from gnnmd.errors import SystemNotFoundError, TopologyError
+from gnnmd.topology import MAPPINGS, CGTopology, map_to_cg
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+DEFAULT_SYSTEM = "chignolin"
+
+_REQUIRED_KEYS = ("name", "title", "pdb", "pdb_id", "mapping", "expected_beads", "description",
+                  "source")  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class System:
+    """A CG protein ready to simulate.
+
+    Attributes:
+        name: system name (shipped name, or the PDB file's stem).
+        topology: the CG topology.
+        positions_nm: (n_beads, 3) float64, native structure in nm.
+        description: free text.
+        pdb_path: the all-atom PDB file it was mapped from.
+    """
+
+    name: str
+    topology: CGTopology
+    positions_nm: np.ndarray
+    description: str
+    pdb_path: pathlib.Path
+
+
+def systems_dir() -> pathlib.Path:
+    """The folder of shipped systems: ``gnnmd/_systems`` in a wheel, else ``<repo>/systems``."""
+    package = pathlib.Path(__file__).resolve().parent
+    installed = package / "_systems"
+    return installed if installed.is_dir() else package.parent / "systems"
+
+
+def list_systems() -> list[str]:
+    """Names of the shipped systems, sorted."""
+    folder = systems_dir()
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+
+
+def _read_description(toml_path: pathlib.Path) -> dict[str, Any]:
+    try:
+        with toml_path.open("rb") as handle:
+            spec = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TopologyError(f"{toml_path}: cannot read system description: {exc}") from exc
+    missing = [key for key in _REQUIRED_KEYS if key not in spec]
+    if missing:
+        raise TopologyError(f"{toml_path}: missing key(s) {missing}")
+    if spec["name"] != toml_path.stem:
+        raise TopologyError(
+            f"{toml_path}: name {spec['name']!r} differs from the file name {toml_path.stem!r}"
+        )
+    return spec
+
+
+def _resolve_name(name: str) -> pathlib.Path | None:
+    """The TOML file of shipped system ``name`` (also matched by alias or PDB id), or None."""
+    folder = systems_dir()
+    wanted = name.strip().lower()
+    for stem in list_systems():
+        path = folder / f"{stem}.toml"
+        if stem.lower() == wanted:
+            return path
+    for stem in list_systems():
+        path = folder / f"{stem}.toml"
+        spec = _read_description(path)
+        other = [str(spec["pdb_id"]), *spec.get("aliases", [])]
+        if wanted in {o.lower() for o in other}:
+            return path
+    return None
+
+
+def _load_pdb(path: pathlib.Path) -> mdtraj.Trajectory:
+    """All frames of a PDB file; any failure is a TopologyError naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. mdtraj's dummy-CRYST1 unit cell warning
+            traj = mdtraj.load_pdb(str(path))
+    except Exception as exc:  # mdtraj raises many types on malformed input
+        reason = f"{type(exc).__name__}: {exc}"
+        raise TopologyError(f"{path}: not a readable PDB file ({reason})") from exc
+    if traj.n_frames == 0 or traj.n_atoms == 0:
+        raise TopologyError(f"{path}: not a readable PDB file: no atoms")
+    return traj
+
+
+def _frame(traj: mdtraj.Trajectory, model: int, path: pathlib.Path) -> mdtraj.Trajectory:
+    if not 0 <= model < traj.n_frames:
+        raise TopologyError(f"{path}: model {model} requested but the file has {traj.n_frames}")
+    return traj[model]
+
+
+def _chains(spec: dict[str, Any]) -> list[str] | None:
+    chains = spec.get("chains", spec.get("chain"))
+    if chains is None:
+        return None
+    return [chains] if isinstance(chains, str) else [str(c) for c in chains]
+
+
+def _residue_range(spec: dict[str, Any], toml_path: pathlib.Path) -> tuple[int, int] | None:
+    residues = spec.get("residues")
+    if residues is None:
+        return None
+    if len(residues) != 2 or residues[0] > residues[1]:
+        raise TopologyError(f"{toml_path}: residues must be [first, last], got {residues!r}")
+    return int(residues[0]), int(residues[1])
+
+
+def _check_counts(spec: dict[str, Any], cg: CGTopology, mapping: str, toml: pathlib.Path) -> None:
+    """Compare bead and residue counts with the description's expected values."""
+    expected = int(spec["expected_beads"])
+    if mapping == spec["mapping"] and cg.n_beads != expected:
+        got = f"{mapping} mapping gave {cg.n_beads} beads"
+        raise TopologyError(f"{toml}: {got}, expected_beads is {expected}")
+    n_residues = len(set(zip(cg.chain_ids, cg.residue_ids.tolist(), strict=True)))
+    expected = int(spec.get("expected_residues", n_residues))
+    if n_residues != expected:
+        raise TopologyError(f"{toml}: {n_residues} residues, expected_residues is {expected}")
+
+
+def _load_shipped(toml_path: pathlib.Path, mapping: str | None) -> System:
+    spec = _read_description(toml_path)
+    mapping = mapping or spec["mapping"]
+    pdb_path = toml_path.parent / spec["pdb"]
+    traj = _frame(_load_pdb(pdb_path), int(spec.get("model", 0)), pdb_path)
+    topology, positions = map_to_cg(
+        traj,
+        mapping,
+        name=spec["name"],
+        source=str(pdb_path),
+        chains=_chains(spec),
+        residues=_residue_range(spec, toml_path),
+    )
+    _check_counts(spec, topology, mapping, toml_path)
+    return System(spec["name"], topology, positions[0], str(spec["description"]).strip(), pdb_path)
+
+
+def _load_path(pdb_path: pathlib.Path, mapping: str) -> System:
+    traj = _frame(_load_pdb(pdb_path), 0, pdb_path)
+    topology, positions = map_to_cg(traj, mapping, name=pdb_path.stem, source=str(pdb_path))
+    description = f"{pdb_path.name}: all protein chains, model 1, {mapping} mapping"
+    return System(pdb_path.stem, topology, positions[0], description, pdb_path)
+
+
+def load_system(name_or_path: str | os.PathLike[str], mapping: str | None = None) -> System:
+    """Load a shipped system by name, or any PDB file by path, as a CG system.
+
+    Args:
+        name_or_path: a shipped system name (see :func:`list_systems`; aliases and
+            PDB ids such as ``"1ENH"`` also work, case-insensitive), or the path of
+            a PDB file (all protein chains, first model), or of a system TOML file.
+        mapping: ``"5bead"`` or ``"ca"``; default: the system's own (``"5bead"`` for
+            files).
+
+    Returns:
+        The :class:`System`; ``positions_nm`` is (n_beads, 3) float64 in nm.
+
+    Raises:
+        SystemNotFoundError: neither a shipped name nor an existing file.
+        TopologyError: the PDB cannot be read or mapped, or a shipped system's bead
+            count differs from its ``expected_beads``.
+    """
+    if mapping is not None and mapping not in MAPPINGS:
+        raise ValueError(f"unknown CG mapping {mapping!r}; allowed: {list(MAPPINGS)}")
+    toml_path = _resolve_name(str(name_or_path)) if isinstance(name_or_path, str) else None
+    if toml_path is not None:
+        return _load_shipped(toml_path, mapping)
+    path = pathlib.Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix.lower() == ".toml":
+        return _load_shipped(path, mapping)
+    if path.is_file():
+        return _load_path(path, mapping or "5bead")
+    raise SystemNotFoundError(
+        f"{str(name_or_path)!r} is neither a shipped system nor an existing PDB file; "
+        f"shipped systems: {', '.join(list_systems())} (in {systems_dir()})"
+    )

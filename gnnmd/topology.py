@@ -1,0 +1,447 @@
+"""Coarse-grained (CG) mapping of all-atom protein structures (mdtraj-based).
+
+Units: positions in nm (mdtraj's own unit, also gnnmd's internal length unit, see
+:mod:`gnnmd.units`), masses in amu (g/mol).
+
+Two slice mappings are supported; in both every bead sits exactly on one atom of
+the all-atom structure (no centre of mass):
+
+========  ===================================================================
+mapping   beads per residue, in this order
+========  ===================================================================
+"5bead"   N, CA, CB, C, O (glycine has no CB: N, CA, C, O)
+"ca"      CA
+========  ===================================================================
+
+**Masses.** A bead's mass is the element mass of the atom it sits on, from
+mdtraj's element table (N 14.007, C 12.011, O 15.999 amu). Hydrogens and side
+chain atoms beyond CB are dropped, not lumped into the beads.
+
+**Bead types** follow CGSchNet: residue identity x bead name, written
+``"RES.BEAD"`` (``"TYR.CA"``, ``"GLY.N"``). Residue names are canonical: force
+field aliases (HIE, CYX, ...) are resolved through :data:`RESIDUE_ALIASES`.
+
+**Protein residues.** A residue is protein when its canonical name is in
+:data:`STANDARD_RESIDUES` (the 20 amino acids plus norleucine, NLE, used by villin
+2F4K). Water, ions and other hetero groups are skipped silently; a residue with
+the backbone atoms N, CA and C but an unknown name raises
+:class:`~gnnmd.errors.TopologyError` rather than being dropped.
+
+**Bonded graph.** 5bead: N-CA, CA-C, C-O, CA-CB within each residue, and the
+peptide bond C(i)-N(i+1) between consecutive residues of one chain when the C-N
+distance in the first frame is below 0.2 nm. ca: CA(i)-CA(i+1) between
+consecutive residues of one chain when closer than 0.45 nm. A chain break thus
+makes no bond. Angles and dihedrals are every bonded path of 3 and 4 beads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import mdtraj
+import numpy as np
+
+from gnnmd.errors import TopologyError
+
+MAPPINGS = ("5bead", "ca")
+
+#: Canonical residue names treated as protein: the 20 amino acids and norleucine.
+STANDARD_RESIDUES: tuple[str, ...] = (
+    "ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU",
+    "LYS", "MET", "NLE", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL",
+)  # fmt: skip
+
+#: Protonation-state and force-field spellings mapped to their canonical name.
+#: MSE (selenomethionine) maps to MET: its N, CA, CB, C, O beads are MET's.
+RESIDUE_ALIASES: dict[str, str] = {
+    "HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS",
+    "HISD": "HIS", "HISE": "HIS", "HISH": "HIS",
+    "CYX": "CYS", "CYM": "CYS", "CYS2": "CYS",
+    "ASH": "ASP", "ASPP": "ASP",
+    "GLH": "GLU", "GLUP": "GLU",
+    "LYN": "LYS", "LSN": "LYS",
+    "ARN": "ARG",
+    "TYM": "TYR",
+    "MSE": "MET",
+}  # fmt: skip
+
+BEAD_NAMES: dict[str, tuple[str, ...]] = {"5bead": ("N", "CA", "CB", "C", "O"), "ca": ("CA",)}
+
+#: Bonds within one residue (5bead), by bead name.
+_INTRA_RESIDUE_BONDS = (("N", "CA"), ("CA", "C"), ("C", "O"), ("CA", "CB"))
+#: Largest distance (nm) for the bond between consecutive residues of one chain.
+PEPTIDE_BOND_MAX_NM = 0.2
+CA_BOND_MAX_NM = 0.45
+#: Atoms that make a residue an amino acid (used to refuse unknown residue names).
+_BACKBONE = frozenset({"N", "CA", "C"})
+
+
+def _check_mapping(mapping: str) -> None:
+    if mapping not in MAPPINGS:
+        raise ValueError(f"unknown CG mapping {mapping!r}; allowed: {list(MAPPINGS)}")
+
+
+def canonical_residue_name(name: str) -> str:
+    """The canonical 3-letter name of residue ``name`` (aliases resolved, upper case)."""
+    upper = name.strip().upper()
+    return RESIDUE_ALIASES.get(upper, upper)
+
+
+def _residue_bead_names(residue: str, mapping: str) -> tuple[str, ...]:
+    names = BEAD_NAMES[mapping]
+    return tuple(n for n in names if not (residue == "GLY" and n == "CB"))
+
+
+def protein_bead_vocabulary(mapping: str = "5bead") -> tuple[str, ...]:
+    """Every bead type ``"RES.BEAD"`` of ``mapping`` for the residues in STANDARD_RESIDUES.
+
+    Sorted by residue name, then by bead order within the residue (N, CA, CB, C, O);
+    glycine has no CB. 5bead gives 104 types, ca gives 21.
+    """
+    _check_mapping(mapping)
+    residues = sorted(STANDARD_RESIDUES)
+    return tuple(f"{r}.{b}" for r in residues for b in _residue_bead_names(r, mapping))
+
+
+def _frozen(array: np.ndarray, dtype: type, shape_tail: tuple[int, ...]) -> np.ndarray:
+    out = np.array(array, dtype=dtype).reshape((-1, *shape_tail))
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class CGTopology:
+    """A coarse-grained molecule: beads, their types and masses, and the bonded graph.
+
+    Attributes:
+        name: molecule name, e.g. ``"chignolin"``.
+        mapping: ``"5bead"`` or ``"ca"``.
+        bead_names: per bead, ``"N"``, ``"CA"``, ``"CB"``, ``"C"`` or ``"O"``.
+        residue_names: per bead, canonical 3-letter residue name.
+        residue_ids: (n,) int64, PDB residue sequence number of each bead.
+        chain_ids: per bead, chain identifier.
+        bead_types: per bead, ``"RES.BEAD"`` (e.g. ``"TYR.CA"``).
+        masses_amu: (n,) float64 bead masses in amu, all > 0.
+        bonds: (B, 2) int64, rows i<j, sorted.
+        angles: (A, 3) int64 bonded paths i-j-k with i<k, sorted.
+        dihedrals: (D, 4) int64 bonded paths i-j-k-l with (i, j) < (l, k), sorted.
+        atom_indices: (n,) int64, index in the source all-atom topology of each bead's atom.
+        source: file the molecule came from, or ``"<memory>"``; used in error messages.
+    """
+
+    name: str
+    mapping: str
+    bead_names: tuple[str, ...]
+    residue_names: tuple[str, ...]
+    residue_ids: np.ndarray
+    chain_ids: tuple[str, ...]
+    bead_types: tuple[str, ...]
+    masses_amu: np.ndarray
+    bonds: np.ndarray
+    angles: np.ndarray
+    dihedrals: np.ndarray
+    atom_indices: np.ndarray
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        _check_mapping(self.mapping)
+        fields = {
+            "residue_ids": _frozen(self.residue_ids, np.int64, ()),
+            "masses_amu": _frozen(self.masses_amu, np.float64, ()),
+            "bonds": _frozen(self.bonds, np.int64, (2,)),
+            "angles": _frozen(self.angles, np.int64, (3,)),
+            "dihedrals": _frozen(self.dihedrals, np.int64, (4,)),
+            "atom_indices": _frozen(self.atom_indices, np.int64, ()),
+        }
+        for key, value in fields.items():
+            object.__setattr__(self, key, value)
+        for key in ("bead_names", "residue_names", "chain_ids", "bead_types"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+        self._validate()
+
+    def _validate(self) -> None:
+        n = len(self.bead_names)
+        per_bead = ("residue_names", "residue_ids", "chain_ids", "bead_types", "masses_amu",
+                    "atom_indices")  # fmt: skip
+        for key in per_bead:
+            if len(getattr(self, key)) != n:
+                raise ValueError(f"{self.source}: {key} has {len(getattr(self, key))} entries, "
+                                 f"expected one per bead ({n})")  # fmt: skip
+        if n and not np.all(self.masses_amu > 0):
+            raise ValueError(f"{self.source}: bead masses must be > 0 amu")
+        for key in ("bonds", "angles", "dihedrals"):
+            index = getattr(self, key)
+            if index.size and (index.min() < 0 or index.max() >= n):
+                raise ValueError(f"{self.source}: {key} index out of range for {n} beads")
+
+    @property
+    def n_beads(self) -> int:
+        """Number of beads."""
+        return len(self.bead_names)
+
+    def excluded_pairs(self, order: int = 2) -> np.ndarray:
+        """Bead pairs separated by 1..``order`` bonds, as (X, 2) int64, rows i<j, sorted, unique.
+
+        ``order`` is 0 (nothing excluded), 1 (bonds), 2 (+ 1-3 pairs of angles) or
+        3 (+ 1-4 pairs of dihedrals).
+        """
+        valid = isinstance(order, (int, np.integer)) and not isinstance(order, bool)
+        if not valid or not 0 <= order <= 3:
+            raise ValueError(f"exclusion order must be an integer in 0..3, got {order!r}")
+        ends = [self.bonds, self.angles[:, [0, 2]], self.dihedrals[:, [0, 3]]][:order]
+        if not ends:
+            return np.zeros((0, 2), dtype=np.int64)
+        pairs = np.sort(np.concatenate(ends).reshape(-1, 2), axis=1)
+        return np.unique(pairs, axis=0).astype(np.int64).reshape(-1, 2)
+
+    def to_mdtraj(self) -> mdtraj.Topology:
+        """An mdtraj topology with one atom per bead, for writing CG trajectories (PDB, DCD).
+
+        Atom names are the bead names, elements those of the mapped atoms, residues
+        and chains as in the source, and the CG bonds are added.
+        """
+        top = mdtraj.Topology()
+        chain = residue = None
+        seen: set[str] = set()
+        for i in range(self.n_beads):
+            resid, name = int(self.residue_ids[i]), self.bead_names[i]
+            if chain is None or self._new_chain(i):
+                chain, residue = top.add_chain(chain_id=self.chain_ids[i]), None
+            if residue is None or resid != int(self.residue_ids[i - 1]) or name in seen:
+                residue, seen = top.add_residue(self.residue_names[i], chain, resSeq=resid), set()
+            top.add_atom(name, _bead_element(self.masses_amu[i]), residue)
+            seen.add(name)
+        atoms = list(top.atoms)
+        for i, j in self.bonds:
+            top.add_bond(atoms[int(i)], atoms[int(j)])
+        return top
+
+    def _new_chain(self, i: int) -> bool:
+        """Bead i starts a chain: the chain id changes or the residue number goes back (copies)."""
+        chains, resids = self.chain_ids, self.residue_ids
+        return chains[i] != chains[i - 1] or resids[i] < resids[i - 1]
+
+    def replicate(self, n: int) -> CGTopology:
+        """``n`` non-interacting copies back to back (bonded indices offset per copy).
+
+        Per-bead fields are tiled; ``atom_indices`` of every copy point at the same
+        source atoms. The name becomes ``"<name>_x<n>"`` for n > 1.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"replicate() needs an integer n >= 1, got {n!r}")
+        n = int(n)
+        offsets = np.arange(n, dtype=np.int64) * self.n_beads
+
+        def tile(index: np.ndarray) -> np.ndarray:
+            return (index[None, :, :] + offsets[:, None, None]).reshape(-1, index.shape[1])
+
+        return dataclasses.replace(
+            self,
+            name=self.name if n == 1 else f"{self.name}_x{n}",
+            bead_names=self.bead_names * n,
+            residue_names=self.residue_names * n,
+            residue_ids=np.tile(self.residue_ids, n),
+            chain_ids=self.chain_ids * n,
+            bead_types=self.bead_types * n,
+            masses_amu=np.tile(self.masses_amu, n),
+            bonds=tile(self.bonds),
+            angles=tile(self.angles),
+            dihedrals=tile(self.dihedrals),
+            atom_indices=np.tile(self.atom_indices, n),
+        )
+
+
+def _bead_element(mass_amu: float) -> mdtraj.element.Element:
+    """The element of a bead's mapped atom, recovered from its mass (N, C, O, S, ...)."""
+    candidates = [mdtraj.element.get_by_symbol(s) for s in ("H", "C", "N", "O", "S", "P", "Se")]
+    return min(candidates, key=lambda e: abs(e.mass - mass_amu))
+
+
+# ----------------------------------------------------------------------------- mapping
+
+
+def _chain_label(residue: mdtraj.core.topology.Residue) -> str:
+    chain_id = getattr(residue.chain, "chain_id", None)
+    return str(chain_id) if chain_id else str(residue.chain.index)
+
+
+def _where(source: str, residue: mdtraj.core.topology.Residue) -> str:
+    return f"{source}: chain {_chain_label(residue)} residue {residue.name} {residue.resSeq}"
+
+
+def _protein_residues(
+    top: mdtraj.Topology,
+    source: str,
+    chains: Sequence[str] | None,
+    residues: tuple[int, int] | None,
+) -> list[mdtraj.core.topology.Residue]:
+    """Protein residues in topology order, optionally restricted to chains and a resSeq range."""
+    selected = []
+    for residue in top.residues:
+        if chains is not None and _chain_label(residue) not in chains:
+            continue
+        if residues is not None and not residues[0] <= residue.resSeq <= residues[1]:
+            continue
+        if canonical_residue_name(residue.name) in STANDARD_RESIDUES:
+            selected.append(residue)
+        elif _BACKBONE <= {atom.name for atom in residue.atoms}:
+            allowed = ", ".join(STANDARD_RESIDUES)
+            aliases = ", ".join(sorted(RESIDUE_ALIASES))
+            raise TopologyError(
+                f"{_where(source, residue)}: unknown amino acid {residue.name!r} (it has "
+                f"backbone atoms N, CA, C); allowed residue names: {allowed}; "
+                f"accepted aliases: {aliases}"
+            )
+    return selected
+
+
+def _bead_atoms(
+    residue: mdtraj.core.topology.Residue, mapping: str, source: str
+) -> list[mdtraj.core.topology.Atom]:
+    """The atoms the beads of ``residue`` sit on, in bead order."""
+    by_name: dict[str, mdtraj.core.topology.Atom] = {}
+    for atom in residue.atoms:
+        by_name.setdefault(atom.name.strip().upper(), atom)
+    names = _residue_bead_names(canonical_residue_name(residue.name), mapping)
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise TopologyError(
+            f"{_where(source, residue)}: missing atom {missing[0]!r} required by the "
+            f"{mapping!r} mapping (needs {', '.join(names)}; has "
+            f"{', '.join(sorted(by_name))})"
+        )
+    return [by_name[n] for n in names]
+
+
+def _atom_mass(atom: mdtraj.core.topology.Atom, source: str) -> float:
+    element = atom.element
+    mass = getattr(element, "mass", None)
+    if mass is None or not mass > 0:
+        raise TopologyError(
+            f"{_where(source, atom.residue)}: atom {atom.name!r} has no element with a "
+            f"positive mass (element {element!r})"
+        )
+    return float(mass)
+
+
+def _link_bonds(
+    residues: list[mdtraj.core.topology.Residue],
+    first_bead: list[dict[str, int]],
+    xyz0: np.ndarray,
+    mapping: str,
+) -> list[tuple[int, int]]:
+    """Bonds between consecutive residues of one chain that are close enough in frame 0."""
+    head, tail, cutoff = (
+        ("C", "N", PEPTIDE_BOND_MAX_NM) if mapping == "5bead" else ("CA", "CA", CA_BOND_MAX_NM)
+    )
+    bonds = []
+    for r in range(len(residues) - 1):
+        if residues[r].chain.index != residues[r + 1].chain.index:
+            continue
+        i, j = first_bead[r][head], first_bead[r + 1][tail]
+        if np.linalg.norm(xyz0[j] - xyz0[i]) < cutoff:
+            bonds.append((i, j))
+    return bonds
+
+
+def _canonical_bonds(bonds: Sequence[tuple[int, int]]) -> np.ndarray:
+    if not bonds:
+        return np.zeros((0, 2), dtype=np.int64)
+    array = np.sort(np.asarray(bonds, dtype=np.int64), axis=1)
+    return np.unique(array, axis=0)
+
+
+def _neighbours(n_beads: int, bonds: np.ndarray) -> list[list[int]]:
+    adjacency: list[list[int]] = [[] for _ in range(n_beads)]
+    for i, j in bonds.tolist():
+        adjacency[i].append(j)
+        adjacency[j].append(i)
+    return [sorted(a) for a in adjacency]
+
+
+def bonded_paths(n_beads: int, bonds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All angles (A, 3) and proper dihedrals (D, 4) of a bond graph, canonical and sorted.
+
+    An angle i-j-k is stored with i<k; a dihedral i-j-k-l with (i, j) < (l, k).
+    """
+    adjacency = _neighbours(n_beads, bonds)
+    angles = {(i, j, k) for j, nb in enumerate(adjacency) for i in nb for k in nb if i < k}
+    dihedrals = set()
+    for j, k in bonds.tolist():
+        for i in adjacency[j]:
+            for m in adjacency[k]:
+                if i in (j, k) or m in (j, k) or i == m:
+                    continue
+                path = (i, j, k, m)
+                dihedrals.add(path if (i, j) < (m, k) else path[::-1])
+    return (
+        np.array(sorted(angles), dtype=np.int64).reshape(-1, 3),
+        np.array(sorted(dihedrals), dtype=np.int64).reshape(-1, 4),
+    )
+
+
+def map_to_cg(
+    traj: mdtraj.Trajectory,
+    mapping: str = "5bead",
+    name: str = "molecule",
+    source: str = "<memory>",
+    *,
+    chains: Sequence[str] | None = None,
+    residues: tuple[int, int] | None = None,
+) -> tuple[CGTopology, np.ndarray]:
+    """Map an all-atom protein to CG beads (slice mapping: each bead sits on one atom).
+
+    Args:
+        traj: all-atom structure(s); positions in nm. The first frame decides which
+            consecutive residues are bonded (chain breaks make no bond).
+        mapping: ``"5bead"`` (N, CA, CB, C, O) or ``"ca"``.
+        name: molecule name stored in the topology.
+        source: file name used in error messages.
+        chains: keep only residues of these chain ids (default: all chains).
+        residues: keep only residues with ``first <= resSeq <= last`` (inclusive).
+
+    Returns:
+        The topology and CG positions, (n_frames, n_beads, 3) float64 in nm.
+
+    Raises:
+        TopologyError: no protein residues, an amino acid with an unknown name, or a
+            missing bead atom; the message names the source, chain and residue.
+    """
+    _check_mapping(mapping)
+    chosen = _protein_residues(traj.topology, source, chains, residues)
+    if not chosen:
+        raise TopologyError(
+            f"{source}: no protein residues found (selection chains={chains}, "
+            f"residues={residues}); known residue names: {', '.join(STANDARD_RESIDUES)}"
+        )
+    atoms, first_bead, intra = [], [], []
+    for residue in chosen:
+        bead_atoms = _bead_atoms(residue, mapping, source)
+        index = {atom.name.strip().upper(): len(atoms) + k for k, atom in enumerate(bead_atoms)}
+        first_bead.append(index)
+        intra += [(index[a], index[b]) for a, b in _INTRA_RESIDUE_BONDS if {a, b} <= index.keys()]
+        atoms += bead_atoms
+    atom_indices = np.array([a.index for a in atoms], dtype=np.int64)
+    positions = np.asarray(traj.xyz[:, atom_indices, :], dtype=np.float64)
+    bonds = _canonical_bonds(intra + _link_bonds(chosen, first_bead, positions[0], mapping))
+    angles, dihedrals = bonded_paths(len(atoms), bonds)
+    residue_names = tuple(canonical_residue_name(a.residue.name) for a in atoms)
+    bead_names = tuple(a.name.strip().upper() for a in atoms)
+    topology = CGTopology(
+        name=name,
+        mapping=mapping,
+        bead_names=bead_names,
+        residue_names=residue_names,
+        residue_ids=np.array([a.residue.resSeq for a in atoms], dtype=np.int64),
+        chain_ids=tuple(_chain_label(a.residue) for a in atoms),
+        bead_types=tuple(f"{r}.{b}" for r, b in zip(residue_names, bead_names, strict=True)),
+        masses_amu=np.array([_atom_mass(a, source) for a in atoms], dtype=np.float64),
+        bonds=bonds,
+        angles=angles,
+        dihedrals=dihedrals,
+        atom_indices=atom_indices,
+        source=source,
+    )
+    return topology, positions
