@@ -77,21 +77,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_result(result) -> None:
-    console = Console()
+    """One metric per row: fits an 80-column terminal and never truncates a number."""
     table = Table(title="gnnmd bench (replica runner)")
-    for column in ("system", "beads", "replicas", "dt (fs)", "backend", "device", "ns/day", "ns/day/replica",
-                   "steps/s", "ms/step", "peak MB"):  # fmt: skip
-        table.add_column(column, justify="right")
-    table.add_row(
-        result.system, str(result.beads), str(result.replicas), f"{result.dt_fs:g}", result.backend,
-        f"{result.device} {result.dtype}", f"{result.ns_per_day:.2f}", f"{result.ns_per_day_per_replica:.3f}",
-        f"{result.steps_per_second:.2f}", f"{result.ms_per_step:.1f}", f"{result.peak_memory_mb:.0f}",
-    )  # fmt: skip
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("system", f"{result.system} ({result.beads} beads)"),
+        ("replicas", str(result.replicas)),
+        ("time step", f"{result.dt_fs:g} fs"),
+        ("backend / device", f"{result.backend} / {result.device} {result.dtype}"),
+        ("ns/day (aggregate)", f"{result.ns_per_day:.2f}"),
+        ("ns/day per replica", f"{result.ns_per_day_per_replica:.3f}"),
+        ("steps/s", f"{result.steps_per_second:.2f}"),
+        ("ms/step", f"{result.ms_per_step:.1f}"),
+        (f"peak memory ({result.peak_memory_kind})", f"{result.peak_memory_mb:.0f} MB"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console = Console()
     console.print(table)
     trained = (
         "trained"
         if result.model_trained
         else "UNTRAINED (priors from native structures, seeded random network)"
     )
-    timing = f"{result.steps} timed steps after {result.warmup_steps} warm-up"
-    console.print(f"model {result.model!r}: {trained}; {timing}; peak memory is {result.peak_memory_kind}")
+    console.print(f"model {result.model!r}: {trained}")
+    console.print(f"{result.steps} timed steps after {result.warmup_steps} warm-up steps")
