@@ -51,3 +51,17 @@ def perturbed(positions: np.ndarray, scale_nm: float = 0.02, seed: int = 0) -> t
     """Positions (n, 3) nm with Gaussian noise, as float64."""
     noise = np.random.default_rng(seed).normal(0.0, scale_nm, positions.shape)
     return torch.tensor(positions + noise, dtype=torch.float64)
+
+
+@pytest.fixture()
+def one_thread():
+    """Run a test on one intra-op thread, restoring the count afterwards.
+
+    Multi-threaded CPU scatter-adds (the backward of index gathers) accumulate in
+    a varying order, so forces differ in their last bits from call to call; on
+    one thread every kernel is deterministic and bit-for-bit comparisons hold.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

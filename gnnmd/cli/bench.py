@@ -1,29 +1,94 @@
-"""``gnnmd bench``: ns/day of R replicas of one system through the replica runner."""
+"""``gnnmd bench``: ns/day over a matrix of systems x replicas x engines x backends x devices.
+
+Every option that names an axis takes a comma-separated list, and every
+combination is timed (OpenMM's benchmark script does the same)::
+
+    gnnmd bench --system chignolin,engrailed --replicas 1,8,64 --json out/bench.json --plot out/bench.png
+
+``--engine replica-runner`` (default) steps the replicas with gnnmd's batched
+runner; ``--engine openmm`` puts them in one OpenMM System (one force call per
+step, the model seeing R graphs) and also reports the force route's overhead.
+Warm-up steps (and CUDA-graph capture) are not timed; the device is
+synchronised around the timed steps. One combination prints one metric per
+row; several print one row per combination, with the speed-up of R replicas
+over R sequential single-replica runs when the matrix has R = 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from gnnmd.kernels import BACKENDS
+from gnnmd.sim.runner import DEFAULT_SKIN_NM
 
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
+ENGINES = ("replica-runner", "openmm")
+OPENMM_ROUTES = ("torch", "python")
+OPENMM_PLATFORMS = ("Reference", "CPU", "CUDA")
+SWITCH = ("off", "on")
+
+
+def _list(kind: Callable[[str], object], allowed: tuple[str, ...] | None = None) -> Callable[[str], list]:
+    """An argparse type for comma-separated values of ``kind``, each one of ``allowed`` if given."""
+
+    def parse(text: str) -> list:
+        values = []
+        for item in (part.strip() for part in text.split(",")):
+            if allowed is not None and item not in allowed:
+                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(allowed)}")
+            try:
+                values.append(kind(item))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{item!r} is not a valid value") from None
+        return list(dict.fromkeys(values))  # keep order, drop repeats
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--system", default="chignolin", help="shipped system name or PDB path (default: chignolin)"
+    def axis(name: str, kind, default, allowed, text: str) -> None:
+        parser.add_argument(name, type=_list(kind, allowed), default=default, help=text)
+
+    axis(
+        "--system",
+        str,
+        ["chignolin"],
+        None,
+        "shipped system names or PDB paths, comma-separated (default: chignolin)",
     )
+    axis("--replicas", int, [64], None, "replica counts stepped together, comma-separated (default: 64)")
+    axis(
+        "--engine",
+        str,
+        ["replica-runner"],
+        ENGINES,
+        "replica-runner (gnnmd's batched runner) and/or openmm (one OpenMM System of R replicas) "
+        "(default: replica-runner)",
+    )
+    axis("--backend", str, ["reference"], BACKENDS, "kernel backends (default: reference)")
+    axis("--device", str, ["cpu"], DEVICES, "torch devices (default: cpu)")
+    axis("--dtype", str, ["float32"], DTYPES, "precisions (default: float32)")
+    axis(
+        "--skin-nm",
+        float,
+        [DEFAULT_SKIN_NM],
+        None,
+        f"replica runner's Verlet skins in nm, 0 = filter all pairs every step (default: {DEFAULT_SKIN_NM})",
+    )
+    axis("--cuda-graph", str, ["off"], SWITCH, "replica runner on CUDA: off and/or on (default: off)")
     parser.add_argument(
         "--model", default="default", help="shipped model name or checkpoint path (default: default)"
     )
-    parser.add_argument("--replicas", type=int, default=64, help="replicas stepped together (default: 64)")
     parser.add_argument("--steps", type=int, default=100, help="timed steps (default: 100)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up steps (default: 10)")
     parser.add_argument("--dt-fs", type=float, default=4.0, help="time step in fs (default: 4)")
@@ -33,52 +98,194 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--friction-per-ps", type=float, default=1.0, help="Langevin friction in 1/ps (default: 1)"
     )
-    parser.add_argument("--device", choices=DEVICES, default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="precision (default: float32)")
-    parser.add_argument(
-        "--backend", choices=BACKENDS, default="reference", help="kernel backend (default: reference)"
-    )
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed of velocities and noise (default: 0)"
     )
-    parser.add_argument("--json", type=Path, help="also write the result as JSON to this path")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
+    parser.add_argument("--plot", type=Path, help="also write a PNG of ns/day against replicas to this path")
+    parser.add_argument(
+        "--route",
+        choices=OPENMM_ROUTES,
+        default="torch",
+        help="with --engine openmm: torch (TorchForce) or python (PythonForce) (default: torch)",
+    )
+    parser.add_argument(
+        "--platform", choices=OPENMM_PLATFORMS, default=None,
+        help="with --engine openmm: OpenMM platform (default: CPU for --device cpu, CUDA for --device cuda); "
+        "--dtype float64 selects double precision, float32 mixed",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    """One combination of the matrix."""
+
+    system: str
+    replicas: int
+    engine: str
+    backend: str
+    device: str
+    dtype: str
+    skin_nm: float | None
+    cuda_graph: bool
+
+
+def expand(args: argparse.Namespace) -> tuple[list[Case], list[str]]:
+    """Every runnable combination (replica counts ascending per system and engine), and those skipped."""
+    cases, skipped = [], []
+    # Replica counts outside the runner options: variants of one size run back to back (fairer
+    # comparisons on a busy machine) and sizes grow through the run (the CPU peak RSS is cumulative).
+    product = itertools.product(args.system, args.engine, args.backend, args.device, args.dtype,
+                                sorted(args.replicas), args.skin_nm, args.cuda_graph)  # fmt: skip
+    for system, engine, backend, device, dtype, replicas, skin, graph in product:
+        if engine == "openmm":  # the runner's own options do not apply: one case, not one per value
+            skin, graph = None, "off"
+        elif graph == "on" and device != "cuda":
+            skipped.append(f"{system} x{replicas} {engine} {device}: CUDA graphs need --device cuda")
+            continue
+        case = Case(system, replicas, engine, backend, device, dtype, skin, graph == "on")
+        if case not in cases:
+            cases.append(case)
+    return cases, skipped
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if min(args.replicas) < 1:
+        raise ValueError(f"--replicas must be at least 1, got {min(args.replicas)}")
+    if min(args.skin_nm) < 0:
+        raise ValueError(f"--skin-nm must be >= 0 nm, got {min(args.skin_nm)}")
+    if "openmm" not in args.engine and (args.platform is not None or args.route != "torch"):
+        raise ValueError("--route and --platform apply to --engine openmm only")
+    if "cuda" in args.device and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    if "on" in args.cuda_graph and "cuda" not in args.device:
+        raise ValueError("--cuda-graph on needs --device cuda (CUDA graphs do not exist on CPUs)")
 
 
 def run(args: argparse.Namespace) -> int:
     from gnnmd.kernels import resolve_backend
-    from gnnmd.models import is_trained, load_model
-    from gnnmd.sim import LangevinSettings, ReplicaRunner
-    from gnnmd.sim.benchmark import measure, report
+    from gnnmd.models import load_model
+    from gnnmd.sim.benchmark import report
     from gnnmd.systems import load_system
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
-    backend = resolve_backend(args.backend)
+    _validate(args)
+    for backend in args.backend:
+        resolve_backend(backend)
     model = load_model(args.model)
-    system = load_system(args.system)
-    settings = LangevinSettings(args.dt_fs, args.temperature_k, args.friction_per_ps)
-    runner = ReplicaRunner.replicas_of(
-        model, system, args.replicas, settings=settings, device=args.device,
-        dtype=getattr(torch, args.dtype), seed=args.seed,
-    )  # fmt: skip
-    labels = {
-        "system": system.name,
-        "backend": backend,
-        "model": args.model,
-        "model_trained": is_trained(model),
-    }
-    result = measure(runner, args.steps, args.warmup, labels)
-    print_result(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report([result]), indent=2) + "\n")
-        print(f"wrote {args.json}")
+    systems = {name: load_system(name) for name in args.system}
+    cases, skipped = expand(args)
+    measured = []
+    for case in cases:
+        measure = measure_replica_runner if case.engine == "replica-runner" else measure_openmm_case
+        measured.append(measure(case, args, model, systems[case.system]))
+    results = [result for result, _ in measured]
+    _attach_speedups(results)
+    if len(measured) == 1:
+        result, extra = measured[0]
+        print_result(result, **extra.get("print", {}))
+    else:
+        print_matrix(results, skipped)
+    document = report(results)
+    for row, (_, extra) in zip(document["benchmarks"], measured, strict=True):
+        row.update(extra.get("json", {}))
+    if skipped:
+        document["skipped"] = skipped
+    write_json(args.json, document)
+    if args.plot:
+        from gnnmd.sim.plots import plot_ns_per_day
+
+        print(f"wrote {plot_ns_per_day(results, args.plot)}")
     return 0
 
 
-def print_result(result) -> None:
+def measure_replica_runner(case: Case, args: argparse.Namespace, model, system) -> tuple:
+    """Time ``case`` in gnnmd's replica runner; returns (BenchResult, extras)."""
+    from gnnmd.models import is_trained
+    from gnnmd.sim import LangevinSettings, ReplicaRunner
+    from gnnmd.sim.benchmark import measure
+
+    settings = LangevinSettings(args.dt_fs, args.temperature_k, args.friction_per_ps)
+    runner = ReplicaRunner.replicas_of(
+        model, system, case.replicas, settings=settings, device=case.device,
+        dtype=getattr(torch, case.dtype), seed=args.seed, skin_nm=case.skin_nm, cuda_graph=case.cuda_graph,
+    )  # fmt: skip
+    labels = {"system": system.name, "backend": case.backend, "model": args.model,
+              "model_trained": is_trained(model)}  # fmt: skip
+    result = measure(runner, args.steps, args.warmup, labels)
+    del runner
+    return result, {}
+
+
+def measure_openmm_case(case: Case, args: argparse.Namespace, model, system) -> tuple:
+    """Time ``case`` as R replicas in one OpenMM System; ns/day and the route's overhead."""
+    from gnnmd.openmm.benchmark import OpenMMBenchRequest, measure_openmm
+    from gnnmd.openmm.platforms import resolve_platform
+    from gnnmd.sim import LangevinSettings
+
+    platform = args.platform or ("CUDA" if case.device == "cuda" else "CPU")
+    spec = resolve_platform(platform, "double" if case.dtype == "float64" else "mixed")
+    request = OpenMMBenchRequest(
+        system=system, model=model, model_name=args.model,
+        route=args.route, replicas=case.replicas, spec=spec,
+        settings=LangevinSettings(args.dt_fs, args.temperature_k, args.friction_per_ps),
+        steps=args.steps, warmup_steps=args.warmup, seed=args.seed,
+    )  # fmt: skip
+    result, overhead = measure_openmm(request)
+    rows = [
+        ("OpenMM platform", spec.describe()),
+        ("model alone, ms/evaluation", f"{overhead['model_ms_per_evaluation']:.1f}"),
+        ("route overhead, ms/step", f"{overhead['route_overhead_ms_per_step']:.1f}"),
+    ]
+    title = f"gnnmd bench (OpenMM, {result.backend})"
+    return result, {"json": overhead, "print": {"title": title, "extra_rows": rows}}
+
+
+def _attach_speedups(results: list) -> None:
+    """Set speedup_vs_single_replica where the same case was also timed with 1 replica."""
+    from gnnmd.sim.plots import series_label
+
+    single = {series_label(r): r.ns_per_day for r in results if r.replicas == 1}
+    for result in results:
+        base = single.get(series_label(result))
+        result.speedup_vs_single_replica = result.ns_per_day / base if base else None
+
+
+def write_json(path: Path | None, document: dict) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+def _case_text(result) -> str:
+    text = f"{result.system} ({result.beads}) {result.engine} {result.backend} {result.device} {result.dtype}"
+    if result.skin_nm is not None:
+        text += f" skin {result.skin_nm:g}"
+    return text + (" graph" if result.cuda_graph else "")
+
+
+def print_matrix(results: list, skipped: list[str]) -> None:
+    """One row per case; numbers never wrap (the case column folds instead)."""
+    table = Table(title="gnnmd bench")
+    table.add_column("case (beads)", overflow="fold")
+    for name in ("R", "ms/step", "ns/day", "ns/day/R", "vs R=1", "peak MB"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in results:
+        speedup = f"{r.speedup_vs_single_replica:.1f}x" if r.speedup_vs_single_replica else "-"
+        table.add_row(_case_text(r), str(r.replicas), f"{r.ms_per_step:.1f}", f"{r.ns_per_day:.2f}",
+                      f"{r.ns_per_day_per_replica:.3f}", speedup, f"{r.peak_memory_mb:.0f}")  # fmt: skip
+    console = Console()
+    console.print(table)
+    for line in skipped:
+        console.print(f"skipped: {line}")
+    _print_footer(console, results[0])
+    console.print("vs R=1: ns/day over R sequential single-replica runs; peak MB: "
+                  f"{results[0].peak_memory_kind} (on CPU the process's peak so far)")  # fmt: skip
+
+
+def print_result(result, title: str = "gnnmd bench (replica runner)", extra_rows=()) -> None:
     """One metric per row: fits an 80-column terminal and never truncates a number."""
-    table = Table(title="gnnmd bench (replica runner)")
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
@@ -92,10 +299,17 @@ def print_result(result) -> None:
         ("ms/step", f"{result.ms_per_step:.1f}"),
         (f"peak memory ({result.peak_memory_kind})", f"{result.peak_memory_mb:.0f} MB"),
     ]
-    for name, value in rows:
+    if result.skin_nm is not None:
+        rows.append(("Verlet skin / list builds", f"{result.skin_nm:g} nm / {result.neighbor_list_builds}"))
+        rows.append(("CUDA graph", "on" if result.cuda_graph else "off"))
+    for name, value in [*rows, *extra_rows]:
         table.add_row(name, value)
     console = Console()
     console.print(table)
+    _print_footer(console, result)
+
+
+def _print_footer(console: Console, result) -> None:
     trained = (
         "trained"
         if result.model_trained

@@ -121,6 +121,35 @@ class CGPotential(nn.Module):
             (G,) kJ/mol.
         """
         pairs, _, distances = within_cutoff(positions, batch.pairs, batch.graph_index, self.cutoff_nm, box)
+        return self.energy_from_pairs(positions, batch, pairs, distances, box)
+
+    def energy_from_pairs(
+        self,
+        positions: Tensor,
+        batch: GraphBatch,
+        pairs: Tensor,
+        distances: Tensor,
+        box: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Per-graph potential energy from a neighbour list built by the caller.
+
+        The one code path of the network and the priors: :meth:`forward` calls it
+        with the pairs it finds itself; the replica runner calls it with pairs
+        from a Verlet list (:mod:`gnnmd.neighbors.verlet`).
+
+        Args:
+            positions: (N, 3) nm (the bonded priors read them).
+            batch: packed graphs.
+            pairs: (2, E) int64 non-bonded pairs i<j, a subset of ``batch.pairs``
+                holding every candidate pair inside the cutoff. A pair whose
+                distance is exactly ``cutoff_nm`` contributes exactly zero energy and
+                force (cosine envelope and shifted repulsion vanish there), which
+                lets static-shape callers pad their lists with such pairs.
+            distances: (E,) nm, differentiable with respect to ``positions`` for forces.
+            box: optional (G, 3, 3) nm periodic box vectors per graph.
+        Returns:
+            (G,) kJ/mol.
+        """
         bead_energy = self.network(batch.types, pairs, distances)
         num_graphs = batch.ptr.shape[0] - 1
         energy = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from gnnmd.sim.graphs import WARMUP_STEPS
 from gnnmd.sim.runner import ReplicaRunner
 from gnnmd.units import ns_per_day
 
@@ -48,6 +49,14 @@ class BenchResult:
     peak_memory_mb: float
     peak_memory_kind: str
     final_mean_temperature_k: float
+    #: Verlet skin of the replica runner, nm (0: all pairs filtered every step; None: not the replica runner).
+    skin_nm: float | None = None
+    #: Per-replica neighbour-list builds during the timed steps (replica runner).
+    neighbor_list_builds: int | None = None
+    #: Whether each step replayed CUDA graphs.
+    cuda_graph: bool = False
+    #: ns/day of this row over ns/day of the same case with 1 replica (= R sequential single-replica runs).
+    speedup_vs_single_replica: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,19 +78,25 @@ def measure(runner: ReplicaRunner, steps: int, warmup_steps: int, labels: dict) 
     """Time ``steps`` steps of ``runner`` after ``warmup_steps`` untimed ones.
 
     ``labels`` fills the descriptive fields: system, backend, model, model_trained.
-    Raises SimulationError if any replica goes non-finite.
+    With CUDA graphs, ``warmup_steps`` must cover the eager warm-up and the capture
+    (:data:`gnnmd.sim.graphs.WARMUP_STEPS` + 1). Raises SimulationError if any
+    replica goes non-finite.
     """
     if steps < 1 or warmup_steps < 0:
         raise ValueError(f"need steps >= 1 and warmup_steps >= 0, got {steps} and {warmup_steps}")
+    if runner.cuda_graph and warmup_steps < WARMUP_STEPS + 1:
+        raise ValueError(f"CUDA graphs need at least {WARMUP_STEPS + 1} warm-up steps (capture is not timed)")
     device = runner.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    runner.step(warmup_steps)
+    runner.step(warmup_steps)  # CUDA-graph capture happens here too, never in the timed steps
     _synchronize(device)
+    builds = runner.neighbor_list_builds()
     start = time.perf_counter()
     runner.step(steps)
     _synchronize(device)
     elapsed = time.perf_counter() - start
+    builds = runner.neighbor_list_builds() - builds
     runner.check_finite()
     steps_per_second = steps / elapsed
     per_replica = ns_per_day(runner.settings.timestep_fs, steps_per_second)
@@ -102,6 +117,9 @@ def measure(runner: ReplicaRunner, steps: int, warmup_steps: int, labels: dict) 
         peak_memory_mb=peak,
         peak_memory_kind=kind,
         final_mean_temperature_k=float(runner.temperatures_k().mean()),
+        skin_nm=runner.skin_nm,
+        neighbor_list_builds=builds,
+        cuda_graph=runner.cuda_graph,
         **labels,
     )
 

@@ -1,0 +1,56 @@
+"""Figures of benchmark results (matplotlib, without pyplot's global state)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+from gnnmd.sim.benchmark import BenchResult
+
+
+def series_label(result: BenchResult) -> str:
+    """Everything that identifies a line apart from the replica count."""
+    parts = [result.system, result.engine, result.backend, result.device, result.dtype]
+    if result.skin_nm is not None:
+        parts.append(f"skin {result.skin_nm:g} nm")
+    if result.cuda_graph:
+        parts.append("CUDA graph")
+    return ", ".join(parts)
+
+
+def plot_ns_per_day(results: Sequence[BenchResult], path: Path) -> Path:
+    """Write a PNG of aggregate ns/day against replica count, one line per case; returns ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for result in results:
+        series[series_label(result)].append((result.replicas, result.ns_per_day))
+    figure = Figure(figsize=(7.0, 4.5), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for label, points in series.items():
+        points.sort()
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axes.set_xticks(sorted({r.replicas for r in results}))
+    axes.xaxis.set_major_formatter(plain)
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
+    axes.set_xlabel("replicas")
+    axes.set_ylabel("aggregate ns/day")
+    untrained = any(not r.model_trained for r in results)
+    models = ", ".join(sorted({r.model for r in results}))
+    axes.set_title(f"gnnmd bench: {models}" + (" (UNTRAINED)" if untrained else ""))
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path

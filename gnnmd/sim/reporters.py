@@ -1,0 +1,182 @@
+"""Per-replica output: trajectories through mdtraj (DCD or XTC) and an energy/temperature CSV.
+
+Replica r of a run writes ``replica_{r:04d}.{dcd,xtc}`` and ``replica_{r:04d}.csv``
+in the output folder, whatever process it ran in: a sharded ``torchrun`` run
+and a single-process run produce the same files. Frames are in nm in memory;
+DCD stores Å by convention (converted here through :mod:`gnnmd.units`), XTC
+stores nm and the time in ps.
+
+Continuing a run keeps exactly the frames and rows the checkpoint counted and
+discards anything written after it (a crash between checkpoints), by
+rewriting the kept part to a temporary file and renaming it into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+from mdtraj.formats import DCDTrajectoryFile, XTCTrajectoryFile
+
+from gnnmd.errors import SimulationError
+from gnnmd.topology import CGTopology
+from gnnmd.units import ANGSTROM_PER_NM
+
+FORMATS = ("dcd", "xtc")
+CSV_COLUMNS = ("step", "time_ps", "potential_energy_kj_mol", "kinetic_energy_kj_mol", "temperature_k")
+
+
+def replica_stem(replica: int) -> str:
+    """File stem of global replica ``replica``: ``replica_0007``."""
+    return f"replica_{replica:04d}"
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's written data to disk through a fresh descriptor (works for files mdtraj holds open)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _read_raw(path: Path, fmt: str, count: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The first ``count`` frames of ``path`` in the file's own units, and XTC times and steps."""
+    if fmt == "dcd":
+        with DCDTrajectoryFile(str(path), "r") as file:
+            xyz, _, _ = file.read(n_frames=count)
+        return xyz, None, None
+    with XTCTrajectoryFile(str(path), "r") as file:
+        xyz, time, step, _ = file.read(n_frames=count)
+    return xyz, time, step
+
+
+class TrajectoryWriter:
+    """Frames of one replica, appended as the run goes.
+
+    Args:
+        path: the .dcd or .xtc file.
+        fmt: "dcd" or "xtc".
+        keep_frames: frames of an existing file to keep (continuing a run); 0 starts afresh.
+    """
+
+    def __init__(self, path: Path, fmt: str, keep_frames: int = 0) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"trajectory format {fmt!r} is not one of {FORMATS}")
+        self.path = Path(path)
+        self.fmt = fmt
+        self.frames = 0
+        if keep_frames <= 0:
+            self.file = self._open(self.path)
+            return
+        kept = self._kept(keep_frames)
+        # Write the kept frames to a temporary name, then rename: the old file stays whole until then.
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        self.file = self._open(temporary)
+        xyz, time, step = kept
+        for index in range(keep_frames):
+            # Copied in the file's own units: kept frames stay bit-identical.
+            self._write_raw(
+                xyz[index], time[index] if time is not None else 0.0, step[index] if step is not None else 0
+            )
+        os.replace(temporary, self.path)  # the open handle follows the file
+
+    def _open(self, path: Path) -> DCDTrajectoryFile | XTCTrajectoryFile:
+        # mdtraj creates the file at the first write.
+        cls = DCDTrajectoryFile if self.fmt == "dcd" else XTCTrajectoryFile
+        return cls(str(path), "w", force_overwrite=True)
+
+    def _kept(self, count: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        if not self.path.is_file():
+            raise SimulationError(f"{self.path}: missing; the checkpoint counts {count} frames in it")
+        xyz, time, step = _read_raw(self.path, self.fmt, count)
+        if len(xyz) < count:
+            raise SimulationError(f"{self.path}: has {len(xyz)} frames, the checkpoint counts {count}")
+        return xyz, time, step
+
+    def _write_raw(self, xyz: np.ndarray, time_ps: float, step: int) -> None:
+        frame = np.asarray(xyz, dtype=np.float32)[None]
+        if self.fmt == "dcd":
+            self.file.write(frame)
+        else:
+            self.file.write(
+                frame, time=np.array([time_ps], dtype=np.float32), step=np.array([step], dtype=np.int32)
+            )
+        self.frames += 1
+
+    def write(self, positions_nm: np.ndarray, time_ps: float, step: int) -> None:
+        """Append one frame: positions (n, 3) nm at ``time_ps`` (ps), MD step ``step``."""
+        xyz = np.asarray(positions_nm, dtype=np.float32)
+        self._write_raw(xyz * np.float32(ANGSTROM_PER_NM) if self.fmt == "dcd" else xyz, time_ps, step)
+
+    def sync(self) -> None:
+        """Make every written frame durable (before a checkpoint counts it)."""
+        if self.fmt == "xtc":
+            self.file.flush()
+        fsync_path(self.path)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class EnergyLog:
+    """The CSV log of one replica (columns :data:`CSV_COLUMNS`, energies kJ/mol, time ps).
+
+    Args:
+        path: the .csv file.
+        keep_until_step: continuing a run, keep the existing rows with step <= this; None starts afresh.
+    """
+
+    def __init__(self, path: Path, keep_until_step: int | None = None) -> None:
+        self.path = Path(path)
+        rows: list[list[str]] = []
+        if keep_until_step is not None and self.path.is_file():
+            with self.path.open(newline="") as file:
+                reader = csv.reader(file)
+                header = next(reader, None)
+                if header != list(CSV_COLUMNS):
+                    raise SimulationError(f"{self.path}: header {header} is not {list(CSV_COLUMNS)}")
+                rows = [
+                    row for row in reader if len(row) == len(CSV_COLUMNS) and int(row[0]) <= keep_until_step
+                ]
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        self.file = temporary.open("w", newline="")
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(CSV_COLUMNS)
+        self.writer.writerows(rows)
+        self.file.flush()
+        os.replace(temporary, self.path)
+
+    def write(
+        self, step: int, time_ps: float, potential_kj_mol: float, kinetic_kj_mol: float, temperature_k: float
+    ) -> None:
+        """Append one row."""
+        self.writer.writerow(
+            [
+                step,
+                f"{time_ps:.6f}",
+                f"{potential_kj_mol:.6f}",
+                f"{kinetic_kj_mol:.6f}",
+                f"{temperature_k:.4f}",
+            ]
+        )
+
+    def sync(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def save_frame_pdb(path: Path, topology: CGTopology, positions_nm: np.ndarray) -> None:
+    """Write one frame (n, 3) nm as a PDB, atomically (temporary file, then rename)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp.pdb")
+    mdtraj.Trajectory(np.asarray(positions_nm, dtype=np.float32)[None], topology.to_mdtraj()).save_pdb(
+        str(temporary)
+    )
+    os.replace(temporary, path)
