@@ -1,0 +1,113 @@
+"""gnnmd as an openmm-ml potential (registered through the ``openmmml.potentials`` entry point).
+
+Usage, with a CG topology (one atom per bead, e.g. the ``cg.pdb`` that
+``gnnmd openmm-xml`` writes)::
+
+    import gnnmd                      # or import torch first: see the import-order note in the docs
+    from openmm.app import PDBFile
+    from openmmml import MLPotential
+
+    pdb = PDBFile("cg.pdb")
+    potential = MLPotential("gnnmd", model="default")          # name, checkpoint or exported file
+    system = potential.createSystem(pdb.topology)              # bead masses, one gnnmd force
+
+``MLPotential("gnnmd", ...)`` takes ``model`` (default ``"default"``), ``route``
+(``"torch"`` or ``"python"``), ``platform`` and ``precision`` (see
+:mod:`gnnmd.openmm.platforms`); ``createSystem`` takes no extra keywords. Any
+other keyword is refused with a ValueError naming it.
+
+The classes implement openmm-ml's ``MLPotentialImplFactory.createImpl`` and
+``MLPotentialImpl.addForces`` interface without subclassing them: openmm-ml
+imports this module while it is itself being imported (entry points are read
+at the end of ``openmmml.mlpotential``), so this module must not import
+openmmml back.
+
+``createMixedSystem`` is refused: its ML subset is a set of atoms inside an
+all-atom force field, while gnnmd's particles are CG beads (one per mapped
+backbone atom, with no hydrogens or side chains), so there is no consistent
+way to couple the two descriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import openmm
+import openmm.app
+import openmm.unit
+
+from gnnmd.errors import TopologyError
+from gnnmd.openmm.forces import check_box
+from gnnmd.openmm.platforms import DEFAULT_PLATFORM, DEFAULT_PRECISION, resolve_platform
+from gnnmd.openmm.system import DEFAULT_ROUTE, check_route, gnnmd_force, model_cutoff_nm, resolve_model
+from gnnmd.openmm.topology import cg_topology_from_openmm
+
+#: The keywords MLPotential('gnnmd', ...) accepts, with their defaults.
+POTENTIAL_OPTIONS = {
+    "model": "default",
+    "route": DEFAULT_ROUTE,
+    "platform": DEFAULT_PLATFORM,
+    "precision": DEFAULT_PRECISION,
+}
+
+
+def _refuse_unknown(where: str, given: dict[str, Any], allowed: Iterable[str]) -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown keyword(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+class GnnmdPotentialImplFactory:
+    """Creates :class:`GnnmdPotentialImpl` for ``MLPotential('gnnmd', ...)``."""
+
+    def createImpl(self, name: str, **args: Any) -> GnnmdPotentialImpl:  # noqa: N802 (openmm-ml's name)
+        _refuse_unknown(f"MLPotential({name!r})", args, POTENTIAL_OPTIONS)
+        return GnnmdPotentialImpl(name, **{**POTENTIAL_OPTIONS, **args})
+
+
+class GnnmdPotentialImpl:
+    """A gnnmd CG potential for openmm-ml.
+
+    >>> system = MLPotential("gnnmd", model="default").createSystem(PDBFile("cg.pdb").topology)
+
+    The model is loaded (and its bead vocabulary later checked against the
+    topology) when the potential is created, so a bad model fails early.
+    """
+
+    def __init__(self, name: str, model: Any, route: str, platform: str, precision: str) -> None:
+        self.name = name
+        self.route = check_route(route)
+        self.spec = resolve_platform(platform, precision)
+        self.model = resolve_model(model)
+
+    def addForces(  # noqa: N802 (openmm-ml's name)
+        self,
+        topology: openmm.app.Topology,
+        system: openmm.System,
+        atoms: Optional[Iterable[int]],
+        forceGroup: int,  # noqa: N803 (openmm-ml's name)
+        **args: Any,
+    ) -> None:
+        """Set every particle's mass to its bead's and add the gnnmd force (see the module docstring)."""
+        _refuse_unknown(f"MLPotential({self.name!r}).createSystem", args, ())
+        if atoms is not None:
+            raise NotImplementedError(
+                "gnnmd does not support createMixedSystem: it is a coarse-grained potential whose particles "
+                "are CG beads, not atoms of an all-atom force field; build the whole CG system with "
+                "createSystem(cg_topology) instead"
+            )
+        cg = cg_topology_from_openmm(topology, name="openmm-ml topology")
+        if system.getNumParticles() != cg.n_beads:
+            raise TopologyError(
+                f"the System has {system.getNumParticles()} particles but the topology {cg.n_beads} beads"
+            )
+        for index, mass in enumerate(cg.masses_amu):
+            system.setParticleMass(index, float(mass))
+        box = topology.getPeriodicBoxVectors()
+        if box is not None:
+            vectors = np.array([list(v) for v in box.value_in_unit(openmm.unit.nanometer)], dtype=np.float64)
+            check_box(vectors, model_cutoff_nm(self.model), "MLPotential('gnnmd') topology box")
+        force = gnnmd_force(cg, self.model, self.route, 1, self.spec, periodic=box is not None)
+        force.setForceGroup(forceGroup)
+        system.addForce(force)

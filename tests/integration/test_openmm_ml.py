@@ -1,0 +1,133 @@
+"""openmm-ml: MLPotential('gnnmd') through the entry point, on CG topologies; what it refuses."""
+
+from __future__ import annotations
+
+import io
+from importlib.metadata import entry_points
+
+import numpy as np
+import openmm
+import openmm.app
+import openmm.unit
+import pytest
+
+from gnnmd.errors import TopologyError
+from gnnmd.openmm import PlatformSpec, cg_topology_from_openmm, create_system, openmm_topology
+from gnnmd.openmm.mlpotential import GnnmdPotentialImplFactory
+from tests.conftest import perturbed
+from tests.integration.test_openmm_forces import evaluate
+
+
+def pdb_round_trip(system) -> openmm.app.Topology:
+    """The CG topology as a user gets it: written as PDB by OpenMM, read back with PDBFile."""
+    buffer = io.StringIO()
+    openmm.app.PDBFile.writeFile(
+        openmm_topology(system.topology), system.positions_nm * openmm.unit.nanometer, buffer
+    )
+    buffer.seek(0)
+    return openmm.app.PDBFile(buffer).topology
+
+
+def test_entry_point_resolves():
+    from openmmml import MLPotential
+
+    (entry,) = [e for e in entry_points(group="openmmml.potentials") if e.name == "gnnmd"]
+    assert entry.load() is GnnmdPotentialImplFactory
+    assert isinstance(MLPotential._implFactories["gnnmd"], GnnmdPotentialImplFactory)
+
+
+@pytest.mark.parametrize("name", ["chignolin", "villin"])
+def test_cg_topology_survives_openmm(name, chignolin, villin):
+    """Bead types, masses and the whole bonded graph come back from an OpenMM PDB (villin has NLE)."""
+    system = {"chignolin": chignolin, "villin": villin}[name]
+    back = cg_topology_from_openmm(pdb_round_trip(system))
+    assert back.bead_types == system.topology.bead_types
+    np.testing.assert_allclose(back.masses_amu, system.topology.masses_amu)
+    for key in ("bonds", "angles", "dihedrals"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(system.topology, key))
+
+
+def test_create_system_through_openmm_ml(small_model, chignolin):
+    from openmmml import MLPotential
+
+    topology = pdb_round_trip(chignolin)
+    potential = MLPotential("gnnmd", model=small_model, route="python", precision="double", platform="CPU")
+    system = potential.createSystem(topology)
+    masses = [
+        system.getParticleMass(i).value_in_unit(openmm.unit.amu) for i in range(system.getNumParticles())
+    ]
+    np.testing.assert_allclose(masses, chignolin.topology.masses_amu)
+    x = perturbed(chignolin.positions_nm, seed=6).numpy()
+    energy, forces = evaluate(system, x)
+    direct = create_system(
+        chignolin.topology, small_model, route="python", platform=PlatformSpec("CPU", "double")
+    )
+    expected_energy, expected = evaluate(direct, x)
+    np.testing.assert_allclose(forces, expected, rtol=1e-10, atol=1e-10)
+    assert energy == pytest.approx(expected_energy, rel=1e-12)
+    assert any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
+
+
+def test_torch_route_through_openmm_ml(chignolin):
+    from openmmml import MLPotential
+
+    system = MLPotential("gnnmd", model="default").createSystem(pdb_round_trip(chignolin))
+    _, forces = evaluate(system, chignolin.positions_nm)
+    _, expected = evaluate(
+        create_system(chignolin.topology, "default", platform="CPU"), chignolin.positions_nm
+    )
+    np.testing.assert_allclose(forces, expected, rtol=1e-6, atol=1e-4)
+
+
+def test_mixed_system_is_refused(chignolin):
+    from openmmml import MLPotential
+
+    topology = pdb_round_trip(chignolin)
+    mm_system = openmm.System()
+    for _ in range(topology.getNumAtoms()):
+        mm_system.addParticle(12.0)
+    potential = MLPotential("gnnmd", model="default")
+    with pytest.raises(
+        NotImplementedError, match="does not support createMixedSystem: it is a coarse-grained"
+    ):
+        potential.createMixedSystem(topology, mm_system, range(10))
+
+
+def test_unknown_keywords_are_refused(chignolin):
+    from openmmml import MLPotential
+
+    with pytest.raises(ValueError, match=r"unknown keyword\(s\) \['modle'\]; allowed: \['model'"):
+        MLPotential("gnnmd", modle="default")
+    with pytest.raises(ValueError, match=r"createSystem: unknown keyword\(s\) \['cutoff'\]"):
+        MLPotential("gnnmd").createSystem(pdb_round_trip(chignolin), cutoff=1.0)
+
+
+def test_all_atom_topology_is_refused(chignolin):
+    from openmmml import MLPotential
+
+    all_atom = openmm.app.PDBFile(str(chignolin.pdb_path)).topology
+    with pytest.raises(
+        TopologyError, match=r"atom 'CG' is not a bead of the '5bead' mapping.*all-atom topology"
+    ):
+        MLPotential("gnnmd").createSystem(all_atom)
+
+
+def test_unknown_residue_is_refused(chignolin):
+    topology = pdb_round_trip(chignolin)
+    residue = list(topology.residues())[2]
+    residue.name = "XYZ"
+    with pytest.raises(TopologyError, match=r"chain A residue XYZ 3 \(index 2\): unknown residue 'XYZ'"):
+        cg_topology_from_openmm(topology)
+
+
+def test_topology_without_backbone_bonds_is_refused(chignolin):
+    source = pdb_round_trip(chignolin)
+    bare = openmm.app.Topology()
+    for chain in source.chains():
+        new_chain = bare.addChain(chain.id)
+        for residue in chain.residues():
+            new_residue = bare.addResidue(residue.name, new_chain, residue.id)
+            for atom in residue.atoms():
+                bare.addAtom(atom.name, atom.element, new_residue)
+    with pytest.raises(TopologyError, match="chain A has no bonds between its residues"):
+        cg_topology_from_openmm(bare)
