@@ -10,8 +10,8 @@ import torch
 
 from gnnmd.nn.priors.base import canonical_tuples, tuple_keys
 from gnnmd.nn.priors.bonded import FourierDihedrals, HarmonicAngles, HarmonicBonds
+from gnnmd.nn.priors.fit import BOND_WIDTH_NM, fit_native_priors
 from gnnmd.nn.priors.geometry import bond_angles, dihedral_angles
-from gnnmd.nn.priors.native import BOND_WIDTH_NM, fit_native_priors
 from gnnmd.nn.priors.repulsion import Repulsion
 from gnnmd.units import kt_kj_per_mol
 

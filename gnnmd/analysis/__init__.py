@@ -1,0 +1,1 @@
+"""Analysis of CG trajectories: observables, distributions, divergences, and model validation."""

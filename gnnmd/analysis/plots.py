@@ -1,0 +1,51 @@
+"""Validation figures: free-energy surfaces side by side, and 1-D distribution overlays."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from gnnmd.analysis.distributions import free_energy, histogram
+
+
+def plot_validation(pairs: list, settings, path: Path) -> Path:
+    """One PNG: the (φ, ψ) free-energy surfaces of model and reference if present, then every 1-D overlay.
+
+    ``pairs`` holds (simulated, reference, value_range) per observable.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    joint = [p for p in pairs if p[1].samples.shape[1] == 2]
+    single = [p for p in pairs if p[1].samples.shape[1] == 1]
+    columns = 3
+    rows = len(joint) + math.ceil(len(single) / columns)
+    figure = plt.figure(figsize=(4 * columns, 3.3 * rows))
+    for index, (sim, ref, value_range) in enumerate(joint):
+        for column, (label, observable) in enumerate((("reference", ref), ("model", sim))):
+            axis = figure.add_subplot(rows, columns, index * columns + column + 1)
+            energy = free_energy(
+                histogram(observable.samples, settings.bins_2d, value_range), settings.temperature_k
+            )
+            extent = [*value_range[0], *value_range[1]]
+            image = axis.imshow(energy.T, origin="lower", extent=extent, cmap="viridis", vmax=25.0)
+            axis.set(title=f"{label}: F(φ, ψ)", xlabel="φ (rad)", ylabel="ψ (rad)")
+            figure.colorbar(image, ax=axis, label="kJ/mol")
+    offset = len(joint) * columns
+    for index, (sim, ref, value_range) in enumerate(single):
+        axis = figure.add_subplot(rows, columns, offset + index + 1)
+        edges = np.linspace(*value_range[0], settings.bins_1d + 1)
+        axis.hist(ref.samples[:, 0], bins=edges, density=True, histtype="step", label="reference")
+        axis.hist(sim.samples[:, 0], bins=edges, density=True, histtype="step", label="model")
+        axis.set_title(ref.name, fontsize=8)
+        axis.set_xlabel(ref.unit)
+        if index == 0:
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

@@ -1,0 +1,80 @@
+"""``gnnmd data``: reference data into the gnnmd dataset format (HDF5; nm, kJ/mol)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gnnmd.data.allatom import FORCEFIELDS, PLATFORMS
+from gnnmd.units import ENERGY_UNITS, LENGTH_UNITS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    output_help = "dataset file to create or extend (.h5)"
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    cgnet = actions.add_parser(
+        "import-cgnet", help="the shipped CGnet alanine-dipeptide data (10,000 frames)"
+    )
+    cgnet.add_argument("-o", "--output", type=Path, required=True, help=output_help)
+    arrays = actions.add_parser("import-arrays", help="(F, n, 3) .npy coordinates and forces of a system")
+    arrays.add_argument("system", help="shipped system name or PDB path whose CG beads the arrays hold")
+    arrays.add_argument("--coordinates", type=Path, required=True, help=".npy (F, n, 3) bead positions")
+    arrays.add_argument("--forces", type=Path, required=True, help=".npy (F, n, 3) bead forces")
+    arrays.add_argument("--length-unit", choices=LENGTH_UNITS, required=True, help="unit of positions")
+    arrays.add_argument("--energy-unit", choices=ENERGY_UNITS, required=True, help="forces are energy/length")
+    arrays.add_argument("-o", "--output", type=Path, required=True, help=output_help)
+    allatom = actions.add_parser(
+        "allatom", help="run all-atom OpenMM dynamics and record CG frames and forces"
+    )
+    allatom.add_argument("system", help="shipped system name or PDB path")
+    allatom.add_argument("--ns", type=float, required=True, help="simulated time to record, ns")
+    allatom.add_argument("--temperature-k", type=float, default=300.0, help="temperature in K (300)")
+    allatom.add_argument("--frame-interval-ps", type=float, default=1.0, help="time between frames, ps (1)")
+    allatom.add_argument(
+        "--forcefield", choices=sorted(FORCEFIELDS), default="amber14-gbn2", help="force field"
+    )
+    allatom.add_argument("--platform", choices=PLATFORMS, default="CPU", help="OpenMM platform (CPU)")
+    allatom.add_argument("--seed", type=int, default=1, help="velocities and thermostat seed (1)")
+    allatom.add_argument("-o", "--output", type=Path, required=True, help=output_help + "; resumable")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gnnmd.data.importers import import_arrays, import_cgnet_ala2
+
+    if args.action == "import-cgnet":
+        path = import_cgnet_ala2(args.output)
+    elif args.action == "allatom":
+        path = generate(args)
+    else:
+        from gnnmd.systems import load_system
+
+        system = load_system(args.system)
+        path = import_arrays(
+            args.output, system.topology, args.coordinates, args.forces, args.length_unit, args.energy_unit
+        )
+    print(f"wrote {path}")
+    return 0
+
+
+def generate(args: argparse.Namespace) -> Path:
+    """All-atom dynamics with a rich progress bar; resumes an interrupted run into the same file."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gnnmd.data.allatom import AllAtomSettings, Generator
+    from gnnmd.systems import load_system
+
+    settings = AllAtomSettings(
+        temperature_k=args.temperature_k, frame_interval_ps=args.frame_interval_ps,
+        forcefield=args.forcefield, platform=args.platform, seed=args.seed,
+    )  # fmt: skip
+    generator = Generator(load_system(args.system), args.output, settings)
+    total = int(round(args.ns * 1000.0 / args.frame_interval_ps))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} frames"),
+    )
+    with Progress(*columns, TimeRemainingColumn()) as bar:
+        task = bar.add_task(f"{generator.cg.name} all-atom", total=total, completed=generator.frames_done)
+        generator.run(total, lambda done, _: bar.update(task, completed=done))
+    return args.output

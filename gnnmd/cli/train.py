@@ -1,0 +1,86 @@
+"""``gnnmd train``: force matching on a gnnmd dataset, on one process or under torchrun.
+
+gnnmd train --data ala2.h5 -o runs/ala2 --model-config default --temperature-k 300
+torchrun --nproc-per-node 2 $(which gnnmd) train --data ala2.h5 -o runs/ala2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+NAMED_CONFIGS = ("default", "cgschnet-benchmark")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="gnnmd dataset (.h5, see `gnnmd data`)")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="output folder (state, best.pt, metrics)"
+    )
+    parser.add_argument(
+        "--model-config", default="default",
+        help=f"network hyperparameters: {' or '.join(NAMED_CONFIGS)}, or a JSON file of PotentialConfig keys",
+    )  # fmt: skip
+    parser.add_argument(
+        "--temperature-k", type=float, default=300.0, help="temperature of the data, K (default 300)"
+    )
+    parser.add_argument("--epochs", type=int, default=30, help="maximum epochs (default 30)")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="frames per step over all ranks (default 64)"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)"
+    )
+    parser.add_argument("--max-frames", type=int, help="use a random subset of this many frames")
+    parser.add_argument("--seed", type=int, default=0, help="seeds split, frame order and initial weights")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--fresh", action="store_true", help="ignore an existing train_state.pt in the output folder"
+    )
+
+
+def potential_config(name_or_path: str):
+    """A named configuration or one read from a JSON file."""
+    from gnnmd.models import BENCHMARK_CONFIG, DEFAULT_CONFIG
+    from gnnmd.nn.potential import PotentialConfig
+
+    named = {"default": DEFAULT_CONFIG, "cgschnet-benchmark": BENCHMARK_CONFIG}
+    if name_or_path in named:
+        return named[name_or_path]
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(f"--model-config {name_or_path!r} is neither {NAMED_CONFIGS} nor a JSON file")
+    return PotentialConfig.from_dict(json.loads(path.read_text()))
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from gnnmd.data.dataset import ForceDataset
+    from gnnmd.train import Trainer, TrainingConfig
+    from gnnmd.train.setup import model_for_dataset
+
+    config = TrainingConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        seed=args.seed, max_frames=args.max_frames,
+    )  # fmt: skip
+    dataset = ForceDataset(args.data)
+    model = model_for_dataset(dataset, potential_config(args.model_config), args.temperature_k, args.seed)
+    metadata = {
+        "name": args.output.name,
+        "description": f"force matching on {args.data.name} ({', '.join(dataset.molecules)})",
+        "temperature_k": args.temperature_k,
+    }
+    trainer = Trainer(model, dataset, config, args.output, torch.device(args.device), metadata)
+    history = trainer.run(resume=not args.fresh)
+    if trainer.rank == 0:
+        for row in history:
+            print(
+                f"epoch {row['epoch']:3d}  train {row['train_force_rmse']:.2f}  "
+                f"val {row['val_force_rmse']:.2f} kJ/mol/nm  lr {row['learning_rate']:.2g}"
+            )
+        print(
+            f"best validation force RMSE {trainer.best_val:.3f} kJ/mol/nm; model: {args.output / 'best.pt'}"
+        )
+    return 0

@@ -1,0 +1,243 @@
+"""The gnnmd dataset format: CG coordinates and forces in HDF5, read lazily.
+
+Layout (units are the internal ones and are recorded in the file)::
+
+    /                      attrs: format="gnnmd-dataset", format_version, length_unit="nm",
+                                  energy_unit="kJ/mol"
+    /molecules/<name>/     attrs: source, description
+        coordinates        (F, n, 3) float32, nm        chunked one frame per chunk
+        forces             (F, n, 3) float32, kJ/mol/nm
+        energies           (F,) float64, kJ/mol         optional
+        topology/          the CGTopology: bead_types, masses_amu, bonds, angles,
+                           dihedrals, bead_names, residue_names, residue_ids, chain_ids,
+                           atom_indices (+ attrs name, mapping, source)
+
+Frames are read on demand, so datasets larger than memory work; each process
+(and each DataLoader worker) opens its own file handle.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from gnnmd.errors import GnnmdError
+from gnnmd.topology import CGTopology
+
+FORMAT = "gnnmd-dataset"
+FORMAT_VERSION = 1
+_STRING_FIELDS = ("bead_types", "bead_names", "residue_names", "chain_ids")
+_ARRAY_FIELDS = ("masses_amu", "bonds", "angles", "dihedrals", "residue_ids", "atom_indices")
+
+
+class DatasetError(GnnmdError, ValueError):
+    """A dataset file is missing, malformed, or inconsistent."""
+
+
+def write_molecule(
+    path: str | os.PathLike,
+    topology: CGTopology,
+    coordinates_nm: np.ndarray,
+    forces_kj_per_mol_nm: np.ndarray,
+    energies_kj_per_mol: np.ndarray | None = None,
+    description: str = "",
+) -> None:
+    """Add one molecule's frames to the dataset at ``path`` (created if missing).
+
+    Args:
+        topology: the molecule; its name is the group name and must be new in the file.
+        coordinates_nm: (F, n, 3) positions in nm.
+        forces_kj_per_mol_nm: (F, n, 3) reference forces in kJ/mol/nm.
+        energies_kj_per_mol: optional (F,) reference energies in kJ/mol.
+        description: free text stored with the molecule.
+    """
+    coordinates = np.asarray(coordinates_nm, dtype=np.float32)
+    forces = np.asarray(forces_kj_per_mol_nm, dtype=np.float32)
+    expected = (coordinates.shape[0], topology.n_beads, 3)
+    for label, array in (("coordinates", coordinates), ("forces", forces)):
+        if array.ndim != 3 or array.shape[1:] != expected[1:] or array.shape[0] != expected[0]:
+            raise DatasetError(
+                f"{path}: {label} of {topology.name} have shape {array.shape}, expected {expected}"
+            )
+        if not np.isfinite(array).all():
+            raise DatasetError(f"{path}: {label} of {topology.name} contain NaN or infinite values")
+    with h5py.File(path, "a") as file:
+        _stamp(file, path)
+        group_name = f"molecules/{topology.name}"
+        if group_name in file:
+            raise DatasetError(f"{path}: molecule {topology.name!r} is already in the dataset")
+        group = file.create_group(group_name)
+        group.attrs["source"] = topology.source
+        group.attrs["description"] = description
+        # Resizable along frames, so generators can append (see append_frames).
+        chunks, shape = (1, topology.n_beads, 3), (None, topology.n_beads, 3)
+        group.create_dataset("coordinates", data=coordinates, chunks=chunks, maxshape=shape)
+        group.create_dataset("forces", data=forces, chunks=chunks, maxshape=shape)
+        if energies_kj_per_mol is not None:
+            group.create_dataset("energies", data=np.asarray(energies_kj_per_mol, dtype=np.float64))
+        _write_topology(group.create_group("topology"), topology)
+
+
+def append_frames(
+    path: str | os.PathLike,
+    topology: CGTopology,
+    coordinates_nm: np.ndarray,
+    forces_kj_per_mol_nm: np.ndarray,
+) -> int:
+    """Append frames (F, n, 3) to molecule ``topology.name`` (created if missing); returns its frame count.
+
+    Coordinates in nm, forces in kJ/mol/nm. The molecule's stored topology must
+    have the same bead types as ``topology``.
+    """
+    with h5py.File(path, "a") as file:
+        exists = f"molecules/{topology.name}" in file
+    if not exists:
+        write_molecule(path, topology, coordinates_nm, forces_kj_per_mol_nm)
+        return len(coordinates_nm)
+    coordinates = np.asarray(coordinates_nm, dtype=np.float32)
+    forces = np.asarray(forces_kj_per_mol_nm, dtype=np.float32)
+    with h5py.File(path, "a") as file:
+        _check_header(file, path)
+        group = file[f"molecules/{topology.name}"]
+        stored = _read_topology(group["topology"])
+        if stored.bead_types != topology.bead_types:
+            raise DatasetError(
+                f"{path}: molecule {topology.name!r} holds other bead types than the frames appended"
+            )
+        for label, array in (("coordinates", coordinates), ("forces", forces)):
+            if array.shape[1:] != (topology.n_beads, 3) or not np.isfinite(array).all():
+                raise DatasetError(f"{path}: appended {label} have shape {array.shape} or non-finite values")
+            dataset = group[label]
+            start = dataset.shape[0]
+            dataset.resize(start + len(array), axis=0)
+            dataset[start:] = array
+        return int(group["coordinates"].shape[0])
+
+
+def _stamp(file: h5py.File, path: str | os.PathLike) -> None:
+    if "format" not in file.attrs:
+        file.attrs.update(
+            format=FORMAT, format_version=FORMAT_VERSION, length_unit="nm", energy_unit="kJ/mol"
+        )
+    _check_header(file, path)
+
+
+def _check_header(file: h5py.File, path: str | os.PathLike) -> None:
+    if file.attrs.get("format") != FORMAT:
+        raise DatasetError(f"{path}: attribute 'format' is {file.attrs.get('format')!r}, expected {FORMAT!r}")
+    version = int(file.attrs.get("format_version", -1))
+    if not 1 <= version <= FORMAT_VERSION:
+        raise DatasetError(
+            f"{path}: format_version {version} is not readable (this gnnmd reads 1..{FORMAT_VERSION})"
+        )
+    units = (file.attrs.get("length_unit"), file.attrs.get("energy_unit"))
+    if units != ("nm", "kJ/mol"):
+        raise DatasetError(f"{path}: units {units} are not (nm, kJ/mol)")
+
+
+def _write_topology(group: h5py.Group, topology: CGTopology) -> None:
+    group.attrs.update(name=topology.name, mapping=topology.mapping, source=topology.source)
+    for field in _STRING_FIELDS:
+        group.create_dataset(field, data=np.array(getattr(topology, field), dtype=h5py.string_dtype()))
+    for field in _ARRAY_FIELDS:
+        group.create_dataset(field, data=getattr(topology, field))
+
+
+def _read_topology(group: h5py.Group) -> CGTopology:
+    fields = {
+        f: tuple(s.decode() if isinstance(s, bytes) else s for s in group[f][()]) for f in _STRING_FIELDS
+    }
+    fields.update({f: group[f][()] for f in _ARRAY_FIELDS})
+    return CGTopology(
+        name=str(group.attrs["name"]),
+        mapping=str(group.attrs["mapping"]),
+        source=str(group.attrs["source"]),
+        **fields,
+    )
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One training sample: a molecule index and its positions (n, 3) nm and forces (n, 3) kJ/mol/nm."""
+
+    molecule: int
+    positions: torch.Tensor
+    forces: torch.Tensor
+
+
+class ForceDataset(torch.utils.data.Dataset):
+    """All frames of a gnnmd dataset file, read lazily.
+
+    Args:
+        path: the HDF5 file.
+        molecules: names to use (default: all, sorted).
+    """
+
+    def __init__(self, path: str | os.PathLike, molecules: Sequence[str] | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DatasetError(f"{self.path}: no such dataset file")
+        try:
+            file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise DatasetError(f"{self.path}: not an HDF5 file ({error})") from error
+        with file:
+            _check_header(file, self.path)
+            available = sorted(file.get("molecules", {}).keys())
+            names = list(molecules) if molecules is not None else available
+            unknown = [m for m in names if m not in available]
+            if unknown or not names:
+                raise DatasetError(
+                    f"{self.path}: molecules {unknown or '(none)'} not found; available: {available}"
+                )
+            self.molecules = names
+            self.topologies = [_read_topology(file[f"molecules/{m}/topology"]) for m in names]
+            counts = [file[f"molecules/{m}/coordinates"].shape[0] for m in names]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _handle(self) -> h5py.File:
+        # One handle per process: HDF5 handles must not cross a fork.
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(molecule index, frame within the molecule) of a global frame index."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range for {len(self)} frames")
+        molecule = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return molecule, int(index - self.offsets[molecule])
+
+    def __getitem__(self, index: int) -> Frame:
+        molecule, frame = self.locate(index)
+        group = self._handle()[f"molecules/{self.molecules[molecule]}"]
+        return Frame(
+            molecule=molecule,
+            positions=torch.from_numpy(group["coordinates"][frame]),
+            forces=torch.from_numpy(group["forces"][frame]),
+        )
+
+    def frames(self, molecule: int, indices: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Coordinates and forces (F, n, 3) of one molecule (all frames or ``indices``)."""
+        group = self._handle()[f"molecules/{self.molecules[molecule]}"]
+        if indices is None:
+            return group["coordinates"][()], group["forces"][()]
+        order = np.sort(np.asarray(list(indices), dtype=np.int64))
+        return group["coordinates"][order], group["forces"][order]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_file"], state["_pid"] = None, None
+        return state

@@ -1,0 +1,64 @@
+"""Importers: existing reference data into the gnnmd dataset format (nm, kJ/mol).
+
+Units are converted here, at the boundary, through :mod:`gnnmd.units`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from gnnmd.data.dataset import DatasetError, write_molecule
+from gnnmd.topology import CGTopology, custom_topology
+from gnnmd.units import force_to_kj_per_mol_nm, length_to_nm
+
+CGNET_DIR = Path(__file__).resolve().parents[1] / "reference_data" / "cgnet_ala2"
+#: CGnet's 5-bead alanine dipeptide: C(ACE) N CA C (ALA) N(NME), a linear chain.
+CGNET_ALA2_BEADS = ("ACE.C", "ALA.N", "ALA.CA", "ALA.C", "NME.N")
+CGNET_ALA2_MASSES_AMU = (12.011, 14.007, 12.011, 12.011, 14.007)
+
+
+def cgnet_ala2_topology() -> CGTopology:
+    """The CG topology of CGnet's alanine dipeptide (5 beads, 4 bonds, φ and ψ dihedrals)."""
+    return custom_topology(
+        "ala2", CGNET_ALA2_BEADS, CGNET_ALA2_MASSES_AMU, [(0, 1), (1, 2), (2, 3), (3, 4)],
+        source="CGnet alanine dipeptide (coarse-graining/cgnet)",
+    )  # fmt: skip
+
+
+def import_arrays(
+    output: str | os.PathLike,
+    topology: CGTopology,
+    coordinates_path: str | os.PathLike,
+    forces_path: str | os.PathLike,
+    length_unit: str,
+    energy_unit: str,
+    description: str = "",
+) -> Path:
+    """Import (F, n, 3) coordinate and force arrays (.npy) in the given units into ``output``.
+
+    Args:
+        length_unit: unit of the coordinates and of the force denominator ("nm", "angstrom").
+        energy_unit: unit of the force numerator ("kJ/mol", "kcal/mol", "eV").
+    """
+    coordinates = np.load(coordinates_path) * length_to_nm(length_unit)
+    forces = np.load(forces_path) * force_to_kj_per_mol_nm(energy_unit, length_unit)
+    if coordinates.shape != forces.shape:
+        raise DatasetError(
+            f"{coordinates_path} has shape {coordinates.shape} but {forces_path} has {forces.shape}"
+        )
+    write_molecule(output, topology, coordinates, forces, description=description)
+    return Path(output)
+
+
+def import_cgnet_ala2(output: str | os.PathLike, directory: str | os.PathLike = CGNET_DIR) -> Path:
+    """Import the shipped CGnet alanine-dipeptide data (Å, kcal/mol/Å) into ``output`` (nm, kJ/mol/nm)."""
+    directory = Path(directory)
+    return import_arrays(
+        output, cgnet_ala2_topology(),
+        directory / "cgnet_ala2_coordinates.npy", directory / "cgnet_ala2_forces.npy",
+        length_unit="angstrom", energy_unit="kcal/mol",
+        description="CGnet alanine dipeptide, AMBER ff99SB-ILDN, 300 K, explicit solvent, 10 ps spacing",
+    )  # fmt: skip

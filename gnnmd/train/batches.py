@@ -1,0 +1,65 @@
+"""Frame batches for training: read frames grouped by molecule and pack them once per composition."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gnnmd.data.dataset import ForceDataset
+from gnnmd.graph import GraphBatch
+from gnnmd.nn.potential import CGPotential
+
+
+class ForceBatch(NamedTuple):
+    """Packed frames: positions (N, 3) nm, reference forces (N, 3) kJ/mol/nm, and the graph batch."""
+
+    positions: Tensor
+    forces: Tensor
+    graphs: GraphBatch
+
+
+class BatchLoader:
+    """Turns lists of global frame indices into :class:`ForceBatch` es.
+
+    Frames of one molecule are read in one HDF5 call; the packed graph of a
+    batch composition (molecule, count) is built once and reused.
+    """
+
+    def __init__(
+        self, dataset: ForceDataset, model: CGPotential, device: torch.device, cache_size: int = 32
+    ) -> None:
+        self.dataset = dataset
+        self.model = model
+        self.device = device
+        self.cache: OrderedDict[tuple, GraphBatch] = OrderedDict()
+        self.cache_size = cache_size
+
+    def __call__(self, indices: Sequence[int], dtype: torch.dtype) -> ForceBatch:
+        by_molecule: dict[int, list[int]] = {}
+        for index in indices:
+            molecule, frame = self.dataset.locate(int(index))
+            by_molecule.setdefault(molecule, []).append(frame)
+        positions, forces, composition = [], [], []
+        for molecule in sorted(by_molecule):
+            coordinates, reference = self.dataset.frames(molecule, by_molecule[molecule])
+            positions.append(coordinates.reshape(-1, 3))
+            forces.append(reference.reshape(-1, 3))
+            composition.append((molecule, len(by_molecule[molecule])))
+        return ForceBatch(
+            positions=torch.as_tensor(np.concatenate(positions), dtype=dtype, device=self.device),
+            forces=torch.as_tensor(np.concatenate(forces), dtype=dtype, device=self.device),
+            graphs=self.graphs(tuple(composition)),
+        )
+
+    def graphs(self, composition: tuple) -> GraphBatch:
+        if composition not in self.cache:
+            topologies = [self.dataset.topologies[m] for m, count in composition for _ in range(count)]
+            self.cache[composition] = self.model.pack(topologies, self.device)
+            if len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(composition)
+        return self.cache[composition]

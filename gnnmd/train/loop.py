@@ -1,0 +1,311 @@
+"""The force-matching training loop, with exact resume and torchrun data parallelism.
+
+Loss: mean squared error of the model's forces (priors + network) against the
+reference forces, (kJ/mol/nm)². With priors held fixed this is delta-force
+matching: the network learns F_ref - F_prior. Each epoch visits the training
+frames in an order fixed by (seed, epoch), so a run resumed from its state file
+continues exactly as an uninterrupted one. Under torchrun every global batch is
+split across ranks and DistributedDataParallel averages the gradients.
+
+Files written to the output folder: ``train_state.pt`` (everything to resume;
+rewritten atomically every epoch), ``best.pt`` (gnnmd checkpoint of the best
+validation epoch), ``metrics.csv`` and ``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gnnmd.data.dataset import ForceDataset
+from gnnmd.graph import GraphBatch
+from gnnmd.models import save_checkpoint
+from gnnmd.nn.potential import CGPotential
+from gnnmd.train.batches import BatchLoader, ForceBatch
+from gnnmd.train.distributed import all_reduce_sum, init_from_environment
+
+STATE_FILE = "train_state.pt"
+BEST_FILE = "best.pt"
+METRICS_FILE = "metrics.csv"
+METRIC_COLUMNS = ("epoch", "train_force_rmse", "val_force_rmse", "learning_rate", "seconds")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: maximum number of passes over the training frames.
+        batch_size: frames per optimiser step, summed over all ranks.
+        learning_rate: AdamW initial learning rate.
+        weight_decay: AdamW weight decay.
+        lr_decay_factor: learning-rate factor when validation stops improving.
+        lr_patience: epochs without improvement before the rate decays.
+        early_stopping_patience: epochs without improvement before training stops.
+        validation_fraction: share of frames held out (chosen by ``seed``).
+        seed: seeds the split and the frame order.
+        max_frames: use at most this many frames (a random subset), or all.
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    lr_decay_factor: float = 0.5
+    lr_patience: int = 2
+    early_stopping_patience: int = 6
+    validation_fraction: float = 0.1
+    seed: int = 0
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+
+def split_frames(count: int, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) global frame indices, a deterministic split by ``config.seed``."""
+    order = np.random.default_rng(config.seed).permutation(count)
+    if config.max_frames is not None:
+        order = order[: config.max_frames]
+    held_out = max(1, int(round(config.validation_fraction * len(order))))
+    if held_out >= len(order):
+        raise ValueError(f"{len(order)} frames are too few to hold out {held_out} for validation")
+    return np.sort(order[held_out:]), np.sort(order[:held_out])
+
+
+class ForceModel(nn.Module):
+    """Forces as the module output, so DistributedDataParallel sees one forward and one backward."""
+
+    def __init__(self, potential: CGPotential) -> None:
+        super().__init__()
+        self.potential = potential
+
+    def forward(self, positions: Tensor, graphs: GraphBatch) -> Tensor:
+        """(N, 3) nm -> (N, 3) kJ/mol/nm, differentiable with respect to the parameters."""
+        return self.potential.energy_and_forces(positions, graphs, create_graph=self.training)[1]
+
+
+class Trainer:
+    """Trains ``model``'s network on ``dataset`` and writes results to ``output_dir``.
+
+    Args:
+        model: the potential; its priors stay fixed, its network is trained.
+        dataset: reference frames.
+        config: optimisation settings.
+        output_dir: where state, checkpoints and metrics go.
+        device: "cpu" or "cuda" (the rank's local GPU under torchrun).
+        metadata: stored in ``best.pt`` (e.g. data provenance); ``trained`` is set here.
+    """
+
+    def __init__(
+        self,
+        model: CGPotential,
+        dataset: ForceDataset,
+        config: TrainingConfig,
+        output_dir: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.rank, self.world = init_from_environment(self.device)
+        self.model = model.to(self.device).train()
+        self.dtype = next(model.network.parameters()).dtype
+        self.dataset = dataset
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.metadata = dict(metadata or {})
+        self.train_frames, self.val_frames = split_frames(len(dataset), config)
+        self.loader = BatchLoader(dataset, model, self.device)
+        self.force_model: nn.Module = ForceModel(model)
+        if self.world > 1:
+            # Parameters that only shift the energy (the readout's last bias) get no gradient from a
+            # force loss; without this DDP would wait for them and never average the gradients.
+            self.force_model = nn.parallel.DistributedDataParallel(
+                self.force_model, find_unused_parameters=True
+            )
+        self.optimizer = torch.optim.AdamW(
+            model.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=config.lr_decay_factor, patience=config.lr_patience
+        )
+        self.epoch = 0
+        self.best_val = float("inf")
+        self.bad_epochs = 0
+        self.history: list[dict] = []
+
+    # -- one epoch --------------------------------------------------------------
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        """This epoch's batches of global frame indices (same on every rank)."""
+        rng = np.random.default_rng([self.config.seed, epoch])
+        order = rng.permutation(self.train_frames)
+        size = self.config.batch_size
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def squared_error(self, batch: ForceBatch) -> tuple[Tensor, Tensor]:
+        """(sum of squared force errors, number of force components) of one batch."""
+        predicted = self.force_model(batch.positions, batch.graphs)
+        difference = predicted - batch.forces
+        return (difference * difference).sum(), torch.tensor(float(difference.numel()))
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the training frames; returns the training force RMSE, kJ/mol/nm."""
+        self.force_model.train()
+        totals = torch.zeros(2, dtype=torch.float64)
+        for batch_indices in self.global_batches(epoch):
+            shard = batch_indices[self.rank :: self.world]
+            squared, count = self.squared_error(self.loader(shard, self.dtype))
+            self.optimizer.zero_grad(set_to_none=True)
+            (squared / count).backward()
+            self.optimizer.step()
+            totals += torch.stack([squared.detach().double().cpu(), count.double()])
+        totals = all_reduce_sum(totals)
+        return float(torch.sqrt(totals[0] / totals[1]))
+
+    def validate(self) -> float:
+        """Force RMSE on the held-out frames, kJ/mol/nm."""
+        self.force_model.eval()
+        totals = torch.zeros(2, dtype=torch.float64)
+        frames = self.val_frames[self.rank :: self.world]
+        for start in range(0, len(frames), self.config.batch_size):
+            squared, count = self.squared_error(
+                self.loader(frames[start : start + self.config.batch_size], self.dtype)
+            )
+            totals += torch.stack([squared.detach().double().cpu(), count.double()])
+        totals = all_reduce_sum(totals)
+        return float(torch.sqrt(totals[0] / totals[1]))
+
+    # -- the run ----------------------------------------------------------------
+
+    def run(self, resume: bool = True) -> list[dict]:
+        """Train until ``config.epochs`` or early stopping; returns the per-epoch metrics."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if resume and (self.output_dir / STATE_FILE).is_file():
+            self.load_state()
+        while self.epoch < self.config.epochs and self.bad_epochs < self.config.early_stopping_patience:
+            started = time.perf_counter()
+            train_rmse = self.train_epoch(self.epoch)
+            val_rmse = self.validate()
+            self.scheduler.step(val_rmse)
+            self.epoch += 1
+            row = {
+                "epoch": self.epoch,
+                "train_force_rmse": train_rmse,
+                "val_force_rmse": val_rmse,
+                "learning_rate": self.optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - started,
+            }
+            self.history.append(row)
+            improved = val_rmse < self.best_val
+            self.best_val = min(self.best_val, val_rmse)
+            self.bad_epochs = 0 if improved else self.bad_epochs + 1
+            if self.rank == 0:
+                if improved:
+                    self.save_best()
+                self.save_state()
+                self.write_metrics()
+        return self.history
+
+    # -- files ------------------------------------------------------------------
+
+    def save_best(self) -> None:
+        metadata = dict(self.metadata)
+        metadata.update(
+            trained=True,
+            training={
+                "config": dataclasses.asdict(self.config),
+                "epoch": self.epoch,
+                "val_force_rmse_kj_per_mol_nm": self.best_val,
+                "train_frames": int(len(self.train_frames)),
+                "val_frames": int(len(self.val_frames)),
+                # Global frame indices, so that validation can measure forces on unseen frames.
+                "validation_frames": [int(i) for i in self.val_frames],
+                "dataset": str(self.dataset.path),
+                "molecules": list(self.dataset.molecules),
+                "processes": self.world,
+            },
+        )
+        save_checkpoint(self.model, self.output_dir / BEST_FILE, metadata)
+
+    def state(self) -> dict:
+        return {
+            "network": self.model.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "best_val": self.best_val,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "config": dataclasses.asdict(self.config),
+        }
+
+    def save_state(self) -> None:
+        path = self.output_dir / STATE_FILE
+        temporary = path.with_name(path.name + ".tmp")
+        torch.save(self.state(), temporary)
+        os.replace(temporary, path)
+
+    def load_state(self) -> None:
+        path = self.output_dir / STATE_FILE
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        # Everything but the epoch budget must match: extending a run is allowed.
+        saved = {k: v for k, v in state["config"].items() if k != "epochs"}
+        current = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "epochs"}
+        if saved != current:
+            raise ValueError(
+                f"{path}: was written with training config {saved}, "
+                f"not the current {current}; use a new output folder"
+            )
+        self.model.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.best_val, self.bad_epochs = state["epoch"], state["best_val"], state["bad_epochs"]
+        self.history = list(state["history"])
+
+    def write_metrics(self) -> None:
+        with open(self.output_dir / METRICS_FILE, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.history)
+        plot_learning_curve(self.history, self.output_dir / "learning_curve.png")
+
+
+def plot_learning_curve(history: list[dict], path: Path) -> None:
+    """Training and validation force RMSE (kJ/mol/nm) against epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    axis.plot(epochs, [row["train_force_rmse"] for row in history], "o-", label="training")
+    axis.plot(epochs, [row["val_force_rmse"] for row in history], "s-", label="validation")
+    axis.set(xlabel="epoch", ylabel="force RMSE (kJ/mol/nm)", title="force matching")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,63 @@
+"""A fresh model for a dataset: its bead types, priors by Boltzmann inversion, a seeded network."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gnnmd.data.dataset import ForceDataset
+from gnnmd.nn.potential import CGPotential, PotentialConfig
+from gnnmd.nn.priors import PriorSet
+from gnnmd.nn.priors.fit import fit_boltzmann_priors
+
+#: Frames per molecule used for the prior histograms (spread evenly over the data).
+PRIOR_FRAMES = 5000
+
+
+def model_for_dataset(
+    dataset: ForceDataset,
+    config: PotentialConfig,
+    temperature_k: float,
+    seed: int,
+    prior_frames: int = PRIOR_FRAMES,
+) -> CGPotential:
+    """A model whose vocabulary is the dataset's bead types and whose priors are fitted to its frames.
+
+    Prior types are the bead types themselves. With ``config.use_priors`` False
+    (all-atom models: element types, no bonds) no priors are fitted and the
+    network alone is the potential. The network is freshly initialised from
+    ``seed`` (global torch RNG state is left as it was).
+
+    Args:
+        dataset: reference frames (nm), sampled at ``temperature_k``.
+        config: network hyperparameters.
+        temperature_k: K, the temperature of the reference data (used by the prior fit).
+        seed: seeds the network's initial weights.
+        prior_frames: frames per molecule for the Boltzmann inversion.
+    """
+    vocabulary = sorted({t for topology in dataset.topologies for t in topology.bead_types})
+    if not config.use_priors:
+        return _seeded_model(config, vocabulary, None, seed)
+    structures = []
+    for molecule, topology in enumerate(dataset.topologies):
+        count = int(dataset.offsets[molecule + 1] - dataset.offsets[molecule])
+        chosen = np.unique(np.linspace(0, count - 1, min(count, prior_frames)).astype(np.int64))
+        structures.append((topology, dataset.frames(molecule, chosen)[0]))
+    identity = np.arange(len(vocabulary))
+    tables = fit_boltzmann_priors(
+        structures, vocabulary, identity, vocabulary, config.exclusion_order, config.cutoff_nm, temperature_k
+    )
+    priors = PriorSet(vocabulary, torch.as_tensor(identity), tables, config.cutoff_nm)
+    return _seeded_model(config, vocabulary, priors, seed)
+
+
+def _seeded_model(
+    config: PotentialConfig, vocabulary: list[str], priors: PriorSet | None, seed: int
+) -> CGPotential:
+    """A CGPotential whose network weights come from ``seed``; the global RNG state is restored."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return CGPotential(config, vocabulary, priors)
+    finally:
+        torch.random.set_rng_state(state)

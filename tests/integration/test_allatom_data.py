@@ -1,0 +1,105 @@
+"""All-atom data generation: the force map is right where the answer is known, and runs resume exactly."""
+
+from __future__ import annotations
+
+import mdtraj
+import numpy as np
+import openmm
+import pytest
+from openmm import unit
+
+from gnnmd.data.allatom import AllAtomSettings, Generator, aggregate_forces, bead_groups
+from gnnmd.data.dataset import ForceDataset
+from gnnmd.topology import custom_topology
+
+
+def test_rigid_two_atom_bead_gets_the_force_on_its_hydrogen():
+    """A C-H pair held rigid by a constraint, a linear field E = k·x on the H only.
+
+    The bead (at C) then feels exactly -k x̂ on average and in every frame: the
+    slice map (force on C alone) reports 0, the aggregated map reports -k x̂.
+    """
+    k = 37.5  # kJ/mol/nm
+    system = openmm.System()
+    system.addParticle(12.011)
+    system.addParticle(1.008)
+    system.addConstraint(0, 1, 0.109)
+    field = openmm.CustomExternalForce("k*x")
+    field.addGlobalParameter("k", k)
+    field.addParticle(1, [])
+    system.addForce(field)
+    context = openmm.Context(
+        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+    )
+    context.setPositions([[0.3, 0.1, -0.2], [0.35, 0.19, -0.21]])
+    atom_forces = (
+        context.getState(getForces=True)
+        .getForces(asNumpy=True)
+        .value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    )
+    topology = mdtraj.Topology()
+    residue = topology.add_residue("MOL", topology.add_chain())
+    carbon = topology.add_atom("C", mdtraj.element.carbon, residue)
+    hydrogen = topology.add_atom("H", mdtraj.element.hydrogen, residue)
+    topology.add_bond(carbon, hydrogen)
+    cg = custom_topology("dumbbell", ["MOL.C"], [13.019], [])
+    groups = bead_groups(topology, cg)
+    assert groups.tolist() == [0, 0]
+    bead_force = aggregate_forces(np.asarray(atom_forces)[None], groups, 1)[0, 0]
+    np.testing.assert_allclose(bead_force, [-k, 0.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(np.asarray(atom_forces)[0], 0.0, atol=1e-12)  # what a slice map would use
+
+
+def test_chignolin_hydrogens_follow_their_bead_atoms(chignolin, tmp_path):
+    generator = Generator(chignolin, tmp_path / "unused.h5", AllAtomSettings(platform="Reference"))
+    cg, groups = generator.cg, generator.groups
+    assert cg.n_beads == 49
+    import openmm.app as app
+
+    from gnnmd.data.allatom import FORCEFIELDS, build_allatom
+
+    topology = mdtraj.Topology.from_openmm(
+        build_allatom(chignolin, app.ForceField(*FORCEFIELDS["amber14-gbn2"]))[0]
+    )
+    for bead, atom_index in enumerate(cg.atom_indices):
+        atom = topology.atom(int(atom_index))
+        hydrogens = sorted(
+            a.name for a in topology.atoms if groups[a.index] == bead and a.element.symbol == "H"
+        )
+        bonded = sorted(
+            (b if a.index == atom.index else a).name
+            for a, b in topology.bonds
+            if atom.index in (a.index, b.index) and (b if a.index == atom.index else a).element.symbol == "H"
+        )
+        assert hydrogens == bonded, (cg.bead_types[bead], hydrogens, bonded)
+    ca = [i for i, t in enumerate(cg.bead_types) if t == "GLY.CA"][0]
+    assert (groups == ca).sum() == 3  # glycine's CA carries two hydrogens
+    side_chain = [a.index for a in topology.atoms if a.name in ("CG", "CD", "OH")]
+    assert (groups[side_chain] == -1).all()
+
+
+@pytest.fixture()
+def tiny():
+    return AllAtomSettings(platform="Reference", frame_interval_ps=0.004, chunk_frames=2, seed=3)
+
+
+def test_resumed_run_equals_uninterrupted(chignolin, tmp_path, tiny):
+    whole = tmp_path / "whole.h5"
+    Generator(chignolin, whole, tiny).run(4)
+    part = tmp_path / "part.h5"
+    Generator(chignolin, part, tiny).run(2)
+    resumed = Generator(chignolin, part, tiny)
+    assert resumed.frames_done == 2
+    assert resumed.run(4) == 4
+    a, b = ForceDataset(whole).frames(0), ForceDataset(part).frames(0)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert np.isfinite(a[1]).all() and np.abs(a[1]).mean() > 10.0
+
+
+def test_resume_refuses_other_settings(chignolin, tmp_path, tiny):
+    path = tmp_path / "d.h5"
+    Generator(chignolin, path, tiny).run(2)
+    other = AllAtomSettings(platform="Reference", frame_interval_ps=0.004, chunk_frames=2, seed=4)
+    with pytest.raises(Exception, match="use a new output file"):
+        Generator(chignolin, path, other)

@@ -1,0 +1,45 @@
+"""Distributions, divergences and observables used by validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gnnmd.analysis.distributions import free_energy, histogram, jensen_shannon
+from gnnmd.analysis.observables import term_observables
+from gnnmd.data.importers import cgnet_ala2_topology
+
+
+def test_jensen_shannon_bounds():
+    rng = np.random.default_rng(0)
+    p = histogram(rng.normal(size=(5000, 1)), 30, [(-4, 4)])
+    assert jensen_shannon(p, p) == pytest.approx(0.0, abs=1e-12)
+    left = histogram(rng.uniform(-4, -2, (1000, 1)), 30, [(-4, 4)])
+    right = histogram(rng.uniform(2, 4, (1000, 1)), 30, [(-4, 4)])
+    assert jensen_shannon(left, right) == pytest.approx(math.log(2), rel=1e-3)
+    shifted = histogram(rng.normal(0.5, 1, (5000, 1)), 30, [(-4, 4)])
+    assert 0.01 < jensen_shannon(p, shifted) < 0.1
+    with pytest.raises(ValueError, match="differ in shape"):
+        jensen_shannon(p, histogram(rng.normal(size=(10, 2)), 5, [(-4, 4)] * 2))
+
+
+def test_free_energy_is_boltzmann_inversion():
+    p = np.array([0.5, 0.25, 0.25, 0.0])
+    energy = free_energy(p, 300.0)
+    assert energy[0] == 0.0 and np.isnan(energy[3])
+    assert energy[1] == pytest.approx(0.00831446261815324 * 300 * math.log(2))
+
+
+def test_alanine_dipeptide_observables():
+    topology = cgnet_ala2_topology()
+    frames = np.random.default_rng(1).normal(0, 0.2, (7, 5, 3))
+    observables = {o.name: o for o in term_observables(topology, frames)}
+    assert "phi_psi" in observables and observables["phi_psi"].samples.shape == (7, 2)
+    assert observables["phi_psi"].periodic
+    assert observables["bond ACE.C-ALA.N"].samples.shape == (7, 1)
+    assert not observables["bond ACE.C-ALA.N"].periodic
+    expected = np.linalg.norm(frames[:, 1] - frames[:, 0], axis=1)
+    np.testing.assert_allclose(observables["bond ACE.C-ALA.N"].samples[:, 0], expected)
+    assert len([n for n in observables if n.startswith("dihedral")]) == 2
