@@ -35,3 +35,16 @@ class BeadTypeError(GnnmdError, ValueError):
 
 class SimulationError(GnnmdError, RuntimeError):
     """A simulation produced non-finite energies or positions."""
+
+
+class OpenMMSetupError(GnnmdError, RuntimeError):
+    """OpenMM cannot run the request: a platform, the openmm-torch plugin or a needed package is missing."""
+
+
+class AtomsError(GnnmdError, ValueError):
+    """An ASE ``Atoms`` object cannot be evaluated by a model.
+
+    Non-finite positions or cell, missing bead types or bonds on a CG structure,
+    a cell periodic in only some directions, or one too narrow for the model's
+    cutoff (see :mod:`gnnmd.ase`).
+    """

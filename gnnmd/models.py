@@ -187,9 +187,9 @@ def untrained_model(
         structures: (CGTopology, positions (n, 3) nm) native structures to set priors from.
         seed: seeds the network's initial weights.
         mapping: "5bead" or "ca".
-        temperature_k: K, sets the priors' force constants (see gnnmd.nn.priors.native).
+        temperature_k: K, sets the priors' force constants (see gnnmd.nn.priors.fit).
     """
-    from gnnmd.nn.priors.native import fit_native_priors
+    from gnnmd.nn.priors.fit import fit_native_priors
     from gnnmd.topology import BEAD_NAMES, protein_bead_vocabulary
 
     vocabulary = protein_bead_vocabulary(mapping)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tomllib
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +38,6 @@ import numpy as np
 
 from gnnmd.errors import SystemNotFoundError, TopologyError
 from gnnmd.topology import MAPPINGS, CGTopology, map_to_cg
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 DEFAULT_SYSTEM = "chignolin"
 

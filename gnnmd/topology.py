@@ -46,6 +46,8 @@ import numpy as np
 from gnnmd.errors import TopologyError
 
 MAPPINGS = ("5bead", "ca")
+#: Kind of a topology built bead by bead (:func:`custom_topology`), e.g. from a dataset.
+CUSTOM_MAPPING = "custom"
 
 #: Canonical residue names treated as protein: the 20 amino acids and norleucine.
 STANDARD_RESIDUES: tuple[str, ...] = (
@@ -146,7 +148,8 @@ class CGTopology:
     source: str = "<memory>"
 
     def __post_init__(self) -> None:
-        _check_mapping(self.mapping)
+        if self.mapping != CUSTOM_MAPPING:
+            _check_mapping(self.mapping)
         fields = {
             "residue_ids": _frozen(self.residue_ids, np.int64, ()),
             "masses_amu": _frozen(self.masses_amu, np.float64, ()),
@@ -445,3 +448,63 @@ def map_to_cg(
         source=source,
     )
     return topology, positions
+
+
+#: Residue name of the beads of :func:`custom_topology` whose type has no ``"RES."`` part.
+PLAIN_TYPE_RESIDUE = "MOL"
+
+
+def _split_type(bead_type: str, source: str) -> tuple[str, str]:
+    """(residue name, bead name) of ``"RES.BEAD"``, or (PLAIN_TYPE_RESIDUE, type) of a plain type."""
+    if not isinstance(bead_type, str) or not bead_type:
+        raise TopologyError(f"{source}: bead type {bead_type!r} must be a non-empty string")
+    if "." not in bead_type:
+        return PLAIN_TYPE_RESIDUE, bead_type
+    residue, bead = bead_type.split(".", 1)
+    if not residue or not bead:
+        raise TopologyError(f"{source}: bead type {bead_type!r} is not of the form 'RES.BEAD'")
+    return residue, bead
+
+
+def custom_topology(
+    name: str,
+    bead_types: Sequence[str],
+    masses_amu: Sequence[float],
+    bonds: Sequence[tuple[int, int]],
+    source: str = "<memory>",
+    residue_ids: Sequence[int] | None = None,
+) -> CGTopology:
+    """A topology given bead by bead (mapping ``"custom"``), angles and dihedrals derived from ``bonds``.
+
+    Args:
+        name: molecule name.
+        bead_types: per bead ``"RES.BEAD"`` (e.g. ``"ACE.C"``), residue and bead names taken
+            from the two halves; or a plain type without a dot, such as an element symbol
+            (``"C"``) for all-atom models, which is its own bead name in residue
+            :data:`PLAIN_TYPE_RESIDUE`.
+        masses_amu: per bead mass in amu (> 0).
+        bonds: bonded bead pairs (may be empty, e.g. for all-atom models without priors).
+        source: where the molecule came from, for error messages.
+        residue_ids: per bead residue number (default: consecutive per residue name change).
+    """
+    parts = [_split_type(t, source) for t in bead_types]
+    if residue_ids is None:
+        residue_ids = list(np.cumsum([i == 0 or parts[i][0] != parts[i - 1][0] for i in range(len(parts))]))
+    n = len(bead_types)
+    canonical = _canonical_bonds([tuple(b) for b in bonds])
+    angles, dihedrals = bonded_paths(n, canonical)
+    return CGTopology(
+        name=name,
+        mapping=CUSTOM_MAPPING,
+        bead_names=tuple(p[1] for p in parts),
+        residue_names=tuple(p[0] for p in parts),
+        residue_ids=np.asarray(residue_ids, dtype=np.int64),
+        chain_ids=("A",) * n,
+        bead_types=tuple(bead_types),
+        masses_amu=np.asarray(masses_amu, dtype=np.float64),
+        bonds=canonical,
+        angles=angles,
+        dihedrals=dihedrals,
+        atom_indices=np.arange(n, dtype=np.int64),
+        source=source,
+    )

@@ -44,6 +44,11 @@ _ENERGY_TO_KJ_PER_MOL = {
 }
 
 
+#: Length and energy unit names accepted at the boundaries.
+LENGTH_UNITS = tuple(sorted(_LENGTH_TO_NM))
+ENERGY_UNITS = tuple(sorted(_ENERGY_TO_KJ_PER_MOL))
+
+
 def length_to_nm(unit: str) -> float:
     """Factor that converts a length in ``unit`` to nm (``nm``, ``angstrom``/``Å``/``A``)."""
     try:

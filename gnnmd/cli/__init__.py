@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from gnnmd.cli import bench, export, listing
+from gnnmd.cli import bench, data, export, listing, openmm_xml, simulate, train, validate
 from gnnmd.errors import GnnmdError
 
 SUBCOMMANDS = {
@@ -18,6 +18,11 @@ SUBCOMMANDS = {
     "export": (export, "write a TorchScript module for openmm-torch's TorchForce"),
     "systems": (listing.Systems, "list the shipped systems"),
     "models": (listing.Models, "list the shipped models"),
+    "simulate": (simulate, "Langevin dynamics of many replicas: trajectories, logs, checkpoints"),
+    "data": (data, "import reference data into the gnnmd dataset format"),
+    "train": (train, "force-match a potential to a dataset (torchrun for several processes)"),
+    "validate": (validate, "simulate a model and compare it with reference data"),
+    "openmm-xml": (openmm_xml, "write system/integrator/state XML that plain OpenMM runs (TorchForce)"),
 }
 
 

@@ -1,31 +1,46 @@
 """Shipped model files keep giving the numbers recorded when they were built.
 
 Reference values come from scripts/build_shipped_models.py; a change of format
-or code that alters a shipped model's energies or forces fails here.
+or code that alters a shipped model's energies or forces fails here, and so
+does a shipped model without recorded values.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from gnnmd.models import load_model
+from gnnmd.models import list_models, load_model
 
 REFERENCE = json.loads((Path(__file__).parent / "reference_values.json").read_text())
+BUILDER = Path(__file__).resolve().parents[2] / "scripts" / "build_shipped_models.py"
+
+
+def builder():
+    spec = importlib.util.spec_from_file_location("build_shipped_models", BUILDER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_shipped_model_has_reference_values():
+    assert sorted(REFERENCE) == list_models()
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
-def test_shipped_model_reproduces_reference(name, chignolin):
+def test_shipped_model_reproduces_reference(name):
     expected = REFERENCE[name]
     model = load_model(name).double()
-    positions = torch.tensor(chignolin.positions_nm, dtype=torch.float64)
-    energy, forces = model.energy_and_forces(positions, model.pack([chignolin.topology]))
-    assert abs(float(energy[0]) - expected["energy_kj_per_mol"]) < 1e-9 * max(
-        1.0, abs(expected["energy_kj_per_mol"])
+    structure, topology, positions = builder().reference_structure(model)
+    assert structure == expected["structure"]
+    energy, forces = model.energy_and_forces(
+        torch.tensor(positions, dtype=torch.float64), model.pack([topology])
     )
-    torch.testing.assert_close(
-        forces, torch.tensor(expected["forces_kj_per_mol_nm"], dtype=torch.float64), rtol=1e-9, atol=1e-9
-    )
+    reference_energy = expected["energy_kj_per_mol"]
+    assert abs(float(energy[0]) - reference_energy) < 1e-9 * max(1.0, abs(reference_energy))
+    reference_forces = torch.tensor(expected["forces_kj_per_mol_nm"], dtype=torch.float64)
+    torch.testing.assert_close(forces, reference_forces, rtol=1e-9, atol=1e-9)
