@@ -27,6 +27,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from gnnmd.cli.options import add_langevin_options, langevin_settings
 from gnnmd.kernels import BACKENDS
 from gnnmd.sim.runner import DEFAULT_SKIN_NM
 
@@ -91,16 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, default=100, help="timed steps (default: 100)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up steps (default: 10)")
-    parser.add_argument("--dt-fs", type=float, default=4.0, help="time step in fs (default: 4)")
-    parser.add_argument(
-        "--temperature-k", type=float, default=300.0, help="thermostat temperature in K (default: 300)"
-    )
-    parser.add_argument(
-        "--friction-per-ps", type=float, default=1.0, help="Langevin friction in 1/ps (default: 1)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="random seed of velocities and noise (default: 0)"
-    )
+    add_langevin_options(parser)
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
     parser.add_argument("--plot", type=Path, help="also write a PNG of ns/day against replicas to this path")
     parser.add_argument(
@@ -201,10 +193,10 @@ def run(args: argparse.Namespace) -> int:
 def measure_replica_runner(case: Case, args: argparse.Namespace, model, system) -> tuple:
     """Time ``case`` in gnnmd's replica runner; returns (BenchResult, extras)."""
     from gnnmd.models import is_trained
-    from gnnmd.sim import LangevinSettings, ReplicaRunner
+    from gnnmd.sim import ReplicaRunner
     from gnnmd.sim.benchmark import measure
 
-    settings = LangevinSettings(args.dt_fs, args.temperature_k, args.friction_per_ps)
+    settings = langevin_settings(args)
     runner = ReplicaRunner.replicas_of(
         model, system, case.replicas, settings=settings, device=case.device,
         dtype=getattr(torch, case.dtype), seed=args.seed, skin_nm=case.skin_nm, cuda_graph=case.cuda_graph,
@@ -220,14 +212,13 @@ def measure_openmm_case(case: Case, args: argparse.Namespace, model, system) -> 
     """Time ``case`` as R replicas in one OpenMM System; ns/day and the route's overhead."""
     from gnnmd.openmm.benchmark import OpenMMBenchRequest, measure_openmm
     from gnnmd.openmm.platforms import resolve_platform
-    from gnnmd.sim import LangevinSettings
 
     platform = args.platform or ("CUDA" if case.device == "cuda" else "CPU")
     spec = resolve_platform(platform, "double" if case.dtype == "float64" else "mixed")
     request = OpenMMBenchRequest(
         system=system, model=model, model_name=args.model,
         route=args.route, replicas=case.replicas, spec=spec,
-        settings=LangevinSettings(args.dt_fs, args.temperature_k, args.friction_per_ps),
+        settings=langevin_settings(args),
         steps=args.steps, warmup_steps=args.warmup, seed=args.seed,
     )  # fmt: skip
     result, overhead = measure_openmm(request)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnmd.cli.options import add_langevin_options, langevin_settings
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("system", help="shipped system name (see `gnnmd systems`) or PDB path")
@@ -22,16 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--replicas", type=int, default=1, help="non-interacting copies in one TorchForce (default: 1)"
     )
-    parser.add_argument("--dt-fs", type=float, default=4.0, help="time step in fs (default: 4)")
-    parser.add_argument(
-        "--temperature-k", type=float, default=300.0, help="thermostat temperature in K (default: 300)"
-    )
-    parser.add_argument(
-        "--friction-per-ps", type=float, default=1.0, help="Langevin friction in 1/ps (default: 1)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the velocities and the integrator noise (default: 0)"
-    )
+    add_langevin_options(parser)
     parser.add_argument(
         "--precision", choices=("single", "mixed", "double"), default="mixed",
         help="double exports a float64 model, single/mixed float32 (default: mixed)",
@@ -46,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from gnnmd.models import is_trained
     from gnnmd.openmm.system import resolve_model
     from gnnmd.openmm.xml import write_xml_setup
-    from gnnmd.sim.integrators import LangevinSettings
     from gnnmd.systems import load_system
 
     if args.replicas < 1:
@@ -54,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     system = load_system(args.system)
     model = resolve_model(args.model)
     box = np.diag(args.box_nm) if args.box_nm else None
-    settings = LangevinSettings(args.dt_fs, args.temperature_k, args.friction_per_ps)
+    settings = langevin_settings(args)
     written = write_xml_setup(
         system, model, args.output, replicas=args.replicas, langevin=settings, seed=args.seed,
         box_nm=box, precision=args.precision,

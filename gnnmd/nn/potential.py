@@ -15,6 +15,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from gnnmd.config import from_mapping
 from gnnmd.graph import GraphBatch, pack
 from gnnmd.neighbors import within_cutoff
 from gnnmd.nn.basis import RADIAL_BASES
@@ -68,11 +69,7 @@ class PotentialConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PotentialConfig:
         """Build from a mapping; unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; allowed: {sorted(known)}")
-        return cls(**values)
+        return from_mapping(cls, values, "model config")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gnnmd.config import from_mapping
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.graph import GraphBatch
 from gnnmd.models import save_checkpoint
@@ -77,11 +78,8 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; allowed: {sorted(known)}")
-        return cls(**values)
+        """Build from a mapping; unknown keys raise ValueError."""
+        return from_mapping(cls, values, "training config")
 
 
 def split_frames(count: int, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
