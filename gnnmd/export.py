@@ -16,6 +16,7 @@ arrive in float32 or float64 and are cast to the model's dtype. Provenance
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -102,7 +103,8 @@ def export_potential(
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     batch = model.pack([topology] * replicas)
     wrapper_class = ExportedEnergyForces if forces else ExportedEnergy
-    wrapper = wrapper_class(model, batch).to(dtype).eval()
+    # A copy: casting the wrapper to ``dtype`` must not change the caller's model.
+    wrapper = wrapper_class(copy.deepcopy(model), batch).to(dtype).eval()
     return torch.jit.script(wrapper)
 
 

@@ -52,6 +52,14 @@ def test_float32_export_accepts_float64_positions(chignolin, tmp_path):
     assert abs(float(energy) - float(expected)) < 1e-4 * max(1.0, abs(float(expected)))
 
 
+def test_export_leaves_the_callers_model_alone(chignolin, tmp_path):
+    model = load_model("default")
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    save_exported(model, chignolin.topology, tmp_path / "m.pt", dtype=torch.float64)
+    for name, value in model.state_dict().items():
+        assert value.dtype == before[name].dtype and torch.equal(value, before[name]), name
+
+
 def test_periodic_box(small_model, chignolin, tmp_path):
     path = save_exported(small_model, chignolin.topology, tmp_path / "m.pt", dtype=torch.float64)
     module = torch.jit.load(str(path))
