@@ -3,9 +3,8 @@
 Usage, with a CG topology (one atom per bead, e.g. the ``cg.pdb`` that
 ``gnnmd openmm-xml`` writes)::
 
-    import gnnmd                      # or import torch first: see the import-order note in the docs
-    from openmm.app import PDBFile
-    from openmmml import MLPotential
+    from openmm.app import PDBFile    # any import order: openmm-ml imports gnnmd through the
+    from openmmml import MLPotential  # entry point, and gnnmd then loads openmm-torch's plugin
 
     pdb = PDBFile("cg.pdb")
     potential = MLPotential("gnnmd", model="default")          # name, checkpoint or exported file
@@ -39,7 +38,7 @@ import openmm.unit
 
 from gnnmd.errors import TopologyError
 from gnnmd.openmm.forces import check_box
-from gnnmd.openmm.platforms import DEFAULT_PLATFORM, DEFAULT_PRECISION, resolve_platform
+from gnnmd.openmm.platforms import DEFAULT_PLATFORM, PlatformSpec, resolve_platform
 from gnnmd.openmm.system import DEFAULT_ROUTE, check_route, gnnmd_force, model_cutoff_nm, resolve_model
 from gnnmd.openmm.topology import cg_topology_from_openmm
 
@@ -48,7 +47,7 @@ POTENTIAL_OPTIONS = {
     "model": "default",
     "route": DEFAULT_ROUTE,
     "platform": DEFAULT_PLATFORM,
-    "precision": DEFAULT_PRECISION,
+    "precision": None,  # DEFAULT_PRECISION unless a PlatformSpec carries one
 }
 
 
@@ -75,7 +74,9 @@ class GnnmdPotentialImpl:
     topology) when the potential is created, so a bad model fails early.
     """
 
-    def __init__(self, name: str, model: Any, route: str, platform: str, precision: str) -> None:
+    def __init__(
+        self, name: str, model: Any, route: str, platform: str | PlatformSpec, precision: str | None
+    ) -> None:
         self.name = name
         self.route = check_route(route)
         self.spec = resolve_platform(platform, precision)

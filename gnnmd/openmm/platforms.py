@@ -94,32 +94,38 @@ class PlatformSpec:
 
 
 def resolve_platform(
-    platform: str | PlatformSpec = DEFAULT_PLATFORM, precision: str = DEFAULT_PRECISION
+    platform: str | PlatformSpec = DEFAULT_PLATFORM, precision: str | None = None
 ) -> PlatformSpec:
     """Resolve a platform name (or pass a PlatformSpec through) and check it is available.
 
     Args:
-        platform: one of :data:`PLATFORMS`, or a PlatformSpec (then ``precision`` is
-            ignored: the spec already carries one).
-        precision: one of :data:`PRECISIONS`.
+        platform: one of :data:`PLATFORMS`, or a PlatformSpec (which carries its own
+            precision; a different ``precision`` given with it is an error).
+        precision: one of :data:`PRECISIONS`; default :data:`DEFAULT_PRECISION`.
 
     Raises:
         ValueError: unknown platform or precision name.
         OpenMMSetupError: the platform named is not available in this process.
     """
-    if isinstance(platform, PlatformSpec):
-        spec = platform
-    elif platform == "auto":
-        gpu = "CUDA" in available_platforms() and torch.cuda.is_available()
-        spec = PlatformSpec("CUDA" if gpu else "CPU", precision)
-    elif platform in PLATFORMS:
-        spec = PlatformSpec(platform, precision)
-    else:
-        raise ValueError(f"unknown OpenMM platform {platform!r}; allowed: {list(PLATFORMS)}")
+    spec = _spec_of(platform, precision)
     spec.platform()
     if spec.name == "CUDA" and not torch.cuda.is_available():
         raise OpenMMSetupError("OpenMM's CUDA platform is loaded, but torch sees no CUDA device")
     return spec
+
+
+def _spec_of(platform: str | PlatformSpec, precision: str | None) -> PlatformSpec:
+    if isinstance(platform, PlatformSpec):
+        if precision is not None and precision != platform.precision:
+            raise ValueError(f"precision {precision!r} contradicts the PlatformSpec's {platform.precision!r}")
+        return platform
+    precision = precision or DEFAULT_PRECISION
+    if platform == "auto":
+        gpu = "CUDA" in available_platforms() and torch.cuda.is_available()
+        return PlatformSpec("CUDA" if gpu else "CPU", precision)
+    if platform in PLATFORMS:
+        return PlatformSpec(platform, precision)
+    raise ValueError(f"unknown OpenMM platform {platform!r}; allowed: {list(PLATFORMS)}")
 
 
 class _DropDeprecationNotice(logging.Filter):

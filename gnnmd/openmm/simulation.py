@@ -182,7 +182,7 @@ def create_simulation(
     replicas: int = 1,
     box_nm: np.ndarray | None = None,
     platform: PlatformSpec | str = "auto",
-    precision: str = "mixed",
+    precision: str | None = None,
     langevin: LangevinSettings | None = None,
     seed: int = 0,
     trajectory: str | os.PathLike | None = None,
@@ -199,7 +199,7 @@ def create_simulation(
         replicas: non-interacting copies evaluated in one model call.
         box_nm: optional (3, 3) periodic box vectors in nm.
         platform: ``"auto"``, ``"Reference"``, ``"CPU"``, ``"CUDA"`` or a PlatformSpec.
-        precision: ``"single"``, ``"mixed"`` or ``"double"`` (see gnnmd.openmm.platforms).
+        precision: ``"single"``, ``"mixed"`` (default) or ``"double"`` (see gnnmd.openmm.platforms).
         langevin: time step (fs), temperature (K), friction (1/ps); default 4 fs, 300 K, 1/ps.
         seed: seeds the initial velocities and the thermostat noise.
         trajectory: optional path (.dcd, .xtc or .h5) written every ``report_interval`` steps.

@@ -77,6 +77,8 @@ def test_unknown_names_are_refused(chignolin, small_model):
         resolve_platform("OpenCL2")
     with pytest.raises(ValueError, match=r"precision 'quad' is not one of \['single', 'mixed', 'double'\]"):
         PlatformSpec("CPU", "quad")
+    with pytest.raises(ValueError, match="precision 'double' contradicts the PlatformSpec's 'mixed'"):
+        resolve_platform(PlatformSpec("CPU", "mixed"), "double")
     with pytest.raises(ValueError, match=r"unknown force route 'jax'; allowed: \['torch', 'python'\]"):
         create_system(chignolin.topology, small_model, route="jax")
     with pytest.raises(ValueError, match="replicas must be an integer >= 1, got 0"):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from importlib.metadata import entry_points
 
 import numpy as np
@@ -131,3 +134,27 @@ def test_topology_without_backbone_bonds_is_refused(chignolin):
                 bare.addAtom(atom.name, atom.element, new_residue)
     with pytest.raises(TopologyError, match="chain A has no bonds between its residues"):
         cg_topology_from_openmm(bare)
+
+
+FRESH_PROCESS = """
+from openmmml import MLPotential  # openmm before torch; the entry point brings in gnnmd
+import openmm, openmm.app, sys
+pdb = openmm.app.PDBFile(sys.argv[1])
+system = MLPotential("gnnmd", model="default").createSystem(pdb.topology)
+context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+context.setPositions(pdb.positions)
+print("energy", context.getState(getEnergy=True).getPotentialEnergy())
+"""
+
+
+def test_openmm_ml_needs_no_import_order(chignolin, tmp_path):
+    """In a fresh process, `from openmmml import MLPotential` first still runs a TorchForce."""
+    pdb = tmp_path / "cg.pdb"
+    with pdb.open("w") as handle:
+        positions = chignolin.positions_nm * openmm.unit.nanometer
+        openmm.app.PDBFile.writeFile(openmm_topology(chignolin.topology), positions, handle)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", FRESH_PROCESS, str(pdb)]
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "energy " in completed.stdout and "nan" not in completed.stdout
