@@ -48,3 +48,11 @@ class AtomsError(GnnmdError, ValueError):
     a cell periodic in only some directions, or one too narrow for the model's
     cutoff (see :mod:`gnnmd.ase`).
     """
+
+
+class NeighborCapacityError(GnnmdError, RuntimeError):
+    """A static-shape pack has more neighbour pairs inside the cutoff than its capacity holds."""
+
+
+class IPUUnavailableError(GnnmdError, RuntimeError):
+    """The IPU path cannot run here: PopTorch (Graphcore's Poplar SDK) is missing."""

@@ -1,0 +1,175 @@
+"""Graphcore IPUs through PopTorch: the static-shape model in ``poptorch.inferenceModel``.
+
+PopTorch ships with Graphcore's Poplar SDK and is not on PyPI. Without it,
+:func:`require_poptorch` raises :class:`IPUUnavailableError` naming what is
+missing and how to get it; ``gnnmd bench/simulate --device ipu`` call it first.
+This module is written against PopTorch's documented API (``poptorch.Options``,
+``deviceIterations``, ``replicationFactor``, ``enableExecutableCaching``,
+``inferenceModel``, ``detachFromDevice``) and has not run on an IPU: see docs/ipu.md.
+
+:class:`IPUReplicaRunner` is the replica runner with its force call replaced by
+a static model, on an IPU (``executor="ipu"``) or on the host (``"host"``, how it
+is tested). The integrator stays on the host, in float32 for the IPU. Units: nm,
+kJ/mol, ps.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gnnmd.errors import IPUUnavailableError
+from gnnmd.ipu.packing import PackLayout
+from gnnmd.ipu.static_model import (
+    DEFAULT_HEADROOM,
+    NeighborCapacityError,
+    StaticEvaluator,
+    StaticPotential,
+    build_static,
+)
+from gnnmd.nn.potential import CGPotential
+from gnnmd.sim.runner import ReplicaRunner
+from gnnmd.topology import CGTopology
+
+#: The message of a missing PopTorch (also in docs/ipu.md and the CLI tests).
+POPTORCH_MISSING = (
+    "--device ipu needs PopTorch (the 'poptorch' Python package), which ships with Graphcore's Poplar SDK "
+    "and is not on PyPI: install the Poplar SDK, run 'source <sdk>/enable', then 'pip install "
+    "<sdk>/poptorch-*.whl' into this environment (see docs/ipu.md)"
+)
+EXECUTORS = ("ipu", "host")
+
+
+def require_poptorch() -> Any:
+    """The ``poptorch`` module, or IPUUnavailableError saying what is missing and how to get it."""
+    try:
+        import poptorch
+    except ImportError as error:
+        raise IPUUnavailableError(f"{POPTORCH_MISSING} (import poptorch: {error})") from error
+    return poptorch
+
+
+def ipu_options(device_iterations: int = 1, replication_factor: int = 1, cache_dir: str | None = None) -> Any:
+    """``poptorch.Options`` for inference.
+
+    Args:
+        device_iterations: model calls per host round trip (inputs stacked on dim 0).
+        replication_factor: data-parallel copies over that many IPUs.
+        cache_dir: where compiled executables are cached (default: $GNNMD_IPU_CACHE, else none).
+    """
+    poptorch = require_poptorch()
+    options = poptorch.Options()
+    options.deviceIterations(device_iterations)
+    options.replicationFactor(replication_factor)
+    cache_dir = cache_dir or os.environ.get("GNNMD_IPU_CACHE")
+    if cache_dir:
+        options.enableExecutableCaching(str(cache_dir))
+    return options
+
+
+def ipu_model(model: StaticPotential, options: Any = None) -> Any:
+    """``model`` (cast to float32: IPUs have no float64) wrapped by ``poptorch.inferenceModel``.
+
+    Compiled on its first call (shapes are fixed, so once); call ``detachFromDevice()``
+    on the result to free the IPU.
+    """
+    poptorch = require_poptorch()
+    return poptorch.inferenceModel(model.float().eval(), options if options is not None else ipu_options())
+
+
+class IPUReplicaRunner(ReplicaRunner):
+    """A :class:`~gnnmd.sim.runner.ReplicaRunner` whose forces come from a static-shape model.
+
+    Takes the runner's arguments; ``device`` is the host (the integrator's
+    device), the neighbour search happens inside the static model each step
+    (so ``skin_nm`` is 0) and CUDA graphs do not apply.
+
+    Args:
+        model, topologies, positions_nm, settings: as for ReplicaRunner.
+        executor: "ipu" (PopTorch) or "host" (the static model on the runner's device).
+        target_nodes: preferred nodes per pack.
+        headroom: factor on each replica's pair count when the capacity is planned.
+        options: ``poptorch.Options`` for "ipu" (default: :func:`ipu_options`).
+        **kwargs: the other ReplicaRunner arguments (dtype, seed, temperatures...).
+    """
+
+    def __init__(
+        self,
+        model: CGPotential,
+        topologies: Sequence[CGTopology],
+        positions_nm: np.ndarray | Tensor,
+        settings=None,
+        *,
+        executor: str = "ipu",
+        target_nodes: int = 1024,
+        headroom: float = DEFAULT_HEADROOM,
+        options: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+        if executor == "ipu":
+            require_poptorch()
+            if kwargs.get("dtype", torch.float32) != torch.float32:
+                raise ValueError("IPUs have no float64: use dtype float32 with --device ipu")
+        if kwargs.pop("cuda_graph", False):
+            raise ValueError("CUDA graphs do not apply to the IPU runner")
+        kwargs.pop("skin_nm", None)
+        if executor == "ipu":
+            kwargs["device"] = "cpu"
+        self.executor = executor
+        self.target_nodes = int(target_nodes)
+        self.headroom = float(headroom)
+        self.options = options
+        self.replans = 0
+        self.layout: PackLayout | None = None
+        self._static_batch = None
+        self._evaluate_static: StaticEvaluator | None = None
+        self._compiled: Any = None
+        super().__init__(model, topologies, positions_nm, settings, skin_nm=0.0, **kwargs)
+
+    def _plan(self, positions: Tensor) -> None:
+        """Pack the current replicas at ``positions`` and build (and for the IPU, wrap) the static model."""
+        self.release()
+        static, self.layout = build_static(self.model, self.topologies, positions.detach().cpu(),
+                                           target_nodes=self.target_nodes, headroom=self.headroom,
+                                           device=self.device)  # fmt: skip
+        module = static
+        if self.executor == "ipu":
+            module = self._compiled = ipu_model(static, self.options)
+        self._evaluate_static = StaticEvaluator(self.layout, module, static.max_edges, self.model.cutoff_nm)
+        self._static_batch = self.batch
+
+    def evaluate(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """Energies (R,) kJ/mol and forces (N, 3) kJ/mol/nm at ``positions`` (N, 3) nm, by the static model.
+
+        A pack whose pairs outgrow its capacity is never truncated: the replicas
+        are packed again at these positions (a recompile on the IPU) and the step is redone.
+        """
+        if self._static_batch is not self.batch:  # first call, or replicas were dropped
+            self._plan(positions)
+        try:
+            return self._evaluate_static(positions)
+        except NeighborCapacityError as error:
+            self.replans += 1
+            warnings.warn(f"{error}; packing again at the current positions", stacklevel=2)
+            self._plan(positions)
+            return self._evaluate_static(positions)
+
+    def release(self) -> None:
+        """Detach from the IPU (if attached)."""
+        if self._compiled is not None and hasattr(self._compiled, "detachFromDevice"):
+            try:
+                self._compiled.detachFromDevice()
+            except Exception:  # PopTorch refuses to detach a model that never compiled (never attached)
+                pass
+        self._compiled = None
+
+    def packing_summary(self) -> dict:
+        """The current plan's capacities and efficiencies (see PackingPlan.summary)."""
+        return self.layout.plan.summary() if self.layout is not None else {}
