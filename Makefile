@@ -21,13 +21,13 @@ $(TEST_INSTALLED): $(INSTALLED)
 
 run: $(INSTALLED)
 	$(BIN)/gnnmd bench --system chignolin --model default --replicas 64 --steps 200 --warmup 20 \
-		--json out/bench.json
+		--backend reference,tabulated --json out/bench.json
 
 test: $(TEST_INSTALLED) lint
 	$(BIN)/python -m pytest
 
 lint: $(TEST_INSTALLED)
-	$(BIN)/ruff check gnnmd tests scripts examples
+	$(BIN)/ruff check gnnmd tests scripts examples benchmarks
 
 # Rebuild the shipped untrained models and their continuity reference values.
 models: $(INSTALLED)

@@ -65,6 +65,11 @@ def save_checkpoint(model: CGPotential, path: str | os.PathLike, metadata: Mappi
     """
     if not isinstance(metadata.get("trained"), bool):
         raise ValueError("checkpoint metadata needs 'trained': True or False")
+    if model.network.backend != "reference":
+        raise ValueError(
+            f"this model runs the {model.network.backend!r} kernel backend, a frozen conversion; save the "
+            "reference model it came from (gnnmd.kernels.use_backend converts it again after loading)"
+        )
     priors = None
     if model.use_priors:
         priors = {
@@ -127,8 +132,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
-def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> CGPotential:
-    """Load a shipped model by name or a checkpoint by path (float32, CPU, eval mode)."""
+def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, backend: str = "reference") -> CGPotential:
+    """Load a shipped model by name or a checkpoint by path (float32, CPU, eval mode).
+
+    ``backend`` picks the kernel backend (see :mod:`gnnmd.kernels`); anything but
+    ``reference`` gives a frozen model for simulation.
+    """
     path = model_path(name_or_path)
     checkpoint = read_checkpoint(path)
     try:
@@ -145,7 +154,14 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> CGPotential:
         raise CheckpointError(f"{path}: inconsistent checkpoint contents ({error})") from error
     model.metadata = dict(checkpoint["metadata"])
     model.source = str(path)
-    return model.eval()
+    model.eval()
+    if backend == "reference":
+        return model
+    from gnnmd.kernels import use_backend
+
+    converted = use_backend(model, backend)
+    converted.metadata, converted.source = model.metadata, model.source
+    return converted
 
 
 def is_trained(model: CGPotential) -> bool:

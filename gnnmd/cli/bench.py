@@ -8,6 +8,8 @@ combination is timed (OpenMM's benchmark script does the same)::
 ``--engine replica-runner`` (default) steps the replicas with gnnmd's batched
 runner; ``--engine openmm`` puts them in one OpenMM System (one force call per
 step, the model seeing R graphs) and also reports the force route's overhead.
+``--device ipu`` runs the forces on a Graphcore IPU through PopTorch (static-shape
+packs, docs/ipu.md); without PopTorch it stops with what is missing.
 Warm-up steps (and CUDA-graph capture) are not timed; the device is
 synchronised around the timed steps. One combination prints one metric per
 row; several print one row per combination, with the speed-up of R replicas
@@ -31,7 +33,7 @@ from gnnmd.cli.options import add_langevin_options, langevin_settings
 from gnnmd.kernels import BACKENDS
 from gnnmd.sim.runner import DEFAULT_SKIN_NM
 
-DEVICES = ("cpu", "cuda")
+DEVICES = ("cpu", "cuda", "ipu")
 DTYPES = ("float32", "float64")
 ENGINES = ("replica-runner", "openmm")
 OPENMM_ROUTES = ("torch", "python")
@@ -77,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: replica-runner)",
     )
     axis("--backend", str, ["reference"], BACKENDS, "kernel backends (default: reference)")
-    axis("--device", str, ["cpu"], DEVICES, "torch devices (default: cpu)")
+    axis("--device", str, ["cpu"], DEVICES,
+         "devices; ipu: Graphcore IPU via PopTorch, replica runner, float32 (default: cpu)")  # fmt: skip
     axis("--dtype", str, ["float32"], DTYPES, "precisions (default: float32)")
     axis(
         "--skin-nm",
@@ -130,7 +133,11 @@ def expand(args: argparse.Namespace) -> tuple[list[Case], list[str]]:
     product = itertools.product(args.system, args.engine, args.backend, args.device, args.dtype,
                                 sorted(args.replicas), args.skin_nm, args.cuda_graph)  # fmt: skip
     for system, engine, backend, device, dtype, replicas, skin, graph in product:
-        if engine == "openmm":  # the runner's own options do not apply: one case, not one per value
+        if device == "ipu" and (engine == "openmm" or dtype == "float64" or backend != "reference"):
+            skipped.append(f"{system} x{replicas} {engine} {backend} ipu {dtype}: the IPU runs the replica "
+                           "runner, reference kernels, float32")  # fmt: skip
+            continue
+        if engine == "openmm" or device == "ipu":  # the runner's own options do not apply: one case
             skin, graph = None, "off"
         elif graph == "on" and device != "cuda":
             skipped.append(f"{system} x{replicas} {engine} {device}: CUDA graphs need --device cuda")
@@ -148,6 +155,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--skin-nm must be >= 0 nm, got {min(args.skin_nm)}")
     if "openmm" not in args.engine and (args.platform is not None or args.route != "torch"):
         raise ValueError("--route and --platform apply to --engine openmm only")
+    if "ipu" in args.device:
+        from gnnmd.ipu.poptorch_backend import require_poptorch
+
+        require_poptorch()  # IPUUnavailableError: what is missing and how to get it
     if "cuda" in args.device and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
     if "on" in args.cuda_graph and "cuda" not in args.device:
@@ -155,7 +166,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gnnmd.kernels import resolve_backend
+    from gnnmd.kernels import resolve_backend, use_backend
     from gnnmd.models import load_model
     from gnnmd.sim.benchmark import report
     from gnnmd.systems import load_system
@@ -163,13 +174,15 @@ def run(args: argparse.Namespace) -> int:
     _validate(args)
     for backend in args.backend:
         resolve_backend(backend)
-    model = load_model(args.model)
+    reference = load_model(args.model)
+    # Converted once per backend (tabulating takes seconds), shared by every case.
+    models = {backend: use_backend(reference, backend) for backend in args.backend}
     systems = {name: load_system(name) for name in args.system}
     cases, skipped = expand(args)
     measured = []
     for case in cases:
         measure = measure_replica_runner if case.engine == "replica-runner" else measure_openmm_case
-        measured.append(measure(case, args, model, systems[case.system]))
+        measured.append(measure(case, args, models[case.backend], systems[case.system]))
     results = [result for result, _ in measured]
     _attach_speedups(results)
     if len(measured) == 1:
@@ -196,6 +209,8 @@ def measure_replica_runner(case: Case, args: argparse.Namespace, model, system) 
     from gnnmd.sim import ReplicaRunner
     from gnnmd.sim.benchmark import measure
 
+    if case.device == "ipu":
+        return _measure_ipu(case, args, model, system)
     settings = langevin_settings(args)
     runner = ReplicaRunner.replicas_of(
         model, system, case.replicas, settings=settings, device=case.device,
@@ -206,6 +221,25 @@ def measure_replica_runner(case: Case, args: argparse.Namespace, model, system) 
     result = measure(runner, args.steps, args.warmup, labels)
     del runner
     return result, {}
+
+
+def _measure_ipu(case: Case, args: argparse.Namespace, model, system) -> tuple:
+    """Time ``case`` with the forces on an IPU (static-shape packs, PopTorch); the integrator on the host."""
+    from gnnmd.ipu.poptorch_backend import IPUReplicaRunner
+    from gnnmd.models import is_trained
+    from gnnmd.sim.benchmark import measure
+
+    runner = IPUReplicaRunner.replicas_of(model, system, case.replicas, settings=langevin_settings(args),
+                                          seed=args.seed)  # fmt: skip
+    labels = {"system": system.name, "backend": case.backend, "model": args.model,
+              "model_trained": is_trained(model)}  # fmt: skip
+    result = measure(runner, args.steps, args.warmup, labels)  # compiled in the runner's constructor
+    result.device = "ipu"
+    packing = runner.packing_summary()
+    runner.release()
+    text = f"{packing['packs']} x {packing['max_nodes']} nodes, {packing['node_efficiency']:.1%} used"
+    return result, {"json": {"packing": packing}, "print": {"title": "gnnmd bench (replica runner, IPU)",
+                                                            "extra_rows": [("packs", text)]}}  # fmt: skip
 
 
 def measure_openmm_case(case: Case, args: argparse.Namespace, model, system) -> tuple:

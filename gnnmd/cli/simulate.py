@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from gnnmd.errors import CheckpointError
+from gnnmd.kernels import BACKENDS
 from gnnmd.sim.reporters import FORMATS
 from gnnmd.sim.runner import DEFAULT_SKIN_NM
 from gnnmd.sim.simulation import ON_FAILURE
 from gnnmd.units import NS_PER_PS, PS_PER_FS, SECONDS_PER_DAY
 
-DEVICES = ("cpu", "cuda")
+DEVICES = ("cpu", "cuda", "ipu")
 DTYPES = ("float32", "float64")
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -48,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="default", help="shipped model name or checkpoint path (default: default)"
     )
+    parser.add_argument(
+        "--backend", default="reference", choices=BACKENDS,
+        help="kernel backend (default: reference; see gnnmd.kernels)",
+    )
     parser.add_argument("--replicas", type=int, default=1, help="replicas of each system (default: 1)")
     length = parser.add_mutually_exclusive_group(required=True)
     length.add_argument("--ns", type=float, help="simulated time per replica, ns")
@@ -66,7 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Langevin friction, 1/ps: one value, or one per replica (default: 1)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of velocities and noise (default: 0)")
-    parser.add_argument("--device", choices=DEVICES, default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="torch device, or ipu: forces on a Graphcore IPU via PopTorch, float32, "
+                        "integration on the host (docs/ipu.md) (default: cpu)")  # fmt: skip
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="precision (default: float32)")
     parser.add_argument(
         "--skin-nm",
@@ -152,6 +159,7 @@ def _plan(args: argparse.Namespace) -> dict:
         "replicas_per_system": args.replicas,
         "replica_systems": [s.name for s in systems for _ in range(args.replicas)],
         "model": args.model,
+        "backend": args.backend,
         "seed": args.seed,
         "timestep_fs": args.dt_fs,
         "steps": steps,
@@ -192,11 +200,24 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
     if args.cuda_graph and args.device != "cuda":
         raise ValueError("--cuda-graph needs --device cuda (CUDA graphs do not exist on CPUs)")
+    if args.device == "ipu":
+        _check_ipu(args)
     distributed.initialize(info, args.device)
     try:
         return _run(args, info)
     finally:
         distributed.finalize()
+
+
+def _check_ipu(args: argparse.Namespace) -> None:
+    """--device ipu needs PopTorch (else IPUUnavailableError: what is missing), float32, reference kernels."""
+    from gnnmd.ipu.poptorch_backend import require_poptorch
+
+    require_poptorch()
+    if args.dtype != "float32":
+        raise ValueError("--device ipu needs --dtype float32 (IPUs have no float64)")
+    if getattr(args, "backend", "reference") != "reference":
+        raise ValueError("--device ipu runs the reference kernels only (--backend reference)")
 
 
 def _run(args: argparse.Namespace, info) -> int:
@@ -212,7 +233,7 @@ def _run(args: argparse.Namespace, info) -> int:
     _check_output(args, plan, info.world_size)
     distributed.broadcast_from_root(None, info)  # every rank has checked before rank 0 writes run.json
     systems = plan.pop("_systems")
-    model = load_model(args.model)
+    model = load_model(args.model, backend=args.backend)
     timestep_ps = args.dt_fs * PS_PER_FS
     total = len(systems) * args.replicas
     mine = distributed.shard(total, info)
@@ -248,11 +269,16 @@ def _run(args: argparse.Namespace, info) -> int:
         text = json.dumps(record, indent=2) + "\n"
         atomic_write_bytes(args.output / RUN_FILE, lambda f: f.write(text.encode()))
     distributed.broadcast_from_root(None, info)  # the folder exists before any rank writes into it
-    runner = ReplicaRunner(
+    runner_class, device = ReplicaRunner, distributed.device_for(args.device, info)
+    if args.device == "ipu":  # forces on the IPU, integration on the host (docs/ipu.md)
+        from gnnmd.ipu.poptorch_backend import IPUReplicaRunner
+
+        runner_class, device = IPUReplicaRunner, "cpu"
+    runner = runner_class(
         model, [s.topology for s in system_of],
         np.concatenate([s.positions_nm for s in system_of]),
         LangevinSettings(args.dt_fs, args.temperature_k[0], args.friction_per_ps[0]),
-        device=distributed.device_for(args.device, info), dtype=getattr(torch, args.dtype), seed=args.seed,
+        device=device, dtype=getattr(torch, args.dtype), seed=args.seed,
         thermostat_temperatures_k=per_replica(args.temperature_k),
         frictions_per_ps=per_replica(args.friction_per_ps),
         skin_nm=args.skin_nm, replica_ids=mine, cuda_graph=args.cuda_graph,

@@ -10,15 +10,20 @@ Energy of bead i after T interaction blocks::
 
 Distances in nm, energies in kJ/mol. The filter depends on the distance only,
 so it is evaluated once per unordered pair and used in both directions.
+
+How the convolution is computed is the kernel backend's business
+(:mod:`gnnmd.kernels`): the ``reference`` backend below runs the filter network
+on the radial basis and aggregates with ``index_add``; the other backends
+replace each block's ``kernel`` module and all compute the same function.
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
+from gnnmd.kernels.reference import ReferenceKernel, aggregate_pairs
 from gnnmd.nn.basis import CosineCutoff, radial_basis
 
 ACTIVATIONS = ("tanh", "ssp", "silu")
@@ -54,24 +59,29 @@ class InteractionBlock(nn.Module):
         self.f2out = nn.Linear(num_filters, hidden_channels)
         self.act = activation(act)
         self.dense = nn.Linear(hidden_channels, hidden_channels)
+        #: Computes Σ_j W(r_ij) ⊙ h_j from (h, pairs, distances) for non-reference backends.
+        self.kernel: nn.Module = ReferenceKernel()
+        #: True for the reference backend: filters from the shared radial basis, index_add aggregation.
+        self.uses_basis = True
 
-    def forward(self, x: Tensor, rbf: Tensor, envelope: Tensor, pairs: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rbf: Tensor, envelope: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
         """Update bead features.
 
         Args:
             x: (N, H) bead features.
-            rbf: (E, K) radial basis of the E pairs i<j.
-            envelope: (E,) cutoff envelope.
+            rbf: (E, K) radial basis of the E pairs i<j (empty unless the backend uses it).
+            envelope: (E,) cutoff envelope (empty unless the backend uses it).
             pairs: (2, E) int64 (i, j).
+            distances: (E,) nm.
         Returns:
             (N, H) updated features.
         """
-        filters = self.filter_net(rbf) * envelope[:, None]
         h = self.in2f(x)
-        i, j = pairs[0], pairs[1]
-        aggregated = torch.zeros_like(h)
-        aggregated.index_add_(0, i, h.index_select(0, j) * filters)
-        aggregated.index_add_(0, j, h.index_select(0, i) * filters)
+        if self.uses_basis:
+            filters = self.filter_net(rbf) * envelope[:, None]
+            aggregated = aggregate_pairs(h, filters, pairs)
+        else:
+            aggregated = self.kernel(h, pairs, distances)
         return x + self.dense(self.act(self.f2out(aggregated)))
 
 
@@ -107,6 +117,8 @@ class SchNet(nn.Module):
         self.interactions = nn.ModuleList(
             [InteractionBlock(hidden_channels, num_filters, num_rbf, act) for _ in range(num_interactions)]
         )
+        #: The kernel backend (see :mod:`gnnmd.kernels`); only ``reference`` evaluates the basis here.
+        self.backend = "reference"
         self.readout = nn.Sequential(
             nn.Linear(hidden_channels, hidden_channels // 2),
             activation(act),
@@ -124,8 +136,13 @@ class SchNet(nn.Module):
             (N,) kJ/mol, the network's energy contribution of each bead.
         """
         x = self.embedding(types)
-        rbf = self.basis(distances)
-        envelope = self.envelope(distances)
+        if self.backend == "reference":
+            rbf = self.basis(distances)
+            envelope = self.envelope(distances)
+        else:
+            # The backend's kernels take the distances themselves; nothing per edge is stored here.
+            rbf = distances.new_zeros(0, 0)
+            envelope = distances.new_zeros(0)
         for block in self.interactions:
-            x = block(x, rbf, envelope, pairs)
+            x = block(x, rbf, envelope, pairs, distances)
         return self.readout(x).squeeze(-1)

@@ -67,9 +67,27 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window (CUDA allocator stats; on Linux CPUs the RSS high-water mark)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+
+
 def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                # Peak resident set since the last reset_peak_memory: the runner's state, torch included.
+                return float(line.split()[1]) / 1024.0, "process_peak_rss_since_reset"
+    except OSError:
+        pass
     # ru_maxrss is in KiB on Linux: the whole process, torch libraries included.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "process_peak_rss"
 
@@ -87,8 +105,7 @@ def measure(runner: ReplicaRunner, steps: int, warmup_steps: int, labels: dict) 
     if runner.cuda_graph and warmup_steps < WARMUP_STEPS + 1:
         raise ValueError(f"CUDA graphs need at least {WARMUP_STEPS + 1} warm-up steps (capture is not timed)")
     device = runner.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     runner.step(warmup_steps)  # CUDA-graph capture happens here too, never in the timed steps
     _synchronize(device)
     builds = runner.neighbor_list_builds()

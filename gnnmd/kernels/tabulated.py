@@ -1,0 +1,265 @@
+"""Tabulated filters: each block's filter network W(r) as a cubic Hermite spline.
+
+After training, W(r) = filter_net(rbf(r)) · C(r) is a fixed function of the pair
+distance alone, one per interaction block. It is sampled with its exact
+derivative (autograd, float64) on a uniform grid over [0, r_c] and interpolated
+with cubic Hermite splines, so both W and dW/dr are continuous and forces stay
+conservative. The grid is refined until the interpolation error, checked
+between the nodes against the exact network, is below a tolerance
+(:data:`DEFAULT_TOLERANCE`, relative to the RMS of the exact filter and its
+derivative) chosen under the rounding error of 16-bit weights.
+
+The convolution then needs no matrix products per pair: per pair and channel,
+one Horner polynomial and two multiply-adds forward, and about twice that
+backward. Paths: a fused C kernel on CPUs (:mod:`gnnmd.kernels.native`), a
+Triton kernel on CUDA devices, and plain torch (TorchScript, other devices).
+
+Units: distances and the grid spacing in nm; W is dimensionless.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from gnnmd.kernels import native
+from gnnmd.kernels.reference import aggregate_pairs
+
+#: Largest interpolation error allowed, relative to the RMS of W and of dW/dr over [0, r_c].
+#: Below bfloat16/float16 weight rounding (2^-9, 2^-12 relative per weight).
+DEFAULT_TOLERANCE = 1e-4
+GRID_SIZES = (256, 512, 1024, 2048, 4096, 8192)
+
+
+def exact_filter(
+    block: nn.Module, basis: nn.Module, envelope: nn.Module, r_nm: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """W(r) (S, F) and dW/dr (S, F) in 1/nm of one block, by forward-mode autodiff in ``r_nm``'s dtype."""
+    r = r_nm.detach()
+
+    def filter_of(x: Tensor) -> Tensor:
+        return block.filter_net(basis(x)) * envelope(x)[:, None]
+
+    values, derivatives = torch.func.jvp(filter_of, (r,), (torch.ones_like(r),))
+    return values.detach(), derivatives.detach()
+
+
+def hermite_coefficients(values: Tensor, derivatives: Tensor, spacing_nm: float) -> Tensor:
+    """Monomial coefficients (S-1, 4, F) of the cubic Hermite spline through the (S, F) nodes.
+
+    On segment k, W(t) = c0 + c1 t + c2 t² + c3 t³ with t = r/dr − k in [0, 1).
+    """
+    y0, y1 = values[:-1], values[1:]
+    d0, d1 = derivatives[:-1] * spacing_nm, derivatives[1:] * spacing_nm
+    return torch.stack([y0, d0, 3 * (y1 - y0) - 2 * d0 - d1, 2 * (y0 - y1) + d0 + d1], dim=1)
+
+
+def evaluate_spline(coefficients: Tensor, inv_spacing: float, cutoff_nm: float, r_nm: Tensor) -> Tensor:
+    """W(r) (E, F) from spline coefficients; zero at and beyond the cutoff. Differentiable in ``r_nm``."""
+    segments = coefficients.shape[0]
+    x = r_nm * inv_spacing
+    k = torch.clamp(x.detach().floor(), 0, segments - 1).to(torch.int64)
+    t = (x - k.to(x.dtype))[:, None]
+    c = coefficients.index_select(0, k)
+    w = c[:, 0] + t * (c[:, 1] + t * (c[:, 2] + t * c[:, 3]))
+    return w * (r_nm < cutoff_nm).to(w.dtype)[:, None]
+
+
+def interpolation_error(block, basis, envelope, cutoff_nm: float, points: int) -> Tuple[float, float]:
+    """Max error of W and dW/dr between nodes, relative to their RMS, for ``points`` segments."""
+    with torch.no_grad():
+        nodes = torch.linspace(0.0, cutoff_nm, points + 1, dtype=torch.float64)
+        values, derivatives = exact_filter(block, basis, envelope, nodes)
+        coefficients = hermite_coefficients(values, derivatives, cutoff_nm / points)
+        # Quarter and half points of every segment: where Hermite errors peak.
+        offsets = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+        probe = (
+            (torch.arange(points, dtype=torch.float64)[:, None] + offsets) * (cutoff_nm / points)
+        ).flatten()
+        exact_w, exact_dw = exact_filter(block, basis, envelope, probe)
+
+    def spline(x: Tensor) -> Tensor:
+        return evaluate_spline(coefficients, points / cutoff_nm, cutoff_nm, x)
+
+    w, dw = torch.func.jvp(spline, (probe,), (torch.ones_like(probe),))
+    value_error = (w - exact_w).abs().max() / exact_w.pow(2).mean().sqrt().clamp_min(1e-300)
+    slope_error = (dw - exact_dw).abs().max() / exact_dw.pow(2).mean().sqrt().clamp_min(1e-300)
+    return float(value_error), float(slope_error)
+
+
+def tabulate_block(
+    block: nn.Module,
+    basis: nn.Module,
+    envelope: nn.Module,
+    cutoff_nm: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+    points: int | None = None,
+) -> Tuple[Tensor, dict]:
+    """Spline coefficients (S, 4, F) float64 of one block and a report (grid size, errors).
+
+    ``points`` fixes the number of segments; otherwise the smallest of :data:`GRID_SIZES`
+    meeting ``tolerance`` is used (the largest if none does; the report says so).
+    """
+    block, basis, envelope = (m.double() for m in _copies(block, basis, envelope))
+    candidates = (points,) if points is not None else GRID_SIZES
+    for size in candidates:
+        value_error, slope_error = interpolation_error(block, basis, envelope, cutoff_nm, size)
+        if max(value_error, slope_error) <= tolerance:
+            break
+    nodes = torch.linspace(0.0, cutoff_nm, size + 1, dtype=torch.float64)
+    values, derivatives = exact_filter(block, basis, envelope, nodes)
+    report = {
+        "segments": size,
+        "spacing_nm": cutoff_nm / size,
+        "value_error": value_error,
+        "slope_error": slope_error,
+        "tolerance": tolerance,
+        "met": max(value_error, slope_error) <= tolerance,
+    }
+    return hermite_coefficients(values, derivatives, cutoff_nm / size), report
+
+
+def _copies(*modules: nn.Module) -> list[nn.Module]:
+    import copy
+
+    return [copy.deepcopy(m) for m in modules]
+
+
+class _NativeTabulatedConv(torch.autograd.Function):
+    """The fused C kernel: forward messages, backward feature and distance gradients."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        h: Tensor,
+        pairs: Tensor,
+        distances: Tensor,
+        coefficients: Tensor,
+        inv_spacing: float,
+        cutoff_nm: float,
+    ) -> Tensor:
+        h, pairs, distances = h.contiguous(), pairs.contiguous(), distances.contiguous()
+        ctx.save_for_backward(h, pairs, distances, coefficients)
+        ctx.constants = (inv_spacing, cutoff_nm)
+        return _native_call("forward", h, pairs, distances, coefficients, inv_spacing, cutoff_nm)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        h, pairs, distances, coefficients = ctx.saved_tensors
+        inv_spacing, cutoff_nm = ctx.constants
+        grad_h, grad_r = _native_call(
+            "backward", h, pairs, distances, coefficients, inv_spacing, cutoff_nm, grad_out.contiguous()
+        )
+        return grad_h, None, grad_r, None, None, None
+
+
+def _native_call(
+    kind: str,
+    h: Tensor,
+    pairs: Tensor,
+    distances: Tensor,
+    coefficients: Tensor,
+    inv_spacing: float,
+    cutoff_nm: float,
+    grad_out: Tensor | None = None,
+):
+    library = native.load("tabulated")
+    suffix = "f32" if h.dtype == torch.float32 else "f64"
+    real = native.ctypes.c_float if h.dtype == torch.float32 else native.ctypes.c_double
+    count, features = distances.shape[0], h.shape[1]
+    chunks = native.chunks_for(count)
+    outputs = [h.new_zeros(h.shape) for _ in range(chunks)]
+    grad_r = distances.new_empty(count) if kind == "backward" else None
+    pi, pj = pairs[0].contiguous(), pairs[1].contiguous()
+    common = (
+        native.pointer(pi),
+        native.pointer(pj),
+        native.pointer(distances),
+        native.pointer(coefficients),
+        native.ctypes.c_int64(coefficients.shape[0]),
+        real(inv_spacing),
+        real(cutoff_nm),
+        native.ctypes.c_int64(features),
+        native.pointer(h),
+    )
+    function = getattr(library, f"tabulated_{kind}_{suffix}")
+
+    def call(chunk: int, begin: int, end: int) -> None:
+        span = (native.ctypes.c_int64(begin), native.ctypes.c_int64(end))
+        if grad_out is None:
+            function(*span, *common, native.pointer(outputs[chunk]))
+        else:
+            function(
+                *span,
+                *common,
+                native.pointer(grad_out),
+                native.pointer(outputs[chunk]),
+                native.pointer(grad_r),
+            )
+
+    native.run_split(count, call)
+    total = outputs[0]
+    for extra in outputs[1:]:
+        total += extra
+    return total if grad_r is None else (total, grad_r)
+
+
+class TabulatedKernel(nn.Module):
+    """Σ_j W(r_ij) ⊙ h_j with W(r) a per-block cubic Hermite spline (see module docstring).
+
+    Args:
+        coefficients: (S, 4, F) spline coefficients (float64; cast to the model dtype with it).
+        cutoff_nm: r_c in nm; the table covers [0, r_c].
+        report: what :func:`tabulate_block` measured (kept for reports, not used).
+    """
+
+    def __init__(self, coefficients: Tensor, cutoff_nm: float, report: dict | None = None) -> None:
+        super().__init__()
+        # Not persistent: a checkpoint of a converted model stores the exact network only.
+        self.register_buffer("coefficients", coefficients.contiguous(), persistent=False)
+        self.cutoff_nm = float(cutoff_nm)
+        self.inv_spacing = float(coefficients.shape[0] / cutoff_nm)
+        self.report = dict(report or {})
+        self.use_native = True
+
+    def forward(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
+        """(N, F) messages from (N, F) features, (2, E) pairs i<j and (E,) distances in nm."""
+        if torch.jit.is_scripting():
+            return self._torch(h, pairs, distances)
+        return self._fast(h, pairs, distances)
+
+    def filters(self, distances: Tensor) -> Tensor:
+        """(E, F) W(r) of (E,) distances in nm, interpolated."""
+        return evaluate_spline(self.coefficients, self.inv_spacing, self.cutoff_nm, distances)
+
+    def _torch(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
+        return aggregate_pairs(h, self.filters(distances), pairs)
+
+    @torch.jit.unused
+    def _fast(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
+        coefficients = (
+            self.coefficients if self.coefficients.dtype == h.dtype else self.coefficients.to(h.dtype)
+        )
+        if h.is_cuda:
+            from gnnmd.kernels import triton_kernels
+
+            if triton_kernels.available() and h.dtype == torch.float32:
+                return triton_kernels.tabulated_conv(
+                    h, pairs, distances, coefficients, self.inv_spacing, self.cutoff_nm
+                )
+        if (
+            h.device.type == "cpu"
+            and self.use_native
+            and h.dtype in (torch.float32, torch.float64)
+            and native.available("tabulated")
+        ):
+            if torch.is_grad_enabled() and coefficients.requires_grad:
+                raise RuntimeError("tabulated filters are fixed: they cannot be trained")
+            return _NativeTabulatedConv.apply(
+                h, pairs, distances, coefficients, self.inv_spacing, self.cutoff_nm
+            )
+        return self._torch(h, pairs, distances)

@@ -1,0 +1,169 @@
+"""Kernel backends against the reference, forward (energies) and backward (forces).
+
+Tolerances (forces: error relative to the reference force RMS over all beads):
+fused 1e-10 max in float64; tabulated 1e-3 max (the grid is built for 1e-4
+relative filter-slope error); fused16 with float16 weights 1e-2 RMS, bfloat16
+3e-2 RMS. Energies likewise relative to the spread of the network energy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gnnmd.kernels import BACKENDS, backend_of, resolve_backend, use_backend
+from gnnmd.kernels.quantize import QuantizedLinear
+from gnnmd.kernels.tabulated import TabulatedKernel
+from gnnmd.models import load_model, save_checkpoint
+from gnnmd.neighbors import within_cutoff
+from tests.conftest import perturbed
+
+FORCE_TOLERANCE = {"reference": 1e-12, "fused": 1e-10, "tabulated": 1e-3, "fused16": 2e-2}
+
+
+def network_energy_forces(model, batch, positions):
+    """Network-only energies (G,) and forces (N, 3): the priors would hide kernel errors."""
+    x = positions.detach().clone().requires_grad_(True)
+    pairs, _, distances = within_cutoff(x, batch.pairs, batch.graph_index, model.cutoff_nm)
+    bead = model.network(batch.types, pairs, distances)
+    energy = torch.zeros(batch.ptr.shape[0] - 1, dtype=x.dtype).index_add(0, batch.graph_index, bead)
+    (gradient,) = torch.autograd.grad(energy.sum(), x, allow_unused=True)
+    return energy.detach(), (-gradient if gradient is not None else torch.zeros_like(x))
+
+
+@pytest.fixture()
+def mixed(small_model, chignolin, villin):
+    """Replicas of different sizes in one batch (chignolin, villin, chignolin), perturbed."""
+    topologies = [chignolin.topology, villin.topology, chignolin.topology]
+    batch = small_model.pack(topologies)
+    positions = np.concatenate([chignolin.positions_nm, villin.positions_nm, chignolin.positions_nm])
+    return batch, perturbed(positions, 0.03, seed=4)
+
+
+def relative_errors(model, converted, batch, positions):
+    e0, f0 = network_energy_forces(model, batch, positions)
+    e1, f1 = network_energy_forces(converted, batch, positions)
+    scale = f0.pow(2).mean().sqrt()
+    return (
+        float((e1 - e0).abs().max() / e0.abs().max()),
+        float((f1 - f0).abs().max() / scale),
+        float((f1 - f0).pow(2).mean().sqrt() / scale),
+    )
+
+
+@pytest.mark.parametrize("backend", ["fused", "tabulated"])
+def test_exact_backends_match_reference(small_model, mixed, backend):
+    batch, positions = mixed
+    energy_error, force_max, _ = relative_errors(
+        small_model, use_backend(small_model, backend), batch, positions
+    )
+    assert force_max < FORCE_TOLERANCE[backend]
+    assert energy_error < FORCE_TOLERANCE[backend]
+
+
+@pytest.mark.parametrize(("weight_dtype", "tolerance"), [(torch.float16, 1e-2), (torch.bfloat16, 3e-2)])
+def test_fused16_error_is_bounded(small_model, mixed, weight_dtype, tolerance):
+    batch, positions = mixed
+    converted = use_backend(small_model, "fused16", weight_dtype=weight_dtype)
+    energy_error, _, force_rms = relative_errors(small_model, converted, batch, positions)
+    assert 0 < force_rms < tolerance  # nonzero: the weights really are 16-bit
+    assert energy_error < tolerance
+
+
+def test_tabulated_native_kernel_equals_torch_path(small_model, mixed):
+    batch, positions = mixed
+    converted = use_backend(small_model, "tabulated")
+    e_native, f_native = network_energy_forces(converted, batch, positions)
+    for block in converted.network.interactions:
+        block.kernel.use_native = False
+    e_torch, f_torch = network_energy_forces(converted, batch, positions)
+    torch.testing.assert_close(e_native, e_torch, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(f_native, f_torch, rtol=1e-10, atol=1e-10)
+
+
+def test_tabulated_native_kernel_float32_many_pairs(small_model, chignolin):
+    """Enough pairs to split over threads; float32 as in the runner."""
+    model = small_model.float()
+    converted = use_backend(model, "tabulated")
+    batch = model.pack([chignolin.topology] * 8)
+    positions = perturbed(np.tile(chignolin.positions_nm, (8, 1)), 0.05, seed=2).float()
+    e_native, f_native = network_energy_forces(converted, batch, positions)
+    for block in converted.network.interactions:
+        block.kernel.use_native = False
+    e_torch, f_torch = network_energy_forces(converted, batch, positions)
+    torch.testing.assert_close(e_native, e_torch, rtol=1e-5, atol=1e-5)
+    scale = f_torch.pow(2).mean().sqrt()
+    assert float((f_native - f_torch).abs().max() / scale) < 1e-5
+
+
+def test_tabulation_meets_its_tolerance(small_model):
+    converted = use_backend(small_model, "tabulated", tolerance=1e-5)
+    for block in converted.network.interactions:
+        report = block.kernel.report
+        assert report["met"] and max(report["value_error"], report["slope_error"]) <= 1e-5
+    coarse = use_backend(small_model, "tabulated", points=16)
+    assert coarse.network.interactions[0].kernel.report["slope_error"] > 1e-5  # the check is not vacuous
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_edge_cases(small_model, chignolin, backend):
+    """Isolated beads, all pairs beyond the cutoff, and an empty pair list give reference results."""
+    converted = use_backend(small_model, backend)
+    batch = small_model.pack([chignolin.topology, chignolin.topology])
+    spread = torch.tensor(chignolin.positions_nm, dtype=torch.float64)
+    far_apart = torch.arange(chignolin.topology.n_beads, dtype=torch.float64)[:, None] * torch.tensor(
+        [2.5, 0.0, 0.0], dtype=torch.float64
+    )
+    positions = torch.cat([spread, far_apart])  # replica 1: every bead isolated
+    for case in (positions, torch.cat([far_apart, far_apart])):
+        e0, f0 = network_energy_forces(small_model, batch, case)
+        e1, f1 = network_energy_forces(converted, batch, case)
+        tolerance = FORCE_TOLERANCE[backend]
+        torch.testing.assert_close(e1, e0, rtol=tolerance, atol=tolerance)
+        scale = max(float(f0.pow(2).mean().sqrt()), 1e-12)
+        assert float((f1 - f0).abs().max()) <= tolerance * scale + 1e-12
+    empty = torch.zeros(2, 0, dtype=torch.int64)
+    distances = torch.zeros(0, dtype=torch.float64, requires_grad=True)
+    bead = converted.network(batch.types, empty, distances)
+    reference = small_model.network(batch.types, empty, distances.detach())
+    tolerance = FORCE_TOLERANCE[backend]
+    torch.testing.assert_close(bead, reference, rtol=tolerance, atol=tolerance)
+
+
+def test_switch_and_model_management(small_model, tmp_path):
+    with pytest.raises(ValueError, match="unknown backend 'fastest'"):
+        resolve_backend("fastest")
+    converted = use_backend(small_model, "tabulated")
+    assert backend_of(converted) == "tabulated" and backend_of(small_model) == "reference"
+    assert not any(p.requires_grad for p in converted.parameters())
+    assert any(p.requires_grad for p in small_model.parameters())  # the original is untouched
+    assert converted.network.state_dict().keys() == small_model.network.state_dict().keys()
+    with pytest.raises(ValueError, match="convert from a reference model"):
+        use_backend(converted, "fused")
+    with pytest.raises(ValueError, match="save the reference model"):
+        save_checkpoint(converted, tmp_path / "x.pt", {"trained": False})
+    loaded = load_model("default", backend="tabulated")
+    assert isinstance(loaded.network.interactions[0].kernel, TabulatedKernel)
+
+
+def test_16bit_weights_survive_dtype_changes(small_model):
+    converted = use_backend(small_model, "fused16").float().double()
+    layer = converted.network.interactions[0].in2f
+    assert isinstance(layer, QuantizedLinear)
+    assert layer.bits.dtype == torch.int16 and layer.weight16().dtype == torch.float16
+    original = small_model.network.interactions[0].in2f.weight.detach()
+    rebuilt = layer.weight16().double() * layer.scale[:, None]
+    assert float((rebuilt - original).abs().max() / original.abs().max()) < 2**-10
+
+
+@pytest.mark.parametrize("backend", ["fused", "tabulated"])
+def test_torchscript_path_matches_eager(small_model, mixed, backend):
+    """TorchScript runs the pure-torch path of each kernel (what openmm-torch loads)."""
+    batch, positions = mixed
+    converted = use_backend(small_model, backend)
+    scripted = torch.jit.script(converted)
+    e_eager, f_eager = converted.energy_and_forces(positions, batch)
+    e_script, f_script = scripted.energy_and_forces(positions, batch)
+    torch.testing.assert_close(e_script, e_eager, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(f_script, f_eager, rtol=1e-7, atol=1e-7)

@@ -1,0 +1,105 @@
+"""Helper for test_triton_kernels: runs the Triton kernels under TRITON_INTERPRET=1 on the CPU.
+
+python triton_interpreted.py OUT.json
+Writes, per case, the largest differences between the Triton ops and the
+pure-torch path of the same kernel module: messages, ∂/∂features, ∂/∂distances.
+"""
+
+import json
+import os
+import sys
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+
+import torch  # noqa: E402
+
+from gnnmd.kernels import triton_kernels  # noqa: E402
+from gnnmd.kernels.fused import FusedKernel  # noqa: E402
+from gnnmd.kernels.reference import aggregate_pairs  # noqa: E402
+from gnnmd.kernels.tabulated import TabulatedKernel, tabulate_block  # noqa: E402
+from gnnmd.nn.schnet import SchNet  # noqa: E402
+
+torch.set_num_threads(1)
+CUTOFF = 1.0
+
+
+def graph(sizes: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Pairs i<j within each graph of the given sizes; distances in [0, 1.3 r_c) (some beyond r_c)."""
+    generator = torch.Generator().manual_seed(seed)
+    blocks, offset = [], 0
+    for size in sizes:
+        blocks.append(torch.combinations(torch.arange(size), 2).t() + offset)
+        offset += size
+    pairs = torch.cat(blocks, dim=1) if blocks else torch.zeros(2, 0, dtype=torch.int64)
+    distances = torch.rand(pairs.shape[1], generator=generator, dtype=torch.float32) * 1.3 * CUTOFF
+    return pairs.contiguous(), distances, offset
+
+
+def compare(kernel, triton_call, sizes, features: int, seed: int) -> dict:
+    pairs, distances, nodes = graph(sizes, seed)
+    nodes += 2  # two isolated beads at the end: no pairs at all
+    generator = torch.Generator().manual_seed(seed + 1)
+    h = torch.randn(nodes, features, generator=generator).requires_grad_(True)
+    r = distances.clone().requires_grad_(True)
+    upstream = torch.randn(nodes, features, generator=generator)
+    expected = aggregate_pairs(h, kernel.filters(r), pairs)
+    got = triton_call(h, pairs, r)
+    expected_grads = torch.autograd.grad(expected, (h, r), upstream, allow_unused=True)
+    got_grads = torch.autograd.grad(got, (h, r), upstream, allow_unused=True)
+    scale = [float(expected.detach().abs().max().clamp_min(1e-6))] + [
+        float(g.abs().max().clamp_min(1e-6)) if g is not None and g.numel() else 1.0 for g in expected_grads
+    ]
+
+    def difference(a, b):
+        if a is None or b is None or a.numel() == 0:
+            return 0.0
+        return float((a - b).abs().max())
+
+    return {
+        "messages": difference(got, expected) / scale[0],
+        "features": difference(got_grads[0], expected_grads[0]) / scale[1],
+        "distances": difference(got_grads[1], expected_grads[1]) / scale[2],
+    }
+
+
+def network(act: str, rbf: str, features: int = 16) -> SchNet:
+    torch.manual_seed(0)
+    return SchNet(4, hidden_channels=features, num_filters=features, num_interactions=1, num_rbf=20,
+                  cutoff_nm=CUTOFF, rbf=rbf, act=act)  # fmt: skip
+
+
+results = {}
+for act, rbf in (("tanh", "gaussian"), ("ssp", "expnormal"), ("silu", "gaussian")):
+    net = network(act, rbf)
+    kernel = FusedKernel(net.interactions[0].filter_net, net.basis, net.envelope).requires_grad_(False)
+    results[f"fused-{act}-{rbf}"] = compare(
+        kernel, lambda h, p, r, k=kernel: triton_kernels.fused_conv(h, p, r, k), [9, 4, 1], 16, seed=1
+    )
+net = network("tanh", "gaussian")
+half = FusedKernel(net.interactions[0].filter_net, net.basis, net.envelope, weight_dtype=torch.float16)
+half.requires_grad_(False)
+results["fused16-float16"] = compare(
+    half, lambda h, p, r: triton_kernels.fused_conv(h, p, r, half), [9, 4], 16, seed=2
+)
+coefficients, _ = tabulate_block(net.interactions[0], net.basis, net.envelope, CUTOFF)
+table = TabulatedKernel(coefficients.float(), CUTOFF)
+results["tabulated"] = compare(
+    table,
+    lambda h, p, r: triton_kernels.tabulated_conv(h, p, r, table.coefficients, table.inv_spacing, CUTOFF),
+    [9, 4, 1],
+    16,
+    seed=3,
+)
+results["tabulated-empty"] = compare(
+    table,
+    lambda h, p, r: triton_kernels.tabulated_conv(h, p, r, table.coefficients, table.inv_spacing, CUTOFF),
+    [],
+    16,
+    seed=4,
+)
+results["registered_ops"] = sorted(
+    name for name in ("tabulated_rows", "tabulated_edge_grads", "fused_rows", "fused_edge_grads")
+    if hasattr(torch.ops.gnnmd, name)
+)  # fmt: skip
+with open(sys.argv[1], "w") as handle:
+    json.dump(results, handle, indent=1)
