@@ -1,7 +1,8 @@
 """Observables of CG trajectories (frames (F, n, 3) in nm): internal coordinates per term type.
 
 Each observable is a named set of samples with a value range, compared between
-a model's simulation and the reference data.
+a model's simulation and the reference data. Observables relative to a native
+structure (RMSD, fraction of native contacts) are in :mod:`gnnmd.analysis.protein`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gnnmd.nn.priors.geometry import bond_angles, bond_lengths, dihedral_angles
+from gnnmd.nn.priors.geometry import Measure, bond_angles, bond_lengths, dihedral_angles, frame_values
 from gnnmd.topology import CGTopology
 
 
@@ -20,22 +21,22 @@ class Observable:
     """Samples (S, D) of a D-dimensional observable (D = 1 or 2).
 
     ``periodic`` observables (dihedrals) are binned on (-π, π]; the others on the
-    range spanned by the samples being compared.
+    range spanned by the samples being compared. ``labels`` are the axis labels,
+    one per dimension, written "symbol (unit)" (e.g. "φ (rad)"); plots fall back on
+    the name and unit without them.
     """
 
     name: str
     samples: np.ndarray
     periodic: bool
     unit: str
+    labels: tuple[str, ...] = ()
 
 
-def _measure(frames: np.ndarray, terms: np.ndarray, function) -> np.ndarray:
-    """(F, T) values of ``function`` for T terms in each of F frames."""
-    count, beads = frames.shape[0], frames.shape[1]
-    flat = torch.as_tensor(frames, dtype=torch.float64).reshape(-1, 3)
-    offsets = beads * torch.arange(count)[:, None, None]
-    indices = (torch.tensor(np.asarray(terms))[None] + offsets).reshape(-1, terms.shape[1])
-    return function(flat, indices, torch.zeros(flat.shape[0], dtype=torch.int64)).reshape(count, -1).numpy()
+def _measure(frames: np.ndarray, terms: np.ndarray, function: Measure) -> np.ndarray:
+    """(F, T) values of ``function`` for T terms in each of F frames (shared with the prior fit)."""
+    positions = torch.as_tensor(frames, dtype=torch.float64)
+    return frame_values(positions, torch.tensor(np.asarray(terms), dtype=torch.int64), function).numpy()
 
 
 def _label(topology: CGTopology, term: np.ndarray) -> str:
@@ -65,5 +66,5 @@ def term_observables(topology: CGTopology, frames: np.ndarray) -> list[Observabl
             samples = values[:, columns].reshape(-1, 1)
             observables.append(Observable(f"{kind} {label}", samples, periodic, unit))
         if kind == "dihedral" and len(terms) == 2:
-            observables.append(Observable("phi_psi", values, True, unit))
+            observables.append(Observable("phi_psi", values, True, unit, ("φ (rad)", "ψ (rad)")))
     return observables

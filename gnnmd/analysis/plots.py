@@ -8,12 +8,27 @@ from pathlib import Path
 import numpy as np
 
 from gnnmd.analysis.distributions import free_energy, histogram
+from gnnmd.analysis.observables import Observable
+
+
+def _axis_labels(observable: Observable) -> tuple[str, ...]:
+    """One axis label per dimension: the observable's own, else its name and unit."""
+    if observable.labels:
+        return observable.labels
+    dimensions = observable.samples.shape[1]
+    return tuple(f"{observable.name}[{d}] ({observable.unit})" for d in range(dimensions))
+
+
+def _symbol(label: str) -> str:
+    """The label without its unit: "φ (rad)" -> "φ"."""
+    return label.split(" (")[0]
 
 
 def plot_validation(pairs: list, settings, path: Path) -> Path:
-    """One PNG: the (φ, ψ) free-energy surfaces of model and reference if present, then every 1-D overlay.
+    """One PNG: each 2-D free-energy surface (kJ/mol; reference | model), then every 1-D overlay.
 
-    ``pairs`` holds (simulated, reference, value_range) per observable.
+    ``pairs`` holds (simulated, reference, value_range) per observable; axes are
+    labelled from the observables' ``labels`` (e.g. φ/ψ, or RMSD (nm)/Q).
     """
     import matplotlib
 
@@ -33,7 +48,11 @@ def plot_validation(pairs: list, settings, path: Path) -> Path:
             )
             extent = [*value_range[0], *value_range[1]]
             image = axis.imshow(energy.T, origin="lower", extent=extent, cmap="viridis", vmax=25.0)
-            axis.set(title=f"{label}: F(φ, ψ)", xlabel="φ (rad)", ylabel="ψ (rad)")
+            labels = _axis_labels(ref)
+            title = f"{label}: F({', '.join(_symbol(a) for a in labels)})"
+            axis.set(title=title, xlabel=labels[0], ylabel=labels[1])
+            if not ref.periodic:
+                axis.set_aspect("auto")  # ranges come from the samples and may differ a lot in size
             figure.colorbar(image, ax=axis, label="kJ/mol")
     offset = len(joint) * columns
     for index, (sim, ref, value_range) in enumerate(single):
@@ -42,7 +61,7 @@ def plot_validation(pairs: list, settings, path: Path) -> Path:
         axis.hist(ref.samples[:, 0], bins=edges, density=True, histtype="step", label="reference")
         axis.hist(sim.samples[:, 0], bins=edges, density=True, histtype="step", label="model")
         axis.set_title(ref.name, fontsize=8)
-        axis.set_xlabel(ref.unit)
+        axis.set_xlabel(ref.labels[0] if ref.labels else ref.unit)
         if index == 0:
             axis.legend(fontsize=7)
     figure.tight_layout()

@@ -5,7 +5,10 @@ frames spread over the data, run batched Langevin dynamics with the model, and
 after equilibration their frames are compared with the reference frames:
 Jensen-Shannon divergence of every bond, angle and dihedral distribution (and
 of the joint φ/ψ map when the molecule has exactly two dihedrals), and the
-model's force RMSE on held-out reference frames. Units: nm, ps, K, kJ/mol/nm.
+model's force RMSE on held-out reference frames. A molecule named like a
+shipped protein system (chignolin, ...) also gets CA RMSD to its native
+structure, fraction of native contacts Q, the joint RMSD-Q map and the folded
+fraction (:mod:`gnnmd.analysis.protein`). Units: nm, ps, K, kJ/mol/nm.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from gnnmd.analysis.distributions import histogram, jensen_shannon
 from gnnmd.analysis.observables import Observable, term_observables
+from gnnmd.analysis.protein import folded_fraction, protein_observables, shipped_native
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.models import is_trained
 from gnnmd.nn.potential import CGPotential
@@ -66,6 +70,44 @@ def compare(simulated: Observable, reference: Observable, settings: ValidationSe
     p = histogram(simulated.samples, bins, value_range)
     q = histogram(reference.samples, bins, value_range)
     return jensen_shannon(p, q), value_range
+
+
+def _protein_comparison(
+    topology: CGTopology, simulated: np.ndarray, reference: np.ndarray
+) -> tuple[list[Observable], list[Observable], dict]:
+    """RMSD/Q observables of both samplings and the folded fractions; nothing unless a shipped protein."""
+    native = shipped_native(topology)
+    if native is None:
+        return [], [], {}
+    sim = protein_observables(topology, simulated, native)
+    ref = protein_observables(topology, reference, native)
+    folded = {
+        label: folded_fraction(next(o.samples for o in observables if o.name == "rmsd_native"))
+        for label, observables in (("model", sim), ("reference", ref))
+    }
+    return sim, ref, {"folded_fraction": folded}
+
+
+def compare_frames(
+    topology: CGTopology, simulated: np.ndarray, reference: np.ndarray, settings: ValidationSettings
+) -> tuple[dict[str, float], list, dict]:
+    """JS divergence per observable of simulated vs reference frames (F, n, 3) nm.
+
+    Returns the divergences by observable name, the (simulated, reference, value
+    range) triples to plot, and extra report entries: ``folded_fraction`` for a
+    shipped protein (see :mod:`gnnmd.analysis.protein`), whose RMSD, Q and joint
+    RMSD-Q observables then come first.
+    """
+    sim_protein, ref_protein, extra = _protein_comparison(topology, simulated, reference)
+    divergences, pairs = {}, []
+    for sim, ref in zip(
+        sim_protein + term_observables(topology, simulated),
+        ref_protein + term_observables(topology, reference),
+        strict=True,
+    ):
+        divergences[ref.name], value_range = compare(sim, ref, settings)
+        pairs.append((sim, ref, value_range))
+    return divergences, pairs, extra
 
 
 def simulate(
@@ -124,14 +166,7 @@ def validate_molecule(
     reference_frames, _ = dataset.frames(molecule, chosen)
     starts = reference_frames[np.linspace(0, len(reference_frames) - 1, settings.replicas).astype(np.int64)]
     simulated_frames = simulate(model, topology, starts, settings)
-    divergences, pairs = {}, []
-    for sim, ref in zip(
-        term_observables(topology, simulated_frames),
-        term_observables(topology, reference_frames),
-        strict=True,
-    ):
-        divergences[ref.name], value_range = compare(sim, ref, settings)
-        pairs.append((sim, ref, value_range))
+    divergences, pairs, extra = compare_frames(topology, simulated_frames, reference_frames, settings)
     frames, kind = held_out_frames(model, dataset, molecule, settings.force_frames)
     simulated_ns = settings.replicas * settings.steps * settings.timestep_fs * PS_PER_FS * 1e-3
     report = {
@@ -140,6 +175,7 @@ def validate_molecule(
         "simulated_frames": int(len(simulated_frames)),
         "simulated_ns": simulated_ns,
         "js_divergence": divergences,
+        **extra,
         "force_rmse_kj_per_mol_nm": force_rmse(model, dataset, molecule, frames),
         "force_frames": kind,
         "force_frame_count": int(len(frames)),

@@ -49,6 +49,7 @@ def reference_path(args: argparse.Namespace, model, scratch: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gnnmd.analysis.protein import FOLDED_RMSD_NM
     from gnnmd.analysis.validate import ValidationSettings, validate
     from gnnmd.data.dataset import ForceDataset
     from gnnmd.models import load_model
@@ -66,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
         rmse = molecule["force_rmse_kj_per_mol_nm"]
         print(f"{name}: {molecule['simulated_ns']:.2f} ns simulated; force RMSE {rmse:.2f} kJ/mol/nm")
         print(f"  on {molecule['force_frame_count']} frames: {molecule['force_frames']}")
+        if "folded_fraction" in molecule:
+            folded = molecule["folded_fraction"]
+            print(
+                f"  folded (CA RMSD < {FOLDED_RMSD_NM} nm): model {folded['model']:.3f}, "
+                f"reference {folded['reference']:.3f}"
+            )
         for observable, value in sorted(molecule["js_divergence"].items(), key=lambda kv: -kv[1]):
             print(f"  JS divergence {value:.4f}  {observable}")
     if not report["trained"]:

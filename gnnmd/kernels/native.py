@@ -2,10 +2,10 @@
 
 The C sources need nothing but a C compiler (``$CC`` or ``cc``); the shared
 library is cached under ``$GNNMD_CACHE`` (default ``~/.cache/gnnmd``), keyed by
-a hash of the source and flags, so it is built once per machine. Work is split
-into contiguous pair ranges run on Python threads (ctypes releases the GIL),
-each with a private output buffer, so no second OpenMP runtime competes with
-torch's and no atomics are needed.
+a hash of the source and flags, so it is built once per machine. The kernels
+use OpenMP; loaded after torch, the library binds to the libgomp torch already
+loaded (same soname), so it shares torch's thread pool and thread count rather
+than starting a second pool whose threads would spin against torch's.
 
 Without a compiler, :func:`load` raises :class:`NativeKernelError` and callers
 use the pure-torch path instead.
@@ -20,20 +20,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import Callable
 
-import torch
 from torch import Tensor
 
 from gnnmd.errors import GnnmdError
 
 SOURCE_DIR = Path(__file__).with_name("native")
-FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11")
-#: Below this many pairs per thread, splitting costs more than it saves.
-MIN_PAIRS_PER_THREAD = 2048
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c11")
 
 
 class NativeKernelError(GnnmdError):
@@ -82,33 +77,5 @@ def available(name: str) -> bool:
     return True
 
 
-@cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gnnmd-kernel")
-
-
 def pointer(tensor: Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(tensor.data_ptr())
-
-
-def run_split(count: int, call: Callable[[int, int, int], None], threads: int | None = None) -> int:
-    """Run ``call(chunk, begin, end)`` over ``count`` items in contiguous chunks; returns the chunk count.
-
-    Chunk ``c`` must write only to its own buffers (index ``c``).
-    """
-    threads = threads or torch.get_num_threads()
-    chunks = max(1, min(threads, count // MIN_PAIRS_PER_THREAD))
-    bounds = [count * c // chunks for c in range(chunks + 1)]
-    if chunks == 1:
-        call(0, 0, count)
-        return 1
-    futures = [_pool(chunks).submit(call, c, bounds[c], bounds[c + 1]) for c in range(chunks)]
-    for future in futures:
-        future.result()
-    return chunks
-
-
-def chunks_for(count: int, threads: int | None = None) -> int:
-    """How many chunks :func:`run_split` uses for ``count`` items."""
-    threads = threads or torch.get_num_threads()
-    return max(1, min(threads, count // MIN_PAIRS_PER_THREAD))

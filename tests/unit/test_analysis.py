@@ -6,10 +6,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from gnnmd.analysis.distributions import free_energy, histogram, jensen_shannon
 from gnnmd.analysis.observables import term_observables
 from gnnmd.data.importers import cgnet_ala2_topology
+from gnnmd.nn.priors.geometry import dihedral_angles, frame_values
 
 
 def test_jensen_shannon_bounds():
@@ -43,3 +45,13 @@ def test_alanine_dipeptide_observables():
     expected = np.linalg.norm(frames[:, 1] - frames[:, 0], axis=1)
     np.testing.assert_allclose(observables["bond ACE.C-ALA.N"].samples[:, 0], expected)
     assert len([n for n in observables if n.startswith("dihedral")]) == 2
+
+
+def test_frame_values_chunks_match_frame_by_frame():
+    frames = torch.as_tensor(np.random.default_rng(2).normal(0, 0.3, (7, 5, 3)))
+    terms = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    chunked = frame_values(frames, terms, dihedral_angles, chunk=3)
+    assert chunked.shape == (7, 2)
+    for f in range(7):
+        one = dihedral_angles(frames[f], terms, torch.zeros(5, dtype=torch.int64))
+        torch.testing.assert_close(chunked[f], one, rtol=0, atol=1e-12)

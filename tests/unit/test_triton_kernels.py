@@ -50,3 +50,56 @@ def test_ops_are_registered_with_torch_library(interpreted):
     assert interpreted["registered_ops"] == [
         "fused_edge_grads", "fused_rows", "tabulated_edge_grads", "tabulated_rows"
     ]  # fmt: skip
+
+
+def _signature(kernel, pointers: dict, scalars: dict, constants: dict) -> dict:
+    """Triton types of ``kernel``'s arguments: pointers by name (default *fp32), scalars, constexprs."""
+    names = kernel.arg_names
+    signature = {}
+    for name in names:
+        if name in constants:
+            signature[name] = "constexpr"
+        elif name in scalars:
+            signature[name] = scalars[name]
+        else:
+            signature[name] = pointers.get(name, "*fp32")
+    return signature
+
+
+@pytest.mark.parametrize("weights", ["fp32", "fp16", "bf16"])
+def test_kernels_compile_for_hopper(weights):
+    """Compiled (not interpreted) to an sm_90 cubin without a GPU: types, shapes and tl.dot
+    operands are valid for the real compiler, bfloat16 included."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from gnnmd.kernels import triton_kernels as tk
+
+    indices = {"rowptr": "*i64", "col": "*i64", "edge": "*i64"}
+    target = GPUTarget("cuda", 90, 32)
+    half = weights != "fp32"
+    fused = {
+        "K": 128,
+        "F": 128,
+        "BLOCK_K": 128,
+        "BLOCK_F": 128,
+        "BLOCK": 32,
+        "ACT": 0,
+        "BASIS": 0,
+        "HALF": half,
+    }
+    weight_pointers = {"w1": f"*{weights}", "w2": f"*{weights}"}
+    kernels = [
+        (tk._fused_rows, {**indices, **weight_pointers}, {"alpha": "fp32", "cutoff": "fp32"}, fused),
+        (tk._fused_edge_grads, {**indices, **weight_pointers}, {"alpha": "fp32", "cutoff": "fp32"}, fused),
+    ]
+    if not half:
+        tabulated = {"F": 128, "BLOCK_F": 128, "BLOCK": 32}
+        scalars = {"cutoff": "fp32", "inv_spacing": "fp32", "segments": "i32"}
+        kernels += [(tk._tabulated_rows, indices, scalars, tabulated),
+                    (tk._tabulated_edge_grads, indices, scalars, tabulated)]  # fmt: skip
+    for kernel, pointers, scalars, constants in kernels:
+        source = ASTSource(kernel, _signature(kernel, pointers, scalars, constants), constexprs=constants)
+        compiled = triton.compile(source, target=target)
+        assert "cubin" in compiled.asm and compiled.metadata.shared >= 0, kernel.__name__

@@ -33,7 +33,7 @@ from torch import Tensor
 from gnnmd.errors import BeadTypeError
 from gnnmd.graph import pack
 from gnnmd.nn.priors.base import canonical_tuples, tuple_keys
-from gnnmd.nn.priors.geometry import bond_angles, bond_lengths, dihedral_angles
+from gnnmd.nn.priors.geometry import FRAME_CHUNK, bond_angles, bond_lengths, dihedral_angles, frame_values
 from gnnmd.topology import CGTopology
 from gnnmd.units import kt_kj_per_mol
 
@@ -71,24 +71,33 @@ def measure_terms(
     to_prior = torch.as_tensor(bead_to_prior_type, dtype=torch.int64)
     keys: Dict[str, List[Tensor]] = {t: [] for t in ("bonds", "angles", "dihedrals", "repulsion")}
     values: Dict[str, List[Tensor]] = {t: [] for t in keys}
+    bonded = {"bonds": bond_lengths, "angles": bond_angles, "dihedrals": dihedral_angles}
     for topology, positions in structures:
         frames = torch.as_tensor(np.asarray(positions, dtype=np.float64)).reshape(-1, topology.n_beads, 3)
         batch = pack([topology], vocabulary, exclusion_order)
         prior_types = to_prior[batch.types]
-        terms = {"bonds": batch.bonds, "angles": batch.angles, "dihedrals": batch.dihedrals}
-        terms["repulsion"] = batch.pairs.t()
-        measures = {"bonds": bond_lengths, "angles": bond_angles, "dihedrals": dihedral_angles}
-        measures["repulsion"] = bond_lengths
-        for name, indices in terms.items():
+        for name, function in bonded.items():
+            indices = getattr(batch, name)
             term_keys = tuple_keys(canonical_tuples(prior_types[indices]), num_prior_types)
-            for x in frames:
-                keys[name].append(term_keys)
-                values[name].append(measures[name](x, indices, batch.graph_index))
-            if name == "repulsion":
-                # Only the closest approach per pair type matters: keep one value per key.
-                unique, closest = _closest(torch.cat(keys[name]), torch.cat(values[name]))
-                keys[name], values[name] = [unique], [closest]
+            keys[name].append(term_keys.repeat(len(frames)))  # frame-major, like the flattened values
+            values[name].append(frame_values(frames, indices, function).reshape(-1))
+        # Only the closest approach per pair type matters: one value per pair, reduced chunk by
+        # chunk, so memory is bounded by the pair count rather than pairs x frames.
+        pairs = batch.pairs.t()
+        keys["repulsion"].append(tuple_keys(canonical_tuples(prior_types[pairs]), num_prior_types))
+        values["repulsion"].append(_closest_approach(frames, pairs))
+        unique, closest = _closest(torch.cat(keys["repulsion"]), torch.cat(values["repulsion"]))
+        keys["repulsion"], values["repulsion"] = [unique], [closest]
     return {name: _group(torch.cat(keys[name]), torch.cat(values[name])) for name in keys}
+
+
+def _closest_approach(frames: Tensor, pairs: Tensor) -> Tensor:
+    """(P,) nm: the smallest distance of each pair (P, 2) over all frames (F, n, 3)."""
+    closest = torch.full((pairs.shape[0],), float("inf"), dtype=frames.dtype)
+    for start in range(0, len(frames), FRAME_CHUNK):
+        distances = frame_values(frames[start : start + FRAME_CHUNK], pairs, bond_lengths)
+        closest = torch.minimum(closest, distances.amin(dim=0))
+    return closest
 
 
 def _closest(keys: Tensor, values: Tensor) -> Tuple[Tensor, Tensor]:

@@ -6,7 +6,7 @@ terms see the same minimum image as the non-bonded pairs when a box is given.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -48,3 +48,28 @@ def dihedral_angles(
     y = (torch.linalg.cross(n1, n2) * b2).sum(dim=1) / torch.linalg.vector_norm(b2, dim=1)
     x = (n1 * n2).sum(dim=1)
     return torch.atan2(y, x)
+
+
+#: Frames measured at once by :func:`frame_values`; bounds the flattened index tensors.
+FRAME_CHUNK = 1024
+
+
+Measure = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def frame_values(frames: Tensor, terms: Tensor, function: Measure, chunk: int = FRAME_CHUNK) -> Tensor:
+    """(F, T) values of ``function`` (one of the above) for terms (T, k) int64 in each of frames (F, n, 3) nm.
+
+    Frames are flattened into one graph per chunk of ``chunk`` frames, so the
+    index tensors stay bounded however many frames there are.
+    """
+    count, beads = frames.shape[0], frames.shape[1]
+    pieces = []
+    for start in range(0, count, chunk):
+        block = frames[start : start + chunk]
+        flat = block.reshape(-1, 3)
+        offsets = beads * torch.arange(block.shape[0])[:, None, None]
+        indices = (terms[None] + offsets).reshape(-1, terms.shape[1])
+        graph_index = torch.zeros(flat.shape[0], dtype=torch.int64)  # unused without a box
+        pieces.append(function(flat, indices, graph_index).reshape(block.shape[0], terms.shape[0]))
+    return torch.cat(pieces) if pieces else frames.new_zeros((0, terms.shape[0]))
