@@ -80,7 +80,10 @@ def csr_edges(pairs: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor, Tensor, Te
     destination = torch.cat([pairs[0], pairs[1]])
     source = torch.cat([pairs[1], pairs[0]])
     order = torch.argsort(destination, stable=True)
-    counts = torch.bincount(destination, minlength=num_nodes)
+    # scatter_add, not bincount: bincount's output size depends on the data (a host sync),
+    # which CUDA-graph capture forbids.
+    counts = torch.zeros(num_nodes, dtype=torch.int64, device=pairs.device)
+    counts.scatter_add_(0, destination, torch.ones_like(destination))
     rowptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=pairs.device)
     rowptr[1:] = torch.cumsum(counts, 0)
     position = torch.empty_like(order)

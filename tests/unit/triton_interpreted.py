@@ -53,7 +53,7 @@ def compare(kernel, triton_call, sizes, features: int, seed: int) -> dict:
     def difference(a, b):
         if a is None or b is None or a.numel() == 0:
             return 0.0
-        return float((a - b).abs().max())
+        return float((a - b).detach().abs().max())
 
     return {
         "messages": difference(got, expected) / scale[0],
