@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ship:
         ship(model, frames)
     report = args.work / "validation.json"
-    run(["validate", name, "--reference", str(data), "--replicas", "64", "--steps", "10000",
-         "--equilibration-steps", "1000", "--dt-fs", "4", "--temperature-k", str(TEMPERATURE_K),
-         "--json", str(report), "--plots", str(args.work / "plots")])  # fmt: skip
+    run(["validate", name, "--reference", str(data), "--backend", "tabulated", "--replicas", "64",
+         "--steps", "10000", "--equilibration-steps", "1000", "--dt-fs", "4",
+         "--temperature-k", str(TEMPERATURE_K), "--json", str(report),
+         "--plots", str(args.work / "plots")])  # fmt: skip
     summary = json.loads(report.read_text())["molecules"]
     print(json.dumps(summary, indent=1, default=str)[:4000])
     return 0

@@ -197,6 +197,7 @@ def validate(
         "schema": "gnnmd-validation",
         "schema_version": 1,
         "model": getattr(model, "source", "<memory>"),
+        "backend": model.network.backend,
         "trained": is_trained(model),
         "reference": str(dataset.path),
         "settings": asdict(settings),

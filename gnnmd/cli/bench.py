@@ -261,7 +261,7 @@ def measure_openmm_case(case: Case, args: argparse.Namespace, model, system) -> 
         ("model alone, ms/evaluation", f"{overhead['model_ms_per_evaluation']:.1f}"),
         ("route overhead, ms/step", f"{overhead['route_overhead_ms_per_step']:.1f}"),
     ]
-    title = f"gnnmd bench (OpenMM, {result.backend})"
+    title = f"gnnmd bench (OpenMM, {result.route}, {result.backend} kernels)"
     return result, {"json": overhead, "print": {"title": title, "extra_rows": rows}}
 
 
@@ -283,7 +283,8 @@ def write_json(path: Path | None, document: dict) -> None:
 
 
 def _case_text(result) -> str:
-    text = f"{result.system} ({result.beads}) {result.engine} {result.backend} {result.device} {result.dtype}"
+    engine = f"{result.engine}/{result.route}" if result.route else result.engine
+    text = f"{result.system} ({result.beads}) {engine} {result.backend} {result.device} {result.dtype}"
     if result.skin_nm is not None:
         text += f" skin {result.skin_nm:g}"
     return text + (" graph" if result.cuda_graph else "")

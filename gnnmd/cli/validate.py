@@ -13,6 +13,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from gnnmd.kernels import BACKENDS
+
 SHIPPED_REFERENCES = ("cgnet-ala2",)
 
 
@@ -29,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dt-fs", type=float, default=2.0, help="time step in fs (2)")
     parser.add_argument("--temperature-k", type=float, default=300.0, help="temperature in K (300)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument(
+        "--backend", default="reference", choices=BACKENDS,
+        help="kernel backend of the simulation and force check (default: reference; see docs/kernels.md)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--plots", type=Path, help="write PNG figures into this folder")
 
@@ -54,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from gnnmd.data.dataset import ForceDataset
     from gnnmd.models import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model, backend=args.backend)
     settings = ValidationSettings(
         replicas=args.replicas, steps=args.steps, equilibration_steps=args.equilibration_steps,
         timestep_fs=args.dt_fs, temperature_k=args.temperature_k, seed=args.seed,

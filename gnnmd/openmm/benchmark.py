@@ -41,7 +41,7 @@ from gnnmd.sim.integrators import LangevinSettings
 from gnnmd.systems import System
 from gnnmd.units import BOLTZMANN_KJ_PER_MOL_K, ns_per_day
 
-#: BenchResult.backend for each route: what evaluates the model inside OpenMM.
+#: BenchResult.route for each route: how OpenMM calls the model.
 ROUTE_BACKENDS = {"torch": "torchforce", "python": "pythonforce"}
 
 
@@ -179,7 +179,8 @@ def measure_openmm(request: OpenMMBenchRequest) -> tuple[BenchResult, dict[str, 
         steps=request.steps,
         warmup_steps=request.warmup_steps,
         dt_fs=request.settings.timestep_fs,
-        backend=ROUTE_BACKENDS[request.route],
+        backend=request.model.network.backend,
+        route=ROUTE_BACKENDS[request.route],
         device=f"openmm-{request.spec.name}",
         dtype=str(request.spec.model_dtype).replace("torch.", ""),
         engine="openmm",

@@ -55,6 +55,8 @@ class BenchResult:
     neighbor_list_builds: int | None = None
     #: Whether each step replayed CUDA graphs.
     cuda_graph: bool = False
+    #: OpenMM engine only: how OpenMM calls the model, "torchforce" or "pythonforce".
+    route: str | None = None
     #: ns/day of this row over ns/day of the same case with 1 replica (= R sequential single-replica runs).
     speedup_vs_single_replica: float | None = None
 

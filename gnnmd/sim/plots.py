@@ -11,7 +11,8 @@ from gnnmd.sim.benchmark import BenchResult
 
 def series_label(result: BenchResult) -> str:
     """Everything that identifies a line apart from the replica count."""
-    parts = [result.system, result.engine, result.backend, result.device, result.dtype]
+    engine = f"{result.engine}/{result.route}" if result.route else result.engine
+    parts = [result.system, engine, result.backend, result.device, result.dtype]
     if result.skin_nm is not None:
         parts.append(f"skin {result.skin_nm:g} nm")
     if result.cuda_graph:
