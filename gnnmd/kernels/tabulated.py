@@ -19,6 +19,8 @@ Units: distances and the grid spacing in nm; W is dimensionless.
 
 from __future__ import annotations
 
+import copy
+import ctypes
 from typing import Tuple
 
 import torch
@@ -125,8 +127,6 @@ def tabulate_block(
 
 
 def _copies(*modules: nn.Module) -> list[nn.Module]:
-    import copy
-
     return [copy.deepcopy(m) for m in modules]
 
 
@@ -172,27 +172,27 @@ def _native_call(
     """Run the C kernel: messages (forward), or (∂E/∂h, ∂E/∂r) (backward)."""
     library = native.load("tabulated")
     suffix = "f32" if h.dtype == torch.float32 else "f64"
-    real = native.ctypes.c_float if h.dtype == torch.float32 else native.ctypes.c_double
+    real = ctypes.c_float if h.dtype == torch.float32 else ctypes.c_double
     threads = torch.get_num_threads()
     result = h.new_zeros(h.shape)
     scratch = h.new_empty((threads - 1, *h.shape))  # per-thread partial sums (no atomics)
     pi, pj = pairs[0].contiguous(), pairs[1].contiguous()
     arguments = [
-        native.ctypes.c_int64(distances.shape[0]),
+        ctypes.c_int64(distances.shape[0]),
         native.pointer(pi),
         native.pointer(pj),
         native.pointer(distances),
         native.pointer(coefficients),
-        native.ctypes.c_int64(coefficients.shape[0]),
+        ctypes.c_int64(coefficients.shape[0]),
         real(inv_spacing),
         real(cutoff_nm),
-        native.ctypes.c_int64(h.shape[0]),
-        native.ctypes.c_int64(h.shape[1]),
+        ctypes.c_int64(h.shape[0]),
+        ctypes.c_int64(h.shape[1]),
         native.pointer(h),
     ]
     if grad_out is None:
         getattr(library, f"tabulated_forward_{suffix}")(
-            *arguments, native.pointer(result), native.pointer(scratch), native.ctypes.c_int(threads)
+            *arguments, native.pointer(result), native.pointer(scratch), ctypes.c_int(threads)
         )
         return result
     grad_r = distances.new_empty(distances.shape[0])
@@ -202,7 +202,7 @@ def _native_call(
         native.pointer(result),
         native.pointer(grad_r),
         native.pointer(scratch),
-        native.ctypes.c_int(threads),
+        ctypes.c_int(threads),
     )
     return result, grad_r
 
