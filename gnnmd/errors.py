@@ -33,6 +33,14 @@ class BeadTypeError(GnnmdError, ValueError):
     """A bead type is not in the model's type vocabulary, or a bonded term has no prior."""
 
 
+class CommitteeError(GnnmdError, ValueError):
+    """Models cannot form a committee.
+
+    Fewer than two members, different bead-type vocabularies or exclusion orders
+    (one packed batch must serve them all), or a topology one member cannot pack.
+    """
+
+
 class SimulationError(GnnmdError, RuntimeError):
     """A simulation produced non-finite energies or positions."""
 

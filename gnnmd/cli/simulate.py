@@ -3,7 +3,9 @@
 ``gnnmd simulate chignolin,engrailed --replicas 32 --ns 10 -o out/run`` runs 32
 replicas of each system (64 in all, packed into one model call per step) for
 10 ns each. Under ``torchrun --nproc-per-node N`` the replicas are sharded over
-the N processes (:mod:`gnnmd.sim.distributed`). See docs/simulate.md.
+the N processes (:mod:`gnnmd.sim.distributed`). ``--committee A,B`` evaluates
+a committee of models on the way and logs their force disagreement
+(:mod:`gnnmd.sim.committee`). See docs/simulate.md.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ SUMMARY_FILE = "summary.json"
 #: run.json fields that a resumed run must repeat exactly.
 _RESUME_FIELDS = (
     "systems", "replicas_per_system", "model", "seed", "timestep_fs", "dtype", "skin_nm",
-    "thermostat_temperatures_k", "frictions_per_ps", "world_size", "trajectory_format",
+    "thermostat_temperatures_k", "frictions_per_ps", "world_size", "trajectory_format", "committee",
 )  # fmt: skip
 
 
@@ -115,6 +117,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cuda-graph", action="store_true", help="capture each step in CUDA graphs (CUDA only)"
     )
+    parser.add_argument(
+        "--committee", metavar="MODEL,MODEL[,...]",
+        help="models (names or checkpoints) whose force disagreement is logged to flag extrapolation; "
+        "include --model's to measure the driving forces' uncertainty (default: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--committee-interval", type=int,
+        help="steps between committee evaluations, at most the report interval; every log row gets one "
+        "(default: the report interval)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--committee-threshold", type=float,
+        help="warn about a replica whose RMS force disagreement exceeds this, kJ/mol/nm (default: never)",
+    )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue the run in the output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")  # fmt: skip
 
@@ -169,8 +185,26 @@ def _plan(args: argparse.Namespace) -> dict:
         "thermostat_temperatures_k": args.temperature_k,
         "frictions_per_ps": args.friction_per_ps,
         "trajectory_format": args.format,
+        **_committee_plan(args, timestep_ps),
         "_systems": systems,
     }
+
+
+def _committee_plan(args: argparse.Namespace, timestep_ps: float) -> dict:
+    """The committee's run.json fields: its members, interval (steps) and threshold (kJ/mol/nm)."""
+    if args.committee is None:
+        if args.committee_interval is not None or args.committee_threshold is not None:
+            raise ValueError("--committee-interval and --committee-threshold need --committee")
+        return {"committee": None}
+    members = [name for name in args.committee.split(",") if name]
+    report = _steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps")
+    interval = report if args.committee_interval is None else args.committee_interval
+    if not 1 <= interval <= report:
+        raise ValueError(
+            f"--committee-interval must be 1 to {report} steps (the report interval), got {interval}"
+        )
+    return {"committee": members, "committee_interval": interval,
+            "committee_threshold_kj_mol_nm": args.committee_threshold}  # fmt: skip
 
 
 def _check_output(args: argparse.Namespace, plan: dict, world_size: int) -> None:
@@ -234,6 +268,7 @@ def _run(args: argparse.Namespace, info) -> int:
     distributed.broadcast_from_root(None, info)  # every rank has checked before rank 0 writes run.json
     systems = plan.pop("_systems")
     model = load_model(args.model, backend=args.backend)
+    committee = _committee(plan, systems, info) if plan["committee"] is not None else None
     timestep_ps = args.dt_fs * PS_PER_FS
     total = len(systems) * args.replicas
     mine = distributed.shard(total, info)
@@ -265,6 +300,9 @@ def _run(args: argparse.Namespace, info) -> int:
         else:  # the run may be extended: record the new length and how it was resumed
             record = json.loads((args.output / RUN_FILE).read_text())
             record["steps"] = plan["steps"]
+            for key in ("committee_interval", "committee_threshold_kj_mol_nm"):  # may change on resume
+                if key in plan:
+                    record[key] = plan[key]
             record.setdefault("resumed", []).append({"command": sys.argv, "provenance": provenance()})
         text = json.dumps(record, indent=2) + "\n"
         atomic_write_bytes(args.output / RUN_FILE, lambda f: f.write(text.encode()))
@@ -284,9 +322,9 @@ def _run(args: argparse.Namespace, info) -> int:
         skin_nm=args.skin_nm, replica_ids=mine, cuda_graph=args.cuda_graph,
     )  # fmt: skip
     if document is not None:
-        simulation = Simulation.resume(runner, options, document)
+        simulation = Simulation.resume(runner, options, document, committee)
     else:
-        simulation = Simulation(runner, options)
+        simulation = Simulation(runner, options, committee=committee)
     trained = is_trained(model)
     label = f"{total} replicas" + (f", rank 0 of {info.world_size}" if info.distributed else "")
     with _progress(label, enabled=info.is_root and not args.no_progress) as progress:
@@ -299,6 +337,11 @@ def _run(args: argparse.Namespace, info) -> int:
     gathered = distributed.gather_to_root(summary, info)
     if info.is_root:
         report = _summary(plan, gathered, trained, info.world_size)
+        if plan["committee"] is not None:
+            report["committee"] = _committee_summary(plan, gathered)
+            report["wall_time_includes"] = report["wall_time_includes"].replace(
+                "health checks,", "health checks, committee evaluations,"
+            )
         text = json.dumps(report, indent=2) + "\n"
         atomic_write_bytes(args.output / SUMMARY_FILE, lambda f: f.write(text.encode()))
         _print_summary(report, args.output)
@@ -325,6 +368,40 @@ def _summary(plan: dict, summaries: list, trained: bool, world_size: int) -> dic
         "model": plan["model"],
         "model_trained": trained,
         "wall_time_includes": "stepping, health checks, output writing and checkpoints (not setup)",
+    }
+
+
+def _committee(plan: dict, systems: list, info):
+    """The committee monitor of this rank; its members are checked against the run's systems first."""
+    from gnnmd.models import load_model
+    from gnnmd.nn.committee import Committee
+    from gnnmd.sim.committee import CommitteeMonitor
+
+    # Evaluated once per report at most: the reference kernels, whatever --backend drives the run.
+    committee = Committee([load_model(name) for name in plan["committee"]], plan["committee"])
+    committee.pack([s.topology for s in systems])
+
+    def warn(line: str) -> None:
+        print(f"gnnmd simulate: rank {info.rank}: warning: {line}", file=sys.stderr)
+
+    return CommitteeMonitor(
+        committee, plan["committee_interval"], plan["committee_threshold_kj_mol_nm"], warn
+    )
+
+
+def _committee_summary(plan: dict, summaries: list) -> dict:
+    """Every replica's largest force disagreement (kJ/mol/nm) over the run, and those above the threshold."""
+    peaks = {replica: peak for s in summaries for replica, peak in (s.committee or {}).items()}
+    threshold = plan["committee_threshold_kj_mol_nm"]
+    above = [] if threshold is None else [r for r, peak in sorted(peaks.items()) if peak["rms"] > threshold]
+    return {
+        "members": plan["committee"],
+        "interval_steps": plan["committee_interval"],
+        "threshold_kj_mol_nm": threshold,
+        "max_rms_kj_mol_nm": {str(r): peak["rms"] for r, peak in sorted(peaks.items())},
+        "step_of_max_rms": {str(r): peak["rms_step"] for r, peak in sorted(peaks.items())},
+        "max_bead_kj_mol_nm": {str(r): peak["max"] for r, peak in sorted(peaks.items())},
+        "above_threshold": above,
     }
 
 
@@ -379,4 +456,13 @@ def _print_summary(report: dict, directory: Path) -> None:
         )
     for replica, reason in report["dropped"].items():
         console.print(f"replica {replica} dropped: {reason}")
+    committee = report.get("committee")
+    if committee is not None and committee["max_rms_kj_mol_nm"]:
+        rms = committee["max_rms_kj_mol_nm"]
+        worst = max(rms, key=rms.get)
+        step = committee["step_of_max_rms"][worst]
+        console.print(f"committee of {len(committee['members'])}: largest RMS force disagreement "
+                      f"{rms[worst]:.1f} kJ/mol/nm (replica {worst}, step {step})")  # fmt: skip
+        if committee["above_threshold"]:
+            console.print(f"replicas above the committee threshold: {committee['above_threshold']}")
     console.print(f"outputs in {directory}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Sequence
 
 import mdtraj
 import numpy as np
@@ -27,6 +28,8 @@ from gnnmd.units import ANGSTROM_PER_NM
 
 FORMATS = ("dcd", "xtc")
 CSV_COLUMNS = ("step", "time_ps", "potential_energy_kj_mol", "kinetic_energy_kj_mol", "temperature_k")
+#: Appended to :data:`CSV_COLUMNS` in runs with a committee (see :mod:`gnnmd.sim.committee`).
+COMMITTEE_COLUMNS = ("force_disagreement_rms_kj_mol_nm", "force_disagreement_max_kj_mol_nm")
 
 
 def replica_stem(replica: int) -> str:
@@ -123,37 +126,57 @@ class TrajectoryWriter:
 
 
 class EnergyLog:
-    """The CSV log of one replica (columns :data:`CSV_COLUMNS`, energies kJ/mol, time ps).
+    """The CSV log of one replica (energies kJ/mol, time ps).
 
     Args:
         path: the .csv file.
         keep_until_step: continuing a run, keep the existing rows with step <= this; None starts afresh.
+        columns: :data:`CSV_COLUMNS`, optionally followed by extra columns (a committee's).
     """
 
-    def __init__(self, path: Path, keep_until_step: int | None = None) -> None:
+    def __init__(
+        self, path: Path, keep_until_step: int | None = None, columns: Sequence[str] = CSV_COLUMNS
+    ) -> None:
         self.path = Path(path)
+        self.columns = tuple(columns)
+        if self.columns[: len(CSV_COLUMNS)] != CSV_COLUMNS:
+            raise ValueError(f"log columns must start with {CSV_COLUMNS}, got {self.columns}")
         rows: list[list[str]] = []
         if keep_until_step is not None and self.path.is_file():
-            with self.path.open(newline="") as file:
-                reader = csv.reader(file)
-                header = next(reader, None)
-                if header != list(CSV_COLUMNS):
-                    raise SimulationError(f"{self.path}: header {header} is not {list(CSV_COLUMNS)}")
-                rows = [
-                    row for row in reader if len(row) == len(CSV_COLUMNS) and int(row[0]) <= keep_until_step
-                ]
+            rows = self._kept_rows(keep_until_step)
         temporary = self.path.with_name(f".{self.path.name}.tmp")
         self.file = temporary.open("w", newline="")
         self.writer = csv.writer(self.file)
-        self.writer.writerow(CSV_COLUMNS)
+        self.writer.writerow(self.columns)
         self.writer.writerows(rows)
         self.file.flush()
         os.replace(temporary, self.path)
 
+    def _kept_rows(self, keep_until_step: int) -> list[list[str]]:
+        with self.path.open(newline="") as file:
+            reader = csv.reader(file)
+            header = next(reader, None)
+            if header != list(self.columns):
+                hint = ""
+                if header is not None and set(header) ^ set(self.columns) <= set(COMMITTEE_COLUMNS):
+                    hint = "; the committee columns differ: continue with the committee of the original run"
+                raise SimulationError(f"{self.path}: header {header} is not {list(self.columns)}{hint}")
+            width = len(self.columns)
+            return [row for row in reader if len(row) == width and int(row[0]) <= keep_until_step]
+
     def write(
-        self, step: int, time_ps: float, potential_kj_mol: float, kinetic_kj_mol: float, temperature_k: float
+        self,
+        step: int,
+        time_ps: float,
+        potential_kj_mol: float,
+        kinetic_kj_mol: float,
+        temperature_k: float,
+        extra: Sequence[str] = (),
     ) -> None:
-        """Append one row."""
+        """Append one row; ``extra`` holds the formatted values of the columns after :data:`CSV_COLUMNS`."""
+        if len(extra) != len(self.columns) - len(CSV_COLUMNS):
+            wanted = self.columns[len(CSV_COLUMNS) :]
+            raise ValueError(f"{self.path}: {len(extra)} extra values for the columns {wanted}")
         self.writer.writerow(
             [
                 step,
@@ -161,6 +184,7 @@ class EnergyLog:
                 f"{potential_kj_mol:.6f}",
                 f"{kinetic_kj_mol:.6f}",
                 f"{temperature_k:.4f}",
+                *extra,
             ]
         )
 

@@ -14,6 +14,10 @@ index, and its last good frame (from the previous passing check) is saved as
 :class:`~gnnmd.errors.SimulationError`, leaving the outputs and the last
 checkpoint as they were; with ``"drop"`` the replica is removed and the others
 continue, unchanged (their noise does not depend on the batch).
+
+Committee: with a :class:`~gnnmd.sim.committee.CommitteeMonitor`, the committee
+is evaluated every ``monitor.interval`` steps and at every log row, and the logs
+gain the force-disagreement columns (:data:`~gnnmd.sim.reporters.COMMITTEE_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ from typing import Callable
 
 from gnnmd.errors import CheckpointError, SimulationError
 from gnnmd.sim.checkpoint import load_checkpoint, save_checkpoint
-from gnnmd.sim.reporters import EnergyLog, TrajectoryWriter, replica_stem, save_frame_pdb
+from gnnmd.sim.committee import CommitteeMonitor
+from gnnmd.sim.reporters import (
+    COMMITTEE_COLUMNS,
+    CSV_COLUMNS,
+    EnergyLog,
+    TrajectoryWriter,
+    replica_stem,
+    save_frame_pdb,
+)
 from gnnmd.sim.runner import ReplicaRunner
 from gnnmd.units import NS_PER_PS, SECONDS_PER_DAY
 
@@ -81,6 +93,8 @@ class RunSummary:
     simulated_ns: float
     replicas_at_end: int
     dropped: dict[int, str] = field(default_factory=dict)
+    #: global replica -> its largest committee disagreement so far (see CommitteeMonitor.peaks); None without.
+    committee: dict[int, dict] | None = None
 
     @property
     def ns_per_day(self) -> float:
@@ -99,6 +113,7 @@ class Simulation:
         options: output settings.
         frames_written: per replica, frames already on disk (continuing a run), else None.
         dropped: global replica -> reason, of replicas dropped earlier in this run.
+        committee: evaluates a committee of models during the run (None: no committee columns).
     """
 
     def __init__(
@@ -107,8 +122,10 @@ class Simulation:
         options: OutputOptions,
         frames_written: list[int] | None = None,
         dropped: dict[int, str] | None = None,
+        committee: CommitteeMonitor | None = None,
     ) -> None:
         self.runner = runner
+        self.committee = committee
         self.options = options
         self.directory = Path(options.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -117,13 +134,14 @@ class Simulation:
         self.warnings: list[str] = []
         resuming = frames_written is not None
         keep = frames_written if resuming else [0] * runner.num_replicas
+        columns = CSV_COLUMNS + (COMMITTEE_COLUMNS if committee is not None else ())
         self.writers: dict[int, tuple[TrajectoryWriter, EnergyLog]] = {}
         for replica, frames in zip(runner.replica_ids, keep, strict=True):
             stem = self.directory / replica_stem(replica)
             trajectory = TrajectoryWriter(
                 stem.with_suffix(f".{options.trajectory_format}"), options.trajectory_format, frames
             )
-            log = EnergyLog(stem.with_suffix(".csv"), runner.steps_done if resuming else None)
+            log = EnergyLog(stem.with_suffix(".csv"), runner.steps_done if resuming else None, columns)
             self.writers[replica] = (trajectory, log)
         self._last_good = (runner.steps_done, runner.positions.detach().clone())
         if not resuming:
@@ -132,20 +150,39 @@ class Simulation:
 
     @classmethod
     def resume(
-        cls, runner: ReplicaRunner, options: OutputOptions, document: dict | None = None
+        cls,
+        runner: ReplicaRunner,
+        options: OutputOptions,
+        document: dict | None = None,
+        committee: CommitteeMonitor | None = None,
     ) -> Simulation:
         """Continue from ``options.checkpoint_path`` (or its already loaded ``document``).
 
-        ``runner`` must hold the checkpoint's replicas, in its order.
+        ``runner`` must hold the checkpoint's replicas, in its order; ``committee``
+        must be given exactly when the run was started with one.
         """
-        document = document if document is not None else load_checkpoint(options.checkpoint_path)
+        path = options.checkpoint_path
+        document = document if document is not None else load_checkpoint(path)
         if list(document["replica_ids"]) != list(runner.replica_ids):
             raise CheckpointError(
-                f"{options.checkpoint_path}: field 'replica_ids' is {document['replica_ids']}, "
+                f"{path}: field 'replica_ids' is {document['replica_ids']}, "
                 f"but the runner holds replicas {runner.replica_ids}"
             )
+        recorded = document["extra"].get("committee")
+        if (recorded is None) != (committee is None):
+            had, has = ("a", "no") if recorded is not None else ("no", "a")
+            raise CheckpointError(
+                f"{path}: field 'extra.committee': the run was started with {had} committee, this one has "
+                f"{has} committee; resume with the committee of the original run"
+            )
+        if committee is not None:
+            try:
+                committee.load_state(recorded)
+            except CheckpointError as error:
+                raise CheckpointError(f"{path}: {error}") from None
         runner.load_state(document)
-        return cls(runner, options, document["frames_written"], document["extra"].get("dropped", {}))
+        dropped = document["extra"].get("dropped", {})
+        return cls(runner, options, document["frames_written"], dropped, committee)
 
     def _limits(self) -> list[float]:
         factor = self.options.max_temperature_factor
@@ -197,10 +234,14 @@ class Simulation:
         kinetic = runner.kinetic_energies().cpu().tolist()
         temperature = runner.temperatures_k().cpu().tolist()
         time_ps = runner.steps_done * runner.settings.timestep_ps
+        if self.committee is not None:
+            self.committee.evaluate(runner)  # every row has a value (once per step, however often asked)
         for index, (start, stop) in enumerate(runner.bead_ranges()):
-            trajectory, log = self.writers[runner.replica_ids[index]]
+            replica = runner.replica_ids[index]
+            trajectory, log = self.writers[replica]
             trajectory.write(positions[start:stop], time_ps, runner.steps_done)
-            log.write(runner.steps_done, time_ps, potential[index], kinetic[index], temperature[index])
+            extra = self.committee.row(replica) if self.committee is not None else ()
+            log.write(runner.steps_done, time_ps, potential[index], kinetic[index], temperature[index], extra)
 
     def checkpoint(self, extra: dict | None = None) -> None:
         """Make the outputs durable, then write the checkpoint that counts them (atomically)."""
@@ -210,8 +251,10 @@ class Simulation:
             trajectory.sync()
             log.sync()
             frames.append(trajectory.frames)
-        save_checkpoint(self.options.checkpoint_path, self.runner.state(),
-                        frames, {"dropped": dict(self.dropped), **(extra or {})})  # fmt: skip
+        recorded = {"dropped": dict(self.dropped), **(extra or {})}
+        if self.committee is not None:
+            recorded["committee"] = self.committee.state()
+        save_checkpoint(self.options.checkpoint_path, self.runner.state(), frames, recorded)
 
     def run(self, until_step: int, progress: Progress | None = None, extra: dict | None = None) -> RunSummary:
         """Step until ``runner.steps_done == until_step``, then checkpoint and return the throughput.
@@ -219,7 +262,7 @@ class Simulation:
         ``progress(steps_done, until_step, ns_per_day)`` is called after every chunk of steps.
         """
         self.warnings = []
-        runner, options = self.runner, self.options
+        runner, options, committee = self.runner, self.options, self.committee
         if until_step < runner.steps_done:
             raise ValueError(f"the run is already at step {runner.steps_done}, past {until_step}")
         start_step, simulated_ns = runner.steps_done, 0.0
@@ -227,14 +270,18 @@ class Simulation:
         started = time.perf_counter()
         while runner.steps_done < until_step:
             now = runner.steps_done
-            boundaries = [options.health_interval, options.report_interval] + (
-                [options.checkpoint_interval] if options.checkpoint_interval else []
+            boundaries = (
+                [options.health_interval, options.report_interval]
+                + ([options.checkpoint_interval] if options.checkpoint_interval else [])
+                + ([committee.interval] if committee is not None else [])
             )
             target = min([until_step] + [now + b - now % b for b in boundaries])
             replicas = runner.num_replicas
             runner.step(target - now)
             simulated_ns += replicas * (target - now) * dt_ns
             self.check_health()
+            if committee is not None and target % committee.interval == 0:
+                committee.evaluate(runner)
             if target % options.report_interval == 0 or target == until_step:
                 self.report()
             if (
@@ -248,8 +295,9 @@ class Simulation:
                 progress(runner.steps_done, until_step, simulated_ns * SECONDS_PER_DAY / max(elapsed, 1e-9))
         self.checkpoint(extra)
         wall = time.perf_counter() - started
+        peaks = committee.peaks() if committee is not None else None
         return RunSummary(
-            runner.steps_done - start_step, wall, simulated_ns, runner.num_replicas, dict(self.dropped)
+            runner.steps_done - start_step, wall, simulated_ns, runner.num_replicas, dict(self.dropped), peaks
         )
 
     def close(self) -> None:

@@ -14,7 +14,10 @@ import pytest
 import torch
 
 from gnnmd.cli import main
+from gnnmd.models import save_checkpoint, untrained_model
+from gnnmd.sim.reporters import COMMITTEE_COLUMNS
 from gnnmd.systems import load_system
+from tests.conftest import SMALL_CONFIG
 
 SHORT = ["--steps", "6", "--report-interval-ps", "0.008", "--checkpoint-interval-ps", "0.016",
          "--health-interval", "2", "--no-progress"]  # fmt: skip
@@ -27,6 +30,13 @@ def simulate(*args: str) -> int:
 def frames(directory, replica: int, system: str = "chignolin") -> np.ndarray:
     topology = load_system(system).topology.to_mdtraj()
     return mdtraj.load_dcd(str(directory / f"replica_{replica:04d}.dcd"), top=topology).xyz
+
+
+def small_member(chignolin, path):
+    """A committee member file: an untrained small model with the shipped models' bead vocabulary."""
+    model = untrained_model(SMALL_CONFIG, [(chignolin.topology, chignolin.positions_nm)], seed=1)
+    save_checkpoint(model, path, {"trained": False})
+    return path
 
 
 def test_simulate_writes_every_replica_and_a_summary(tmp_path, capsys, one_thread):
@@ -61,6 +71,46 @@ def test_resume_extends_a_run_exactly_and_refuses_changed_options(tmp_path, caps
         assert (split / name).read_text() == (straight / name).read_text()
 
 
+def test_committee_columns_warnings_summary_and_resume_refusals(tmp_path, capsys, chignolin, one_thread):
+    member = small_member(chignolin, tmp_path / "member.pt")
+    out, committee = tmp_path / "run", f"default,{member}"
+    common = ["chignolin", "--replicas", "2", "--report-interval-ps", "0.008", "--health-interval", "2",
+              "--no-progress", "-o", str(out)]  # fmt: skip
+    assert simulate(*common, "--steps", "4", "--committee", committee, "--committee-interval", "1",
+                    "--committee-threshold", "1e-6") == 0  # fmt: skip
+    assert "replica 1 (chignolin): committee force disagreement" in capsys.readouterr().err
+    with (out / "replica_0001.csv").open() as file:
+        logged = list(csv.DictReader(file))
+    assert [row["step"] for row in logged] == ["0", "2", "4"]
+    assert all(float(row[column]) > 0 for row in logged for column in COMMITTEE_COLUMNS)
+    report = json.loads((out / "summary.json").read_text())["committee"]
+    assert report["members"] == ["default", str(member)] and report["above_threshold"] == [0, 1]
+    largest = max(float(r[COMMITTEE_COLUMNS[0]]) for r in logged)
+    assert report["max_rms_kj_mol_nm"]["1"] == pytest.approx(largest, abs=1e-6)
+    assert simulate(*common, "--steps", "6", "--committee", f"{member},default", "--resume") == 2
+    refusal = f"field 'committee' is ['default', '{member}'] but this command asks for"
+    assert refusal in capsys.readouterr().err
+    assert simulate(*common, "--steps", "6", "--resume") == 2
+    assert "field 'committee'" in capsys.readouterr().err
+    assert simulate(*common, "--steps", "6", "--committee", committee, "--resume") == 0
+    with (out / "replica_0001.csv").open() as file:
+        assert [row["step"] for row in csv.DictReader(file)] == ["0", "2", "4", "6"]
+
+
+def test_committee_errors_exit_2(tmp_path, capsys):
+    args = ["chignolin", "--steps", "2", "--report-interval-ps", "0.008"]
+    assert simulate(*args, "--committee", "default,ala2-cg", "-o", str(tmp_path / "a")) == 2
+    assert "committee members default and ala2-cg have different bead-type vocabularies" in (
+        capsys.readouterr().err
+    )
+    assert simulate(*args, "--committee", "default", "-o", str(tmp_path / "b")) == 2
+    assert "at least 2 models" in capsys.readouterr().err
+    assert simulate(*args, "--committee", "default,default", "--committee-interval", "3",
+                    "-o", str(tmp_path / "c")) == 2  # fmt: skip
+    assert "--committee-interval must be 1 to 2 steps" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abc")  # refused before anything is written
+
+
 def test_user_errors_exit_2(tmp_path, capsys):
     assert simulate("chignolin", "--steps", "2", "--cuda-graph", "-o", str(tmp_path / "a")) == 2
     assert "--cuda-graph needs --device cuda" in capsys.readouterr().err
@@ -70,15 +120,16 @@ def test_user_errors_exit_2(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
 
 
-def test_two_process_torchrun_matches_one_process(tmp_path, one_thread):
-    """gloo, 2 ranks x 2 replicas against 1 process x 4 replicas, float64.
+def test_two_process_torchrun_matches_one_process(tmp_path, chignolin, one_thread):
+    """gloo, 2 ranks x 2 replicas against 1 process x 4 replicas, float64, with a committee.
 
-    Rank r runs replicas r and r + 2. Positions agree to 1e-9 nm (float64
-    checkpoints; BLAS may round a smaller batch differently in the last bit) and
-    the DCD frames (float32 Å) to 1e-6 nm.
+    Rank r runs replicas r and r + 2, and evaluates their committee. Positions
+    agree to 1e-9 nm (float64 checkpoints; BLAS may round a smaller batch
+    differently in the last bit), the DCD frames (float32 Å) to 1e-6 nm.
     """
+    committee = f"default,{small_member(chignolin, tmp_path / 'member.pt')}"
     args = ["chignolin", "--replicas", "4", "--steps", "6", "--dtype", "float64", "--report-interval-ps",
-            "0.008", "--health-interval", "2", "--no-progress"]  # fmt: skip
+            "0.008", "--health-interval", "2", "--no-progress", "--committee", committee]  # fmt: skip
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     assert simulate(*args, "-o", str(single)) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -88,6 +139,9 @@ def test_two_process_torchrun_matches_one_process(tmp_path, one_thread):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((sharded / "summary.json").read_text())
     assert summary["world_size"] == 2 and len(summary["ns_per_day_per_rank"]) == 2
+    expected = json.loads((single / "summary.json").read_text())["committee"]["max_rms_kj_mol_nm"]
+    assert list(summary["committee"]["max_rms_kj_mol_nm"]) == ["0", "1", "2", "3"]
+    assert summary["committee"]["max_rms_kj_mol_nm"] == pytest.approx(expected, rel=1e-9)
     for replica in range(4):
         np.testing.assert_allclose(frames(sharded, replica), frames(single, replica), rtol=0, atol=1e-6)
     whole = torch.load(single / "checkpoint.pt", weights_only=True)
