@@ -17,6 +17,14 @@ class TopologyError(GnnmdError, ValueError):
     """A structure cannot be mapped to coarse-grained beads (unknown residue, missing atom...)."""
 
 
+class TrajectoryError(GnnmdError, ValueError):
+    """A trajectory cannot be read, does not fit its topology, or holds non-finite positions or forces."""
+
+
+class ForceFieldError(GnnmdError, ValueError):
+    """A force field cannot parametrize a topology, or a System file does not fit it."""
+
+
 class SystemNotFoundError(GnnmdError, LookupError):
     """A system name is neither a shipped system nor a readable PDB path."""
 

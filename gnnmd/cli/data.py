@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gnnmd.data.allatom import FORCEFIELDS, PLATFORMS
+from gnnmd.topology import MAPPINGS
 from gnnmd.units import ENERGY_UNITS, LENGTH_UNITS
 
 
@@ -36,6 +37,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     allatom.add_argument("--platform", choices=PLATFORMS, default="CPU", help="OpenMM platform (CPU)")
     allatom.add_argument("--seed", type=int, default=1, help="velocities and thermostat seed (1)")
     allatom.add_argument("-o", "--output", type=Path, required=True, help=output_help + "; resumable")
+    _add_recompute(actions, output_help)
+
+
+def _add_recompute(actions, output_help: str) -> None:
+    recompute = actions.add_parser(
+        "recompute", help="all-atom trajectory without forces: forces from a force field, mapped to CG beads"
+    )
+    recompute.add_argument("trajectory", type=Path, help="all-atom trajectory mdtraj reads (DCD, XTC, ...)")
+    recompute.add_argument("--topology", type=Path, required=True, help="PDB with the trajectory's atoms")
+    source = recompute.add_mutually_exclusive_group()
+    source.add_argument(
+        "--forcefield", choices=sorted(FORCEFIELDS), default="amber14-gbn2", help="force field (amber14-gbn2)"
+    )
+    source.add_argument(
+        "--system-xml",
+        type=Path,
+        help="serialized OpenMM System of the topology's atoms, instead of a force field",
+    )
+    recompute.add_argument(
+        "--ignore-external-bonds", action="store_true",
+        help="match templates ignoring bonds to atoms the topology lacks (stripped caps): end residues "
+        "get internal-residue parameters",
+    )  # fmt: skip
+    recompute.add_argument("--platform", choices=PLATFORMS, default="CPU", help="OpenMM platform (CPU)")
+    recompute.add_argument("--stride", type=int, default=1, help="keep every N-th frame (1)")
+    recompute.add_argument("--mapping", choices=MAPPINGS, default="5bead", help="CG mapping (5bead)")
+    recompute.add_argument("--name", help="molecule name in the dataset (default: the topology file's stem)")
+    recompute.add_argument("-o", "--output", type=Path, required=True, help=output_help + "; resumable")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         path = import_cgnet_ala2(args.output)
     elif args.action == "allatom":
         path = generate(args)
+    elif args.action == "recompute":
+        path = recompute(args)
     else:
         from gnnmd.systems import load_system
 
@@ -77,4 +108,38 @@ def generate(args: argparse.Namespace) -> Path:
     with Progress(*columns, TimeRemainingColumn()) as bar:
         task = bar.add_task(f"{generator.cg.name} all-atom", total=total, completed=generator.frames_done)
         generator.run(total, lambda done, _: bar.update(task, completed=done))
+    return args.output
+
+
+def recompute(args: argparse.Namespace) -> Path:
+    """Forces for a trajectory without them, with a rich progress bar; resumes into the same file."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from gnnmd.data.recompute import RecomputeSettings
+    from gnnmd.data.recompute import recompute as run_recompute
+
+    settings = RecomputeSettings(
+        forcefield=args.forcefield, system_xml=args.system_xml,
+        ignore_external_bonds=args.ignore_external_bonds, platform=args.platform,
+        stride=args.stride, mapping=args.mapping,
+    )  # fmt: skip
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed} frames"),
+        TimeRemainingColumn(),
+    )
+    task = bar.add_task(f"{args.trajectory.name} forces", total=None)
+
+    def progress(done: int, total: int | None) -> None:
+        bar.start()  # only once the set-up succeeded: errors print without a bar
+        bar.update(task, completed=done, total=total)
+
+    try:
+        molecule, frames = run_recompute(
+            args.trajectory, args.topology, args.output, settings, args.name, progress
+        )
+    finally:
+        bar.stop()
+    print(f"{molecule}: {frames} frames of {args.trajectory} in {args.output}")
     return args.output

@@ -135,6 +135,7 @@ class Generator:
         self.settings = settings
         forcefield = app.ForceField(*FORCEFIELDS[settings.forcefield])
         topology, positions = build_allatom(system, forcefield, settings.seed)
+        self.topology = topology  # the all-atom OpenMM topology, hydrogens included
         allatom = mdtraj.Topology.from_openmm(topology)
         self.cg, _ = map_to_cg(
             mdtraj.Trajectory(positions[None], allatom),

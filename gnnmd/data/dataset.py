@@ -4,7 +4,8 @@ Layout (units are the internal ones and are recorded in the file)::
 
     /                      attrs: format="gnnmd-dataset", format_version, length_unit="nm",
                                   energy_unit="kJ/mol"
-    /molecules/<name>/     attrs: source, description
+    /molecules/<name>/     attrs: source, description; recompute (JSON, only from
+                                  gnnmd.data.recompute: Hamiltonian and per-trajectory progress)
         coordinates        (F, n, 3) float32, nm        chunked one frame per chunk
         forces             (F, n, 3) float32, kJ/mol/nm
         energies           (F,) float64, kJ/mol         optional
