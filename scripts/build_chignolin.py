@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         ship(model, frames)
     report = args.work / "validation.json"
     run(["validate", name, "--reference", str(data), "--backend", "tabulated", "--replicas", "64",
-         "--steps", "10000", "--equilibration-steps", "1000", "--dt-fs", "4",
+         "--steps", "10000", "--equilibration-steps", "1000", "--dt-fs", "2",
          "--temperature-k", str(TEMPERATURE_K), "--json", str(report),
          "--plots", str(args.work / "plots")])  # fmt: skip
     summary = json.loads(report.read_text())["molecules"]

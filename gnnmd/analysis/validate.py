@@ -24,6 +24,7 @@ from gnnmd.analysis.distributions import histogram, jensen_shannon
 from gnnmd.analysis.observables import Observable, term_observables
 from gnnmd.analysis.protein import folded_fraction, protein_observables, shipped_native
 from gnnmd.data.dataset import ForceDataset
+from gnnmd.errors import SimulationError
 from gnnmd.models import is_trained
 from gnnmd.nn.potential import CGPotential
 from gnnmd.sim import LangevinSettings, ReplicaRunner
@@ -31,6 +32,8 @@ from gnnmd.topology import CGTopology
 from gnnmd.units import PS_PER_FS
 
 MAX_REFERENCE_FRAMES = 20000
+#: A replica hotter than this many times the thermostat temperature has exploded.
+MAX_TEMPERATURE_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -112,19 +115,45 @@ def compare_frames(
 
 def simulate(
     model: CGPotential, topology: CGTopology, starts: np.ndarray, settings: ValidationSettings
-) -> np.ndarray:
-    """Frames (F, n, 3) nm of ``settings.replicas`` replicas started from ``starts`` (R, n, 3)."""
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Frames (F, n, 3) nm of ``settings.replicas`` replicas started from ``starts`` (R, n, 3).
+
+    Also returns the replicas that failed ({replica: reason}): non-finite, or hotter than
+    :data:`MAX_TEMPERATURE_FACTOR` times the thermostat. They are dropped at the first
+    check that sees them (their frames from then on are not analysed) and the others go
+    on; SimulationError if none is left. An exploding model would otherwise be "validated"
+    on frames thousands of nm across.
+    """
     langevin = LangevinSettings(settings.timestep_fs, settings.temperature_k, settings.friction_per_ps)
     runner = ReplicaRunner(
         model, [topology] * len(starts), starts.reshape(-1, 3), langevin, seed=settings.seed
     )
+    alive = list(range(len(starts)))
+    failed: dict[int, str] = {}
+
+    def check(step: int) -> None:
+        limit = [MAX_TEMPERATURE_FACTOR * settings.temperature_k] * runner.num_replicas
+        bad = runner.failures(limit)
+        for position, reason in bad.items():
+            failed[alive[position]] = f"step {step}: {reason}"
+        if len(bad) == runner.num_replicas:
+            raise SimulationError(
+                f"validation of {topology.name}: every replica failed ({failed}); the model is unstable "
+                f"at {settings.timestep_fs} fs and {settings.temperature_k} K"
+            )
+        if bad:
+            runner.drop(list(bad))
+            for position in sorted(bad, reverse=True):
+                del alive[position]
+
     runner.step(settings.equilibration_steps)
+    check(settings.equilibration_steps)
     frames = []
-    for _ in range((settings.steps - settings.equilibration_steps) // settings.record_every):
+    for index in range((settings.steps - settings.equilibration_steps) // settings.record_every):
         runner.step(settings.record_every)
-        frames.append(runner.positions.detach().cpu().numpy().reshape(len(starts), topology.n_beads, 3))
-    runner.check_finite()
-    return np.concatenate(frames)
+        check(settings.equilibration_steps + (index + 1) * settings.record_every)
+        frames.append(runner.positions.detach().cpu().numpy().reshape(len(alive), topology.n_beads, 3))
+    return np.concatenate(frames), failed
 
 
 def force_rmse(model: CGPotential, dataset: ForceDataset, molecule: int, frames: np.ndarray) -> float:
@@ -165,7 +194,7 @@ def validate_molecule(
     chosen = np.linspace(0, count - 1, min(count, MAX_REFERENCE_FRAMES)).astype(np.int64)
     reference_frames, _ = dataset.frames(molecule, chosen)
     starts = reference_frames[np.linspace(0, len(reference_frames) - 1, settings.replicas).astype(np.int64)]
-    simulated_frames = simulate(model, topology, starts, settings)
+    simulated_frames, failed = simulate(model, topology, starts, settings)
     divergences, pairs, extra = compare_frames(topology, simulated_frames, reference_frames, settings)
     frames, kind = held_out_frames(model, dataset, molecule, settings.force_frames)
     simulated_ns = settings.replicas * settings.steps * settings.timestep_fs * PS_PER_FS * 1e-3
@@ -174,6 +203,7 @@ def validate_molecule(
         "reference_frames": int(len(reference_frames)),
         "simulated_frames": int(len(simulated_frames)),
         "simulated_ns": simulated_ns,
+        "failed_replicas": {str(k): v for k, v in sorted(failed.items())},
         "js_divergence": divergences,
         **extra,
         "force_rmse_kj_per_mol_nm": force_rmse(model, dataset, molecule, frames),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         rmse = molecule["force_rmse_kj_per_mol_nm"]
         print(f"{name}: {molecule['simulated_ns']:.2f} ns simulated; force RMSE {rmse:.2f} kJ/mol/nm")
         print(f"  on {molecule['force_frame_count']} frames: {molecule['force_frames']}")
+        for replica, reason in molecule.get("failed_replicas", {}).items():
+            print(f"  WARNING: replica {replica} failed and was dropped ({reason})", file=sys.stderr)
         if "folded_fraction" in molecule:
             folded = molecule["folded_fraction"]
             print(

@@ -55,3 +55,17 @@ def test_frame_values_chunks_match_frame_by_frame():
     for f in range(7):
         one = dihedral_angles(frames[f], terms, torch.zeros(5, dtype=torch.int64))
         torch.testing.assert_close(chunked[f], one, rtol=0, atol=1e-12)
+
+
+def test_validation_simulation_drops_an_exploding_replica(small_model, chignolin):
+    """A replica started with overlapping beads blows up: it is named and dropped, the others go on."""
+    from gnnmd.analysis.validate import ValidationSettings, simulate
+
+    native = chignolin.positions_nm
+    crushed = native.mean(axis=0) + 0.001 * (native - native.mean(axis=0))  # every bead within 2 pm
+    starts = np.stack([native, crushed, native])
+    settings = ValidationSettings(replicas=3, steps=40, equilibration_steps=10, record_every=10)
+    frames, failed = simulate(small_model, chignolin.topology, starts, settings)
+    assert list(failed) == [1] and "step 10" in failed[1]
+    assert frames.shape == (3 * 2, chignolin.topology.n_beads, 3)  # 3 records x 2 healthy replicas
+    assert np.isfinite(frames).all() and np.abs(frames).max() < 10.0

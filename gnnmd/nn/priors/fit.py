@@ -44,6 +44,8 @@ DIHEDRAL_HARMONICS = 3
 HISTOGRAM_BINS = 80
 #: Fewest samples of one term type that a Boltzmann inversion accepts.
 MIN_SAMPLES = 100
+#: Largest Σ|a_n| + |b_n| of a fitted dihedral prior, in kT: beyond it the fit is refused (see _fit_fourier).
+MAX_DIHEDRAL_AMPLITUDE_KT = 200.0
 
 Tables = Dict[str, Dict[str, Tensor]]
 Measured = Dict[str, Tuple[Tensor, List[Tensor]]]
@@ -191,8 +193,34 @@ def _fit_parabola(samples: np.ndarray, kt: float, jacobian: str, label: str) -> 
 
 
 def _fit_fourier(samples: np.ndarray, kt: float, harmonics: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(a_n, b_n), n = 1..harmonics, of Σ a_n cos nφ + b_n sin nφ fitted to the PMF of ``samples``."""
+    """(a_n, b_n), n = 1..harmonics, of Σ a_n cos nφ + b_n sin nφ fitted to the PMF of ``samples``.
+
+    A least-squares Fourier fit is only trustworthy where the data are: a narrow
+    distribution (a planar peptide dihedral of a protein) fills a few bins, and a
+    3-harmonic fit through them can place deep wells where no sample ever went,
+    with coefficients of 10⁴–10⁵ kJ/mol that make any time step unstable. So the
+    fit drops harmonics until its global minimum lies inside the sampled range and
+    its amplitude is within :data:`MAX_DIHEDRAL_AMPLITUDE_KT` kT; failing that it
+    falls back to the maximum-likelihood von Mises well -kT κ cos(φ - μ), one
+    smooth minimum at the circular mean. Unused harmonics are zero.
+    """
     phi, pmf, counts = _histogram_pmf(samples, kt, "none", HISTOGRAM_BINS, (-np.pi, np.pi))
+    a, b = np.zeros(harmonics), np.zeros(harmonics)
+    for used in range(harmonics, 0, -1):
+        fitted = _least_squares_fourier(phi, pmf, counts, used)
+        if fitted is not None and _well_behaved(*fitted, phi, kt):
+            a[:used], b[:used] = fitted
+            return a, b
+    a[0], b[0] = _von_mises(samples, kt)
+    return a, b
+
+
+def _least_squares_fourier(
+    phi: np.ndarray, pmf: np.ndarray, counts: np.ndarray, harmonics: int
+) -> Tuple[np.ndarray, np.ndarray] | None:
+    """Count-weighted fit of ``harmonics`` harmonics; None when the bins cannot determine it."""
+    if len(phi) < 2 * harmonics + 2:
+        return None
     n = np.arange(1, harmonics + 1)
     design = np.concatenate(
         [np.ones((len(phi), 1)), np.cos(np.outer(phi, n)), np.sin(np.outer(phi, n))], axis=1
@@ -200,6 +228,27 @@ def _fit_fourier(samples: np.ndarray, kt: float, harmonics: int) -> Tuple[np.nda
     weights = np.sqrt(counts)
     solution, *_ = np.linalg.lstsq(design * weights[:, None], pmf * weights, rcond=None)
     return solution[1 : harmonics + 1], solution[harmonics + 1 :]
+
+
+def _well_behaved(a: np.ndarray, b: np.ndarray, sampled: np.ndarray, kt: float) -> bool:
+    """Bounded amplitude, and the fitted minimum among the sampled bin centres (within one bin)."""
+    if np.abs(a).sum() + np.abs(b).sum() > MAX_DIHEDRAL_AMPLITUDE_KT * kt:
+        return False
+    grid = np.linspace(-np.pi, np.pi, 4 * HISTOGRAM_BINS, endpoint=False)
+    n = np.arange(1, len(a) + 1)
+    energy = np.cos(np.outer(grid, n)) @ a + np.sin(np.outer(grid, n)) @ b
+    lowest = grid[np.argmin(energy)]
+    gap = np.abs(np.angle(np.exp(1j * (sampled - lowest)))).min()
+    return bool(gap <= 2 * np.pi / HISTOGRAM_BINS)
+
+
+def _von_mises(samples: np.ndarray, kt: float) -> Tuple[float, float]:
+    """(a_1, b_1) of -kT κ cos(φ - μ): the von Mises fit (κ by Banerjee et al. 2005, from R)."""
+    mean = np.exp(1j * samples).mean()
+    resultant = min(abs(mean), 0.999)
+    kappa = resultant * (2.0 - resultant**2) / (1.0 - resultant**2)
+    mu = np.angle(mean)
+    return -kt * kappa * np.cos(mu), -kt * kappa * np.sin(mu)
 
 
 def _check_samples(
