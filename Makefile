@@ -20,7 +20,7 @@ $(TEST_INSTALLED): $(INSTALLED)
 	touch $@
 
 run: $(INSTALLED)
-	$(BIN)/gnnmd bench --system chignolin --model default --replicas 64 --steps 200 --warmup 20 \
+	$(BIN)/gnnmd bench --system chignolin --model chignolin --replicas 64 --steps 200 --warmup 20 \
 		--backend reference,tabulated --json out/bench.json
 
 test: $(TEST_INSTALLED) lint
