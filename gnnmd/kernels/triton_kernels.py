@@ -99,10 +99,36 @@ def _sum_directions(per_edge: Tensor, position: Tensor, count: int) -> Tensor:
 if triton is not None:
 
     @triton.jit
+    def _edge_tile(
+        offset,
+        stop,
+        col,
+        edge,
+        distances,
+        features,
+        channels,
+        cmask,
+        cutoff,
+        F: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        """One tile of a bead's directed edges: indices e, mask, distances r (cutoff where masked), h_j."""
+        e = offset + tl.arange(0, BLOCK)
+        emask = e < stop
+        source = tl.load(col + e, mask=emask, other=0)
+        pair = tl.load(edge + e, mask=emask, other=0)
+        r = tl.load(distances + pair, mask=emask, other=cutoff)
+        h = tl.load(
+            features + source[:, None] * F + channels[None, :],
+            mask=emask[:, None] & cmask[None, :],
+            other=0.0,
+        )
+        return e, emask, r, h
+
+    @triton.jit
     def _spline(
         coef,
-        distances,
-        edge_ids,
+        r,
         mask,
         cutoff,
         inv_spacing,
@@ -112,7 +138,6 @@ if triton is not None:
         F: tl.constexpr,
         DERIVATIVE: tl.constexpr,
     ):
-        r = tl.load(distances + edge_ids, mask=mask, other=cutoff)
         inside = mask & (r < cutoff)
         x = r * inv_spacing
         k = tl.minimum(x.to(tl.int32), segments - 1)
@@ -150,18 +175,10 @@ if triton is not None:
         cmask = channels < F
         acc = tl.zeros([BLOCK_F], dtype=tl.float32)
         for offset in range(start, stop, BLOCK):
-            e = offset + tl.arange(0, BLOCK)
-            emask = e < stop
-            source = tl.load(col + e, mask=emask, other=0)
-            pair = tl.load(edge + e, mask=emask, other=0)
-            w = _spline(
-                coef, distances, pair, emask, cutoff, inv_spacing, segments, channels, cmask, F, False
+            e, emask, r, h = _edge_tile(
+                offset, stop, col, edge, distances, features, channels, cmask, cutoff, F, BLOCK
             )
-            h = tl.load(
-                features + source[:, None] * F + channels[None, :],
-                mask=emask[:, None] & cmask[None, :],
-                other=0.0,
-            )
+            w = _spline(coef, r, emask, cutoff, inv_spacing, segments, channels, cmask, F, False)
             acc += tl.sum(w * h, axis=0)
         tl.store(out + node * F + channels, acc, mask=cmask)
 
@@ -189,18 +206,10 @@ if triton is not None:
         cmask = channels < F
         g = tl.load(grad + node * F + channels, mask=cmask, other=0.0)
         for offset in range(start, stop, BLOCK):
-            e = offset + tl.arange(0, BLOCK)
-            emask = e < stop
-            source = tl.load(col + e, mask=emask, other=0)
-            pair = tl.load(edge + e, mask=emask, other=0)
-            dw = _spline(
-                coef, distances, pair, emask, cutoff, inv_spacing, segments, channels, cmask, F, True
+            e, emask, r, h = _edge_tile(
+                offset, stop, col, edge, distances, features, channels, cmask, cutoff, F, BLOCK
             )
-            h = tl.load(
-                features + source[:, None] * F + channels[None, :],
-                mask=emask[:, None] & cmask[None, :],
-                other=0.0,
-            )
+            dw = _spline(coef, r, emask, cutoff, inv_spacing, segments, channels, cmask, F, True)
             tl.store(out + e, tl.sum(dw * h * g[None, :], axis=1), mask=emask)
 
     @triton.jit
@@ -327,19 +336,12 @@ if triton is not None:
         kmask = ks < K
         acc = tl.zeros([BLOCK_F], dtype=tl.float32)
         for offset in range(start, stop, BLOCK):
-            e = offset + tl.arange(0, BLOCK)
-            emask = e < stop
-            source = tl.load(col + e, mask=emask, other=0)
-            pair = tl.load(edge + e, mask=emask, other=0)
-            r = tl.load(distances + pair, mask=emask, other=cutoff)
+            e, emask, r, h = _edge_tile(
+                offset, stop, col, edge, distances, features, channels, cmask, cutoff, F, BLOCK
+            )
             rbf, _ = _basis(r, ks, kmask, centers, widths, alpha, BASIS)
             _, _, f = _filter_layers(rbf, w1, b1, s1, w2, b2, s2, ks, kmask, channels, cmask, K, F, ACT, HALF)
             envelope, _ = _envelope(r, cutoff)
-            h = tl.load(
-                features + source[:, None] * F + channels[None, :],
-                mask=emask[:, None] & cmask[None, :],
-                other=0.0,
-            )
             acc += tl.sum(f * envelope[:, None] * h, axis=0)
         tl.store(out + node * F + channels, acc, mask=cmask)
 
@@ -389,19 +391,12 @@ if triton is not None:
         ).to(tl.float32)
         w2_rows = w2_rows * tl.load(s2 + channels, mask=cmask, other=0.0)[:, None]
         for offset in range(start, stop, BLOCK):
-            e = offset + tl.arange(0, BLOCK)
-            emask = e < stop
-            source = tl.load(col + e, mask=emask, other=0)
-            pair = tl.load(edge + e, mask=emask, other=0)
-            r = tl.load(distances + pair, mask=emask, other=cutoff)
+            e, emask, r, h = _edge_tile(
+                offset, stop, col, edge, distances, features, channels, cmask, cutoff, F, BLOCK
+            )
             rbf, rbf_slope = _basis(r, ks, kmask, centers, widths, alpha, BASIS)
             z, a, f = _filter_layers(rbf, w1, b1, s1, w2, b2, s2, ks, kmask, channels, cmask, K, F, ACT, HALF)
             envelope, envelope_slope = _envelope(r, cutoff)
-            h = tl.load(
-                features + source[:, None] * F + channels[None, :],
-                mask=emask[:, None] & cmask[None, :],
-                other=0.0,
-            )
             u = h * g[None, :]
             from_envelope = tl.sum(u * f, axis=1) * envelope_slope
             da = tl.dot(u * envelope[:, None], w2_rows, input_precision="ieee")
