@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gnnmd.data.allatom import FORCEFIELDS, PLATFORMS
+from gnnmd.data.allatom import DEFAULT_TIMESTEP_FS, FORCEFIELDS, PLATFORMS, RESOLUTIONS
 from gnnmd.topology import MAPPINGS
 from gnnmd.units import ENERGY_UNITS, LENGTH_UNITS
 
@@ -21,16 +21,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arrays.add_argument("system", help="shipped system name or PDB path whose CG beads the arrays hold")
     arrays.add_argument("--coordinates", type=Path, required=True, help=".npy (F, n, 3) bead positions")
     arrays.add_argument("--forces", type=Path, required=True, help=".npy (F, n, 3) bead forces")
+    arrays.add_argument(
+        "--energies", type=Path, help="optional .npy (F,) potential energy per frame, in --energy-unit"
+    )
     arrays.add_argument("--length-unit", choices=LENGTH_UNITS, required=True, help="unit of positions")
-    arrays.add_argument("--energy-unit", choices=ENERGY_UNITS, required=True, help="forces are energy/length")
+    arrays.add_argument(
+        "--energy-unit", choices=ENERGY_UNITS, required=True, help="of the energies; forces are energy/length"
+    )
     arrays.add_argument("-o", "--output", type=Path, required=True, help=output_help)
     allatom = actions.add_parser(
-        "allatom", help="run all-atom OpenMM dynamics and record CG frames and forces"
+        "allatom",
+        help="run all-atom OpenMM dynamics and record CG frames and forces, or all atoms with energies",
     )
     allatom.add_argument("system", help="shipped system name or PDB path")
     allatom.add_argument("--ns", type=float, required=True, help="simulated time to record, ns")
     allatom.add_argument("--temperature-k", type=float, default=300.0, help="temperature in K (300)")
     allatom.add_argument("--frame-interval-ps", type=float, default=1.0, help="time between frames, ps (1)")
+    allatom.add_argument(
+        "--resolution", choices=RESOLUTIONS, default="cg",
+        help="cg: CG beads, mapped forces, X-H bonds constrained (default); atom: every atom as molecule "
+        "SYSTEM_allatom, element types, forces and potential energies, no constraints",
+    )  # fmt: skip
+    defaults = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_TIMESTEP_FS.items())
+    allatom.add_argument("--timestep-fs", type=float, help=f"integration step, fs ({defaults})")
     allatom.add_argument(
         "--forcefield", choices=sorted(FORCEFIELDS), default="amber14-gbn2", help="force field"
     )
@@ -81,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
 
         system = load_system(args.system)
         path = import_arrays(
-            args.output, system.topology, args.coordinates, args.forces, args.length_unit, args.energy_unit
-        )
+            args.output, system.topology, args.coordinates, args.forces, args.length_unit, args.energy_unit,
+            energies_path=args.energies,
+        )  # fmt: skip
     print(f"wrote {path}")
     return 0
 
@@ -97,6 +111,7 @@ def generate(args: argparse.Namespace) -> Path:
     settings = AllAtomSettings(
         temperature_k=args.temperature_k, frame_interval_ps=args.frame_interval_ps,
         forcefield=args.forcefield, platform=args.platform, seed=args.seed,
+        resolution=args.resolution, timestep_fs=args.timestep_fs,
     )  # fmt: skip
     generator = Generator(load_system(args.system), args.output, settings)
     total = int(round(args.ns * 1000.0 / args.frame_interval_ps))
@@ -106,7 +121,9 @@ def generate(args: argparse.Namespace) -> Path:
         TextColumn("{task.completed}/{task.total} frames"),
     )
     with Progress(*columns, TimeRemainingColumn()) as bar:
-        task = bar.add_task(f"{generator.cg.name} all-atom", total=total, completed=generator.frames_done)
+        task = bar.add_task(
+            f"{generator.molecule.name} all-atom", total=total, completed=generator.frames_done
+        )
         generator.run(total, lambda done, _: bar.update(task, completed=done))
     return args.output
 

@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default="default", help="shipped model name or checkpoint path (default: default)"
     )
     parser.add_argument(
-        "--backend", default="reference", choices=BACKENDS,
+        "--backend",
+        default="reference",
+        choices=BACKENDS,
         help="kernel backend (default: reference; see gnnmd.kernels)",
     )
     parser.add_argument("--replicas", type=int, default=1, help="replicas of each system (default: 1)")

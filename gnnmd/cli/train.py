@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--learning-rate", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)"
     )
     parser.add_argument("--max-frames", type=int, help="use a random subset of this many frames")
+    parser.add_argument(
+        "--force-weight", type=float, default=1.0, help="weight of the force MSE, (kJ/mol/nm)² (default 1)"
+    )
+    parser.add_argument(
+        "--energy-weight", type=float, default=0.0,
+        help="weight of the per-frame energy MSE, (kJ/mol)² (default 0: forces only; data need energies)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seeds split, frame order and initial weights")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)")
     parser.add_argument(
@@ -63,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainingConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        seed=args.seed, max_frames=args.max_frames,
+        seed=args.seed, max_frames=args.max_frames, force_weight=args.force_weight,
+        energy_weight=args.energy_weight,
     )  # fmt: skip
     dataset = ForceDataset(args.data)
     model = model_for_dataset(dataset, potential_config(args.model_config), args.temperature_k, args.seed)
@@ -76,11 +84,17 @@ def run(args: argparse.Namespace) -> int:
     history = trainer.run(resume=not args.fresh)
     if trainer.rank == 0:
         for row in history:
+            energy = ""
+            if row.get("val_energy_rmse") is not None:
+                energies = row["train_energy_rmse"], row["val_energy_rmse"]
+                energy = "  energy train {:.2f}  val {:.2f} kJ/mol".format(*energies)
             print(
                 f"epoch {row['epoch']:3d}  train {row['train_force_rmse']:.2f}  "
-                f"val {row['val_force_rmse']:.2f} kJ/mol/nm  lr {row['learning_rate']:.2g}"
+                f"val {row['val_force_rmse']:.2f} kJ/mol/nm{energy}  lr {row['learning_rate']:.2g}"
             )
+        energy = "" if trainer.best_energy is None else f", energy RMSE {trainer.best_energy:.3f} kJ/mol"
         print(
-            f"best validation force RMSE {trainer.best_val:.3f} kJ/mol/nm; model: {args.output / 'best.pt'}"
+            f"best validation force RMSE {trainer.best_val:.3f} kJ/mol/nm{energy}; "
+            f"model: {args.output / 'best.pt'}"
         )
     return 0

@@ -1,4 +1,17 @@
-"""All-atom reference data: OpenMM dynamics of a system, mapped to CG beads as it runs.
+"""All-atom reference data: OpenMM dynamics of a system, recorded as it runs.
+
+Two resolutions (:attr:`AllAtomSettings.resolution`):
+
+- ``"cg"`` (default): the frames are mapped to the system's CG beads (positions
+  of the bead atoms, forces by the force map below), X–H bonds constrained, 2 fs
+  steps. No energies are recorded: the all-atom potential energy is not an
+  energy of the CG coordinates (the CG potential is a free energy, a mean over
+  the atoms integrated out).
+- ``"atom"``: every atom, hydrogens included, with element-symbol types and no
+  bonds (molecule ``<system>_allatom``, see :func:`allatom_topology`), its
+  force-field forces unmapped and each frame's potential energy (kJ/mol). No
+  constraints (an all-atom potential must learn X–H stretching, which
+  constrained dynamics never samples) and 1 fs steps by default.
 
 **The force map.** Each bead's force is the sum of the forces on its atom and on
 the hydrogens bonded to that atom; all other atoms' forces are dropped. Why not
@@ -11,10 +24,11 @@ forces on its hydrogens. The slice map would miss them and bias the learned
 mean force. Atoms not bonded to a bead atom by a constraint (side-chain atoms
 beyond CB) are integrated out and contribute nothing.
 
-Frames are appended to a gnnmd dataset in chunks, each followed by an atomic
-checkpoint of the OpenMM state. An interrupted run continues where the last
-checkpoint stands, and frames written after it are discarded.
-Units: nm, ps, K, kJ/mol/nm.
+Frames (and, at atom resolution, energies) are appended to a gnnmd dataset in
+chunks, each followed by an atomic checkpoint of the OpenMM state. An
+interrupted run continues where the last checkpoint stands, and frames written
+after it are discarded. Both resolutions of a system can share one file.
+Units: nm, ps, fs (time step), K, kJ/mol, kJ/mol/nm.
 """
 
 from __future__ import annotations
@@ -33,26 +47,60 @@ import numpy as np
 from gnnmd.data.dataset import append_frames
 from gnnmd.errors import GnnmdError
 from gnnmd.systems import System
-from gnnmd.topology import CGTopology, map_to_cg
+from gnnmd.topology import CGTopology, custom_topology, map_to_cg
 
 FORCEFIELDS = {"amber14-gbn2": ("amber14-all.xml", "implicit/gbn2.xml")}
 PLATFORMS = ("Reference", "CPU", "CUDA")
+#: What is recorded: CG beads with mapped forces, or every atom with forces and energies.
+RESOLUTIONS = ("cg", "atom")
+#: Bond constraints of the dynamics per resolution. The CG force map relies on rigid
+#: X–H groups; all-atom data must sample X–H stretching, so nothing is constrained.
+CONSTRAINTS = {"cg": "hbonds", "atom": "none"}
+#: Default time step (fs) per resolution: unconstrained X–H bonds need a shorter one.
+DEFAULT_TIMESTEP_FS = {"cg": 2.0, "atom": 1.0}
+#: Appended to the system name to name the molecule recorded at atom resolution.
+ALLATOM_SUFFIX = "_allatom"
 
 
 @dataclass(frozen=True)
 class AllAtomSettings:
-    """All-atom dynamics: temperature K, step fs, friction 1/ps, one frame every ``frame_interval_ps``."""
+    """All-atom dynamics: temperature K, step fs, friction 1/ps, one frame every ``frame_interval_ps``.
+
+    ``resolution`` is ``"cg"`` or ``"atom"`` (see the module docstring). ``timestep_fs``
+    and ``constraints`` default to the resolution's (:data:`DEFAULT_TIMESTEP_FS`,
+    :data:`CONSTRAINTS`) and are filled in on construction; other constraints than the
+    resolution's are refused.
+    """
 
     temperature_k: float = 300.0
-    timestep_fs: float = 2.0
+    timestep_fs: float | None = None
     friction_per_ps: float = 1.0
     frame_interval_ps: float = 1.0
     forcefield: str = "amber14-gbn2"
     platform: str = "CPU"
     chunk_frames: int = 50
     seed: int = 1
+    # Added last; fingerprint() leaves them out for cg, as checkpoints written before
+    # they existed lack them.
+    resolution: str = "cg"
+    constraints: str | None = None
 
     def __post_init__(self) -> None:
+        if self.resolution not in RESOLUTIONS:
+            raise ValueError(f"unknown resolution {self.resolution!r}; allowed: {RESOLUTIONS}")
+        required = CONSTRAINTS[self.resolution]
+        if self.constraints is None:
+            object.__setattr__(self, "constraints", required)
+        elif self.constraints != required:
+            raise ValueError(
+                f"constraints {self.constraints!r} do not fit resolution {self.resolution!r}, which needs "
+                f"{required!r}: the CG force map sums over rigid X-H groups, and all-atom data must "
+                "sample X-H stretching"
+            )
+        if self.timestep_fs is None:
+            object.__setattr__(self, "timestep_fs", DEFAULT_TIMESTEP_FS[self.resolution])
+        if not self.timestep_fs > 0:
+            raise ValueError(f"timestep_fs must be positive, got {self.timestep_fs}")
         if self.forcefield not in FORCEFIELDS:
             raise ValueError(f"unknown force field {self.forcefield!r}; allowed: {sorted(FORCEFIELDS)}")
         if self.platform not in PLATFORMS:
@@ -63,6 +111,17 @@ class AllAtomSettings:
     @property
     def steps_per_frame(self) -> int:
         return int(round(self.frame_interval_ps * 1000.0 / self.timestep_fs))
+
+    def fingerprint(self) -> str:
+        """The settings as a checkpoint records them; a resume requires an equal one.
+
+        For ``cg`` the resolution and constraints are left out, so the fingerprint is
+        that of the settings before those fields existed and older checkpoints resume.
+        """
+        fields = asdict(self)
+        if self.resolution == "cg":
+            del fields["resolution"], fields["constraints"]
+        return repr(fields)
 
 
 def bead_groups(allatom: mdtraj.Topology, cg: CGTopology) -> np.ndarray:
@@ -86,6 +145,16 @@ def aggregate_forces(forces: np.ndarray, groups: np.ndarray, n_beads: int) -> np
     chosen = groups >= 0
     np.add.at(mapped, (slice(None), groups[chosen]), forces[:, chosen])
     return mapped
+
+
+def allatom_topology(name: str, topology, masses_amu: np.ndarray, source: str) -> CGTopology:
+    """Every atom of an OpenMM ``topology`` as a bead typed by its element symbol (``"C"``, ``"H"``, ...).
+
+    No bonds (all-atom models have no priors), like the shipped all-atom alanine
+    dipeptide. ``masses_amu`` (A,) in amu, in the topology's atom order.
+    """
+    symbols = [atom.element.symbol for atom in topology.atoms()]
+    return custom_topology(name, symbols, masses_amu, bonds=[], source=source)
 
 
 def build_allatom(system: System, forcefield, seed: int = 0):
@@ -121,8 +190,14 @@ class Generator:
 
     Args:
         system: the shipped or PDB system (its CG mapping is used for the beads).
-        output: dataset file (.h5); the OpenMM checkpoint is written beside it.
+        output: dataset file (.h5); the OpenMM checkpoint is written beside it
+            (``<output>.openmm.npz`` for cg, ``<output>.atom.openmm.npz`` for atom).
         settings: dynamics and recording settings.
+
+    Attributes:
+        molecule: the topology recorded: :attr:`cg` at cg resolution, every atom
+            (molecule ``<system>_allatom``) at atom resolution.
+        cg: the system's CG beads; groups: each atom's bead (:func:`bead_groups`).
     """
 
     def __init__(self, system: System, output: str | os.PathLike, settings: AllAtomSettings) -> None:
@@ -131,7 +206,8 @@ class Generator:
         from openmm import unit
 
         self.output = Path(output)
-        self.checkpoint = self.output.with_name(self.output.name + ".openmm.npz")
+        suffix = ".openmm.npz" if settings.resolution == "cg" else f".{settings.resolution}.openmm.npz"
+        self.checkpoint = self.output.with_name(self.output.name + suffix)
         self.settings = settings
         forcefield = app.ForceField(*FORCEFIELDS[settings.forcefield])
         topology, positions = build_allatom(system, forcefield, settings.seed)
@@ -144,7 +220,14 @@ class Generator:
             str(system.pdb_path),
         )
         self.groups = bead_groups(allatom, self.cg)
-        omm_system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+        constraints = {"hbonds": app.HBonds, "none": None}[settings.constraints]
+        omm_system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraints)
+        if settings.resolution == "atom":
+            masses = [omm_system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(len(positions))]
+            name = system.name + ALLATOM_SUFFIX
+            self.molecule = allatom_topology(name, topology, np.asarray(masses), str(system.pdb_path))
+        else:
+            self.molecule = self.cg
         integrator = openmm.LangevinMiddleIntegrator(
             settings.temperature_k * unit.kelvin,
             settings.friction_per_ps / unit.picosecond,
@@ -162,48 +245,69 @@ class Generator:
 
     def _resume(self) -> int:
         """Frames already recorded; reload the OpenMM state and drop frames written after it."""
+        name = self.molecule.name
         if not self.checkpoint.exists():
-            if self.output.exists() and _frames_in(self.output, self.cg.name) > 0:
+            if self.output.exists() and _frames_in(self.output, name) > 0:
                 raise GnnmdError(
-                    f"{self.output} holds {self.cg.name} frames but no checkpoint {self.checkpoint.name}"
+                    f"{self.output} holds {name} frames but no checkpoint {self.checkpoint.name}"
                 )
             return 0
         with np.load(self.checkpoint) as saved:
             settings = str(saved["settings"])
-            if settings != repr(asdict(self.settings)):
+            if settings != self.settings.fingerprint():
                 raise GnnmdError(
                     f"{self.checkpoint}: written with settings {settings}; use a new output file"
                 )
             frames = int(saved["frames"])
             self.context.loadCheckpoint(saved["state"].tobytes())
         with h5py.File(self.output, "a") as file:
-            for label in ("coordinates", "forces"):
-                file[f"molecules/{self.cg.name}/{label}"].resize(frames, axis=0)
+            group = file[f"molecules/{name}"]
+            for label in ("coordinates", "forces", "energies"):
+                if label in group:
+                    group[label].resize(frames, axis=0)
         return frames
 
     def record(self, frames: int) -> tuple[np.ndarray, np.ndarray]:
-        """Run ``frames`` frame intervals; returns bead positions (F, n, 3) nm and mapped forces (F, n, 3)."""
+        """Run ``frames`` frame intervals; returns positions (F, n, 3) nm and forces (F, n, 3) kJ/mol/nm.
+
+        Of :attr:`molecule`: the beads and their mapped forces at cg resolution, every
+        atom and its force at atom resolution. :meth:`record_frames` adds the energies.
+        """
+        positions, forces, _ = self.record_frames(frames)
+        return positions, forces
+
+    def record_frames(self, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Run ``frames`` frame intervals; returns positions, forces and energies of :attr:`molecule`.
+
+        cg: bead positions (F, n, 3) nm, mapped forces (F, n, 3) kJ/mol/nm, energies None
+        (the all-atom energy is no CG energy). atom: positions (F, A, 3) nm, forces
+        (F, A, 3) kJ/mol/nm of every atom, potential energies (F,) kJ/mol.
+        """
         from openmm import unit
 
-        positions, forces = [], []
+        atom = self.settings.resolution == "atom"
+        positions, forces, energies = [], [], []
         for _ in range(frames):
             self.integrator.step(self.settings.steps_per_frame)
-            state = self.context.getState(getPositions=True, getForces=True)
+            state = self.context.getState(getPositions=True, getForces=True, getEnergy=atom)
             positions.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
             forces.append(
                 state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
             )
+            if atom:
+                energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
         atoms = np.asarray(positions)
-        return atoms[:, self.cg.atom_indices], aggregate_forces(
-            np.asarray(forces), self.groups, self.cg.n_beads
-        )
+        if atom:
+            return atoms, np.asarray(forces), np.asarray(energies, dtype=np.float64)
+        mapped = aggregate_forces(np.asarray(forces), self.groups, self.cg.n_beads)
+        return atoms[:, self.cg.atom_indices], mapped, None
 
     def run(self, total_frames: int, progress: Callable[[int, int], None] | None = None) -> int:
-        """Record until the dataset holds ``total_frames`` frames of this system; returns the count."""
+        """Record until the dataset holds ``total_frames`` frames of :attr:`molecule`; returns the count."""
         while self.frames_done < total_frames:
             count = min(self.settings.chunk_frames, total_frames - self.frames_done)
-            positions, forces = self.record(count)
-            self.frames_done = append_frames(self.output, self.cg, positions, forces)
+            positions, forces, energies = self.record_frames(count)
+            self.frames_done = append_frames(self.output, self.molecule, positions, forces, energies)
             self._save_checkpoint()
             if progress is not None:
                 progress(self.frames_done, total_frames)
@@ -212,7 +316,7 @@ class Generator:
     def _save_checkpoint(self) -> None:
         buffer = io.BytesIO()
         state = np.frombuffer(self.context.createCheckpoint(), dtype=np.uint8)
-        np.savez(buffer, state=state, frames=self.frames_done, settings=repr(asdict(self.settings)))
+        np.savez(buffer, state=state, frames=self.frames_done, settings=self.settings.fingerprint())
         temporary = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
         temporary.write_bytes(buffer.getvalue())
         os.replace(temporary, self.checkpoint)

@@ -55,8 +55,13 @@ def write_molecule(
         topology: the molecule; its name is the group name and must be new in the file.
         coordinates_nm: (F, n, 3) positions in nm.
         forces_kj_per_mol_nm: (F, n, 3) reference forces in kJ/mol/nm.
-        energies_kj_per_mol: optional (F,) reference energies in kJ/mol.
+        energies_kj_per_mol: optional (F,) reference potential energies in kJ/mol, one per
+            frame; stored as float64 and resizable, so :func:`append_frames` extends them.
         description: free text stored with the molecule.
+
+    Raises:
+        DatasetError: an array has the wrong shape or non-finite values (the message names
+            the file, the molecule and the field), or the molecule is already in the file.
     """
     coordinates = np.asarray(coordinates_nm, dtype=np.float32)
     forces = np.asarray(forces_kj_per_mol_nm, dtype=np.float32)
@@ -68,6 +73,9 @@ def write_molecule(
             )
         if not np.isfinite(array).all():
             raise DatasetError(f"{path}: {label} of {topology.name} contain NaN or infinite values")
+    energies = None
+    if energies_kj_per_mol is not None:
+        energies = _checked_energies(path, topology.name, energies_kj_per_mol, expected[0])
     with h5py.File(path, "a") as file:
         _stamp(file, path)
         group_name = f"molecules/{topology.name}"
@@ -80,8 +88,8 @@ def write_molecule(
         chunks, shape = (1, topology.n_beads, 3), (None, topology.n_beads, 3)
         group.create_dataset("coordinates", data=coordinates, chunks=chunks, maxshape=shape)
         group.create_dataset("forces", data=forces, chunks=chunks, maxshape=shape)
-        if energies_kj_per_mol is not None:
-            group.create_dataset("energies", data=np.asarray(energies_kj_per_mol, dtype=np.float64))
+        if energies is not None:
+            group.create_dataset("energies", data=energies, chunks=_ENERGY_CHUNK, maxshape=(None,))
         _write_topology(group.create_group("topology"), topology)
 
 
@@ -90,16 +98,23 @@ def append_frames(
     topology: CGTopology,
     coordinates_nm: np.ndarray,
     forces_kj_per_mol_nm: np.ndarray,
+    energies_kj_per_mol: np.ndarray | None = None,
 ) -> int:
     """Append frames (F, n, 3) to molecule ``topology.name`` (created if missing); returns its frame count.
 
-    Coordinates in nm, forces in kJ/mol/nm. The molecule's stored topology must
-    have the same bead types as ``topology``.
+    Coordinates in nm, forces in kJ/mol/nm, optional energies (F,) in kJ/mol. The
+    molecule's stored topology must have the same bead types as ``topology``. A
+    molecule that stores energies takes only frames with energies, and one without
+    takes only frames without, so energies always stay in step with the frames.
+    Everything is checked before anything is written.
+
+    Raises:
+        DatasetError: naming the file, the molecule and the offending field.
     """
     with h5py.File(path, "a") as file:
         exists = f"molecules/{topology.name}" in file
     if not exists:
-        write_molecule(path, topology, coordinates_nm, forces_kj_per_mol_nm)
+        write_molecule(path, topology, coordinates_nm, forces_kj_per_mol_nm, energies_kj_per_mol)
         return len(coordinates_nm)
     coordinates = np.asarray(coordinates_nm, dtype=np.float32)
     forces = np.asarray(forces_kj_per_mol_nm, dtype=np.float32)
@@ -112,13 +127,57 @@ def append_frames(
                 f"{path}: molecule {topology.name!r} holds other bead types than the frames appended"
             )
         for label, array in (("coordinates", coordinates), ("forces", forces)):
-            if array.shape[1:] != (topology.n_beads, 3) or not np.isfinite(array).all():
-                raise DatasetError(f"{path}: appended {label} have shape {array.shape} or non-finite values")
+            if (
+                array.ndim != 3
+                or array.shape[1:] != (topology.n_beads, 3)
+                or array.shape[0] != coordinates.shape[0]
+                or not np.isfinite(array).all()
+            ):
+                raise DatasetError(
+                    f"{path}: appended {label} of {topology.name!r} have shape {array.shape} or non-finite "
+                    f"values, expected {(coordinates.shape[0], topology.n_beads, 3)}"
+                )
+        has_energies = "energies" in group
+        if has_energies and energies_kj_per_mol is None:
+            raise DatasetError(
+                f"{path}: molecule {topology.name!r} stores 'energies'; the appended frames bring none"
+            )
+        if not has_energies and energies_kj_per_mol is not None:
+            raise DatasetError(
+                f"{path}: molecule {topology.name!r} stores no 'energies'; the appended frames bring them"
+            )
+        arrays = {"coordinates": coordinates, "forces": forces}
+        if has_energies:
+            arrays["energies"] = _checked_energies(path, topology.name, energies_kj_per_mol, len(coordinates))
+        start = group["coordinates"].shape[0]
+        for label in arrays:
             dataset = group[label]
-            start = dataset.shape[0]
+            if dataset.shape[0] != start:
+                raise DatasetError(
+                    f"{path}: molecule {topology.name!r} has {dataset.shape[0]} {label} "
+                    f"but {start} coordinates"
+                )
+        for label, array in arrays.items():
+            dataset = group[label]
             dataset.resize(start + len(array), axis=0)
             dataset[start:] = array
         return int(group["coordinates"].shape[0])
+
+
+#: Energies are one float64 per frame: many frames per chunk.
+_ENERGY_CHUNK = (1024,)
+
+
+def _checked_energies(path: str | os.PathLike, molecule: str, energies, frames: int) -> np.ndarray:
+    """``energies`` (kJ/mol) as a float64 (frames,) array, or a DatasetError naming file and molecule."""
+    array = np.asarray(energies, dtype=np.float64)
+    if array.shape != (frames,):
+        raise DatasetError(
+            f"{path}: energies of {molecule!r} have shape {array.shape}, expected ({frames},): one per frame"
+        )
+    if not np.isfinite(array).all():
+        raise DatasetError(f"{path}: energies of {molecule!r} contain NaN or infinite values")
+    return array
 
 
 def _stamp(file: h5py.File, path: str | os.PathLike) -> None:
@@ -200,6 +259,8 @@ class ForceDataset(torch.utils.data.Dataset):
             self.molecules = names
             self.topologies = [_read_topology(file[f"molecules/{m}/topology"]) for m in names]
             counts = [file[f"molecules/{m}/coordinates"].shape[0] for m in names]
+            #: Per molecule: whether the file stores reference energies for its frames.
+            self.has_energies = [f"molecules/{m}/energies" in file for m in names]
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
         self._file: h5py.File | None = None
         self._pid: int | None = None
@@ -237,6 +298,18 @@ class ForceDataset(torch.utils.data.Dataset):
             return group["coordinates"][()], group["forces"][()]
         order = np.sort(np.asarray(list(indices), dtype=np.int64))
         return group["coordinates"][order], group["forces"][order]
+
+    def energies(self, molecule: int, indices: Iterable[int] | None = None) -> np.ndarray:
+        """Reference energies (F,) kJ/mol, float64, of one molecule, in the order of :meth:`frames`."""
+        if not self.has_energies[molecule]:
+            raise DatasetError(
+                f"{self.path}: molecule {self.molecules[molecule]!r} has no 'energies' (only forces)"
+            )
+        stored = self._handle()[f"molecules/{self.molecules[molecule]}/energies"]
+        if indices is None:
+            return stored[()].astype(np.float64)
+        order = np.sort(np.asarray(list(indices), dtype=np.int64))
+        return stored[order].astype(np.float64)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -12,7 +12,7 @@ import numpy as np
 
 from gnnmd.data.dataset import DatasetError, write_molecule
 from gnnmd.topology import CGTopology, custom_topology
-from gnnmd.units import force_to_kj_per_mol_nm, length_to_nm
+from gnnmd.units import energy_to_kj_per_mol, force_to_kj_per_mol_nm, length_to_nm
 
 CGNET_DIR = Path(__file__).resolve().parents[1] / "reference_data" / "cgnet_ala2"
 #: CGnet's 5-bead alanine dipeptide: C(ACE) N CA C (ALA) N(NME), a linear chain.
@@ -36,12 +36,18 @@ def import_arrays(
     length_unit: str,
     energy_unit: str,
     description: str = "",
+    energies_path: str | os.PathLike | None = None,
 ) -> Path:
     """Import (F, n, 3) coordinate and force arrays (.npy) in the given units into ``output``.
 
     Args:
         length_unit: unit of the coordinates and of the force denominator ("nm", "angstrom").
-        energy_unit: unit of the force numerator ("kJ/mol", "kcal/mol", "eV").
+        energy_unit: unit of the force numerator and of the energies ("kJ/mol", "kcal/mol", "eV").
+        energies_path: optional (F,) .npy of per-frame potential energies in ``energy_unit``,
+            stored in kJ/mol.
+
+    Raises:
+        DatasetError: the arrays' shapes disagree (the message names both files).
     """
     coordinates = np.load(coordinates_path) * length_to_nm(length_unit)
     forces = np.load(forces_path) * force_to_kj_per_mol_nm(energy_unit, length_unit)
@@ -49,7 +55,15 @@ def import_arrays(
         raise DatasetError(
             f"{coordinates_path} has shape {coordinates.shape} but {forces_path} has {forces.shape}"
         )
-    write_molecule(output, topology, coordinates, forces, description=description)
+    energies = None
+    if energies_path is not None:
+        energies = np.load(energies_path) * energy_to_kj_per_mol(energy_unit)
+        if energies.shape != coordinates.shape[:1]:
+            raise DatasetError(
+                f"{energies_path} has shape {energies.shape} but {coordinates_path} has "
+                f"{coordinates.shape}: expected one energy per frame, shape {coordinates.shape[:1]}"
+            )
+    write_molecule(output, topology, coordinates, forces, energies, description=description)
     return Path(output)
 
 

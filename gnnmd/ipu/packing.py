@@ -378,6 +378,7 @@ def build_layout(
 
 def _shape(packs: Sequence[GraphBatch], plan: PackingPlan) -> dict[str, int]:
     """Every fixed size: L nodes, G slots, and the bonded and candidate counts of the fullest pack."""
+
     def most(name: str) -> int:
         return max(1, max(getattr(p, name).shape[-1 if name == "pairs" else 0] for p in packs))
 

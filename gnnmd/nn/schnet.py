@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from gnnmd.kernels.reference import ReferenceKernel, aggregate_pairs
@@ -124,6 +125,9 @@ class SchNet(nn.Module):
             activation(act),
             nn.Linear(hidden_channels // 2, 1),
         )
+        #: Reference energy of each bead type, kJ/mol: fitted to the data's energies before
+        #: energy training (zero for force-only models, whose energy zero is arbitrary).
+        self.register_buffer("type_energy", torch.zeros(num_types))
 
     def forward(self, types: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
         """Per-bead energies.
@@ -145,4 +149,9 @@ class SchNet(nn.Module):
             envelope = distances.new_zeros(0)
         for block in self.interactions:
             x = block(x, rbf, envelope, pairs, distances)
-        return self.readout(x).squeeze(-1)
+        return self.readout(x).squeeze(-1) + self.type_energy[types]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[override]
+        # Checkpoints from before per-type reference energies hold none: theirs are zero.
+        state_dict.setdefault(prefix + "type_energy", torch.zeros_like(self.type_energy))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,24 +15,33 @@ from gnnmd.nn.potential import CGPotential
 
 
 class ForceBatch(NamedTuple):
-    """Packed frames: positions (N, 3) nm, reference forces (N, 3) kJ/mol/nm, and the graph batch."""
+    """Packed frames: positions (N, 3) nm, reference forces (N, 3) kJ/mol/nm, the graph batch,
+    and reference energies (G,) kJ/mol when the loader reads them (else None)."""
 
     positions: Tensor
     forces: Tensor
     graphs: GraphBatch
+    energies: Optional[Tensor] = None
 
 
 class BatchLoader:
     """Turns lists of global frame indices into :class:`ForceBatch` es.
 
     Frames of one molecule are read in one HDF5 call; the packed graph of a
-    batch composition (molecule, count) is built once and reused.
+    batch composition (molecule, count) is built once and reused. With
+    ``energies`` the batches also carry the frames' reference energies.
     """
 
     def __init__(
-        self, dataset: ForceDataset, model: CGPotential, device: torch.device, cache_size: int = 32
+        self,
+        dataset: ForceDataset,
+        model: CGPotential,
+        device: torch.device,
+        cache_size: int = 32,
+        energies: bool = False,
     ) -> None:
         self.dataset = dataset
+        self.read_energies = energies
         self.model = model
         self.device = device
         self.cache: OrderedDict[tuple, GraphBatch] = OrderedDict()
@@ -43,16 +52,24 @@ class BatchLoader:
         for index in indices:
             molecule, frame = self.dataset.locate(int(index))
             by_molecule.setdefault(molecule, []).append(frame)
-        positions, forces, composition = [], [], []
+        positions, forces, energies, composition = [], [], [], []
         for molecule in sorted(by_molecule):
+            # Both reads sort the frame indices, so energies stay in step with the frames.
             coordinates, reference = self.dataset.frames(molecule, by_molecule[molecule])
             positions.append(coordinates.reshape(-1, 3))
             forces.append(reference.reshape(-1, 3))
+            if self.read_energies:
+                energies.append(self.dataset.energies(molecule, by_molecule[molecule]))
             composition.append((molecule, len(by_molecule[molecule])))
         return ForceBatch(
             positions=torch.as_tensor(np.concatenate(positions), dtype=dtype, device=self.device),
             forces=torch.as_tensor(np.concatenate(forces), dtype=dtype, device=self.device),
             graphs=self.graphs(tuple(composition)),
+            energies=(
+                torch.as_tensor(np.concatenate(energies), dtype=dtype, device=self.device)
+                if self.read_energies
+                else None
+            ),
         )
 
     def graphs(self, composition: tuple) -> GraphBatch:

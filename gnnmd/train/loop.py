@@ -2,7 +2,12 @@
 
 Loss: mean squared error of the model's forces (priors + network) against the
 reference forces, (kJ/mol/nm)². With priors held fixed this is delta-force
-matching: the network learns F_ref - F_prior. Each epoch visits the training
+matching: the network learns F_ref - F_prior. Data with reference energies
+(all-atom data) can add an energy term: loss = w_F·MSE(F) + w_E·MSE(E), the
+energy error per frame in (kJ/mol)². Before energy training the network's
+per-type reference energies are fitted by least squares to the training
+frames (:func:`fit_type_energies`), so the network learns only what varies
+within a molecule and its energies sit on the data's scale. Each epoch visits the training
 frames in an order fixed by (seed, epoch), so a run resumed from its state file
 continues exactly as an uninterrupted one. Under torchrun every global batch is
 split across ranks and DistributedDataParallel averages the gradients.
@@ -27,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from gnnmd.config import from_mapping
-from gnnmd.data.dataset import ForceDataset
+from gnnmd.data.dataset import DatasetError, ForceDataset
 from gnnmd.graph import GraphBatch
 from gnnmd.models import save_checkpoint
 from gnnmd.nn.potential import CGPotential
@@ -37,7 +42,12 @@ from gnnmd.train.distributed import all_reduce_sum, init_from_environment
 STATE_FILE = "train_state.pt"
 BEST_FILE = "best.pt"
 METRICS_FILE = "metrics.csv"
-METRIC_COLUMNS = ("epoch", "train_force_rmse", "val_force_rmse", "learning_rate", "seconds")
+METRIC_COLUMNS = (
+    "epoch", "train_force_rmse", "val_force_rmse", "learning_rate", "seconds",
+    "train_energy_rmse", "val_energy_rmse", "val_loss",
+)  # fmt: skip
+#: Training frames per molecule used to fit the per-type reference energies.
+TYPE_ENERGY_FRAMES = 256
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,9 @@ class TrainingConfig:
         validation_fraction: share of frames held out (chosen by ``seed``).
         seed: seeds the split and the frame order.
         max_frames: use at most this many frames (a random subset), or all.
+        force_weight: weight of the force MSE, (kJ/mol/nm)², in the loss.
+        energy_weight: weight of the per-frame energy MSE, (kJ/mol)², in the loss; above 0
+            the dataset must hold energies for every molecule.
     """
 
     epochs: int = 30
@@ -67,6 +80,8 @@ class TrainingConfig:
     validation_fraction: float = 0.1
     seed: int = 0
     max_frames: int | None = None
+    force_weight: float = 1.0
+    energy_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -75,6 +90,16 @@ class TrainingConfig:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        weights = (self.force_weight, self.energy_weight)
+        if not (min(weights) >= 0 and sum(weights) > 0):
+            raise ValueError(
+                f"force_weight {self.force_weight} and energy_weight {self.energy_weight} must be >= 0, "
+                "not both zero"
+            )
+
+    @property
+    def uses_energies(self) -> bool:
+        return self.energy_weight > 0
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
@@ -93,16 +118,61 @@ def split_frames(count: int, config: TrainingConfig) -> tuple[np.ndarray, np.nda
     return np.sort(order[held_out:]), np.sort(order[:held_out])
 
 
+@dataclass(frozen=True)
+class ErrorSums:
+    """Summed errors of a set of frames: ``sums`` = [Σ ΔF² (kJ/mol/nm)², force components,
+    Σ ΔE² (kJ/mol)², frames with energies], float64."""
+
+    sums: Tensor
+
+    @property
+    def force_rmse(self) -> float:
+        """kJ/mol/nm."""
+        return float(torch.sqrt(self.sums[0] / self.sums[1]))
+
+    @property
+    def energy_rmse(self) -> float | None:
+        """kJ/mol, or None when no energies were compared."""
+        return float(torch.sqrt(self.sums[2] / self.sums[3])) if self.sums[3] > 0 else None
+
+
 class ForceModel(nn.Module):
-    """Forces as the module output, so DistributedDataParallel sees one forward and one backward."""
+    """Energies and forces as the module output, so DistributedDataParallel sees one forward and backward."""
 
     def __init__(self, potential: CGPotential) -> None:
         super().__init__()
         self.potential = potential
 
-    def forward(self, positions: Tensor, graphs: GraphBatch) -> Tensor:
-        """(N, 3) nm -> (N, 3) kJ/mol/nm, differentiable with respect to the parameters."""
-        return self.potential.energy_and_forces(positions, graphs, create_graph=self.training)[1]
+    def forward(self, positions: Tensor, graphs: GraphBatch) -> tuple[Tensor, Tensor]:
+        """(N, 3) nm -> energies (G,) kJ/mol and forces (N, 3) kJ/mol/nm, differentiable in the parameters."""
+        return self.potential.energy_and_forces(positions, graphs, create_graph=self.training)
+
+
+def fit_type_energies(
+    model: CGPotential, loader: BatchLoader, frames_by_molecule: Mapping[int, np.ndarray], dtype: torch.dtype
+) -> Tensor:
+    """Per-type reference energies (T,) kJ/mol that best explain the data's energy offsets.
+
+    For each molecule m the mean residual r_m = <E_ref - E_model> over (up to
+    TYPE_ENERGY_FRAMES of) its frames is explained as Σ_t n_mt e_t, with n_mt
+    the beads of type t in m, solved by least squares (the minimum-norm
+    solution when the molecules do not determine every type). The result is
+    added to the model's current ``type_energy``.
+    """
+    counts, residuals = [], []
+    with torch.no_grad():
+        for molecule, frames in sorted(frames_by_molecule.items()):
+            spread = np.linspace(0, len(frames) - 1, min(len(frames), TYPE_ENERGY_FRAMES))
+            chosen = frames[spread.astype(np.int64)]
+            batch = loader(np.unique(chosen), dtype)
+            predicted = model(batch.positions, batch.graphs)
+            residuals.append(float((batch.energies - predicted).double().mean()))
+            beads = loader.dataset.topologies[molecule].n_beads
+            types = batch.graphs.types[:beads].cpu().numpy()
+            counts.append(np.bincount(types, minlength=len(model.vocabulary)))
+    solution = np.linalg.lstsq(np.array(counts, dtype=np.float64), np.array(residuals), rcond=None)[0]
+    current = model.network.type_energy
+    return current + torch.as_tensor(solution, dtype=current.dtype, device=current.device)
 
 
 class Trainer:
@@ -135,7 +205,14 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.metadata = dict(metadata or {})
         self.train_frames, self.val_frames = split_frames(len(dataset), config)
-        self.loader = BatchLoader(dataset, model, self.device)
+        self.loader = BatchLoader(dataset, model, self.device, energies=config.uses_energies)
+        if config.uses_energies:
+            self._check_energies()
+            by_molecule: dict[int, list[int]] = {}
+            for index in self.train_frames:
+                by_molecule.setdefault(dataset.locate(int(index))[0], []).append(int(index))
+            frames = {m: np.array(f) for m, f in by_molecule.items()}
+            model.network.type_energy.copy_(fit_type_energies(model, self.loader, frames, self.dtype))
         self.force_model: nn.Module = ForceModel(model)
         if self.world > 1:
             # Parameters that only shift the energy (the readout's last bias) get no gradient from a
@@ -150,7 +227,9 @@ class Trainer:
             self.optimizer, factor=config.lr_decay_factor, patience=config.lr_patience
         )
         self.epoch = 0
-        self.best_val = float("inf")
+        self.best_val = float("inf")  # validation force RMSE of the best epoch, kJ/mol/nm
+        self.best_loss = float("inf")  # its validation loss, which picks the best epoch
+        self.best_energy: float | None = None  # its validation energy RMSE, kJ/mol (energy training)
         self.bad_epochs = 0
         self.history: list[dict] = []
 
@@ -163,38 +242,57 @@ class Trainer:
         size = self.config.batch_size
         return [order[i : i + size] for i in range(0, len(order), size)]
 
-    def squared_error(self, batch: ForceBatch) -> tuple[Tensor, Tensor]:
-        """(sum of squared force errors, number of force components) of one batch."""
-        predicted = self.force_model(batch.positions, batch.graphs)
-        difference = predicted - batch.forces
-        return (difference * difference).sum(), torch.tensor(float(difference.numel()))
+    def _check_energies(self) -> None:
+        stored = zip(self.dataset.molecules, self.dataset.has_energies, strict=True)
+        missing = [molecule for molecule, has in stored if not has]
+        if missing:
+            raise DatasetError(
+                f"{self.dataset.path}: energy_weight is {self.config.energy_weight} but molecule(s) "
+                f"{missing} have no 'energies'; train on forces alone (energy_weight 0)"
+            )
 
-    def train_epoch(self, epoch: int) -> float:
-        """One pass over the training frames; returns the training force RMSE, kJ/mol/nm."""
+    def errors(self, batch: ForceBatch) -> Tensor:
+        """[Σ force error², force components, Σ energy error², frames] of one batch (a 4-vector)."""
+        energies, forces = self.force_model(batch.positions, batch.graphs)
+        force_error = forces - batch.forces
+        squared = [(force_error * force_error).sum(), force_error.new_tensor(float(force_error.numel()))]
+        if batch.energies is None:
+            squared += [force_error.new_zeros(()), force_error.new_zeros(())]
+        else:
+            energy_error = energies - batch.energies
+            frames = energy_error.new_tensor(float(energy_error.numel()))
+            squared += [(energy_error * energy_error).sum(), frames]
+        return torch.stack(squared)
+
+    def loss(self, errors: Tensor) -> Tensor:
+        """The weighted loss w_F·MSE(F) + w_E·MSE(E) from :meth:`errors` sums."""
+        loss = self.config.force_weight * errors[0] / errors[1]
+        if self.config.uses_energies:
+            loss = loss + self.config.energy_weight * errors[2] / errors[3]
+        return loss
+
+    def train_epoch(self, epoch: int) -> ErrorSums:
+        """One pass over the training frames; returns their errors summed over all ranks."""
         self.force_model.train()
-        totals = torch.zeros(2, dtype=torch.float64)
+        totals = torch.zeros(4, dtype=torch.float64)
         for batch_indices in self.global_batches(epoch):
             shard = batch_indices[self.rank :: self.world]
-            squared, count = self.squared_error(self.loader(shard, self.dtype))
+            errors = self.errors(self.loader(shard, self.dtype))
             self.optimizer.zero_grad(set_to_none=True)
-            (squared / count).backward()
+            self.loss(errors).backward()
             self.optimizer.step()
-            totals += torch.stack([squared.detach().double().cpu(), count.double()])
-        totals = all_reduce_sum(totals)
-        return float(torch.sqrt(totals[0] / totals[1]))
+            totals += errors.detach().double().cpu()
+        return ErrorSums(all_reduce_sum(totals))
 
-    def validate(self) -> float:
-        """Force RMSE on the held-out frames, kJ/mol/nm."""
+    def validate(self) -> ErrorSums:
+        """Errors of the held-out frames, summed over all ranks."""
         self.force_model.eval()
-        totals = torch.zeros(2, dtype=torch.float64)
+        totals = torch.zeros(4, dtype=torch.float64)
         frames = self.val_frames[self.rank :: self.world]
         for start in range(0, len(frames), self.config.batch_size):
-            squared, count = self.squared_error(
-                self.loader(frames[start : start + self.config.batch_size], self.dtype)
-            )
-            totals += torch.stack([squared.detach().double().cpu(), count.double()])
-        totals = all_reduce_sum(totals)
-        return float(torch.sqrt(totals[0] / totals[1]))
+            batch = self.loader(frames[start : start + self.config.batch_size], self.dtype)
+            totals += self.errors(batch).detach().double().cpu()
+        return ErrorSums(all_reduce_sum(totals))
 
     # -- the run ----------------------------------------------------------------
 
@@ -205,20 +303,26 @@ class Trainer:
             self.load_state()
         while self.epoch < self.config.epochs and self.bad_epochs < self.config.early_stopping_patience:
             started = time.perf_counter()
-            train_rmse = self.train_epoch(self.epoch)
-            val_rmse = self.validate()
-            self.scheduler.step(val_rmse)
+            train = self.train_epoch(self.epoch)
+            val = self.validate()
+            val_loss = float(self.loss(val.sums))
+            self.scheduler.step(val_loss)
             self.epoch += 1
             row = {
                 "epoch": self.epoch,
-                "train_force_rmse": train_rmse,
-                "val_force_rmse": val_rmse,
+                "train_force_rmse": train.force_rmse,
+                "val_force_rmse": val.force_rmse,
                 "learning_rate": self.optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - started,
+                "train_energy_rmse": train.energy_rmse,
+                "val_energy_rmse": val.energy_rmse,
+                "val_loss": val_loss,
             }
             self.history.append(row)
-            improved = val_rmse < self.best_val
-            self.best_val = min(self.best_val, val_rmse)
+            improved = val_loss < self.best_loss
+            if improved:
+                self.best_loss, self.best_val = val_loss, row["val_force_rmse"]
+                self.best_energy = row["val_energy_rmse"]
             self.bad_epochs = 0 if improved else self.bad_epochs + 1
             if self.rank == 0:
                 if improved:
@@ -237,6 +341,7 @@ class Trainer:
                 "config": dataclasses.asdict(self.config),
                 "epoch": self.epoch,
                 "val_force_rmse_kj_per_mol_nm": self.best_val,
+                "val_energy_rmse_kj_per_mol": self.best_energy,
                 "train_frames": int(len(self.train_frames)),
                 "val_frames": int(len(self.val_frames)),
                 # Global frame indices, so that validation can measure forces on unseen frames.
@@ -255,6 +360,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "best_val": self.best_val,
+            "best_loss": self.best_loss,
+            "best_energy": self.best_energy,
             "bad_epochs": self.bad_epochs,
             "history": self.history,
             "config": dataclasses.asdict(self.config),
@@ -270,7 +377,8 @@ class Trainer:
         path = self.output_dir / STATE_FILE
         state = torch.load(path, map_location=self.device, weights_only=False)
         # Everything but the epoch budget must match: extending a run is allowed.
-        saved = {k: v for k, v in state["config"].items() if k != "epochs"}
+        defaults = dataclasses.asdict(TrainingConfig())  # fields added since the state was written
+        saved = {k: v for k, v in {**defaults, **state["config"]}.items() if k != "epochs"}
         current = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "epochs"}
         if saved != current:
             raise ValueError(
@@ -281,6 +389,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best_val, self.bad_epochs = state["epoch"], state["best_val"], state["bad_epochs"]
+        # States from force-only trainers before the weighted loss: the loss was the force MSE.
+        self.best_loss = state.get("best_loss", self.config.force_weight * self.best_val**2)
+        self.best_energy = state.get("best_energy")
         self.history = list(state["history"])
 
     def write_metrics(self) -> None:
@@ -299,11 +410,15 @@ def plot_learning_curve(history: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [row["epoch"] for row in history]
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    axis.plot(epochs, [row["train_force_rmse"] for row in history], "o-", label="training")
-    axis.plot(epochs, [row["val_force_rmse"] for row in history], "s-", label="validation")
-    axis.set(xlabel="epoch", ylabel="force RMSE (kJ/mol/nm)", title="force matching")
-    axis.legend()
+    with_energies = any(row.get("val_energy_rmse") is not None for row in history)
+    figure, axes = plt.subplots(1, 2 if with_energies else 1, figsize=(10 if with_energies else 5, 3.5))
+    axes = list(np.atleast_1d(axes))
+    panels = [("force", "kJ/mol/nm")] + ([("energy", "kJ/mol")] if with_energies else [])
+    for axis, (quantity, unit) in zip(axes, panels, strict=True):
+        axis.plot(epochs, [row[f"train_{quantity}_rmse"] for row in history], "o-", label="training")
+        axis.plot(epochs, [row[f"val_{quantity}_rmse"] for row in history], "s-", label="validation")
+        axis.set(xlabel="epoch", ylabel=f"{quantity} RMSE ({unit})", title=f"{quantity} matching")
+        axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

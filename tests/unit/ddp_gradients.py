@@ -19,11 +19,14 @@ dataset = ForceDataset(sys.argv[1])
 network = PotentialConfig(hidden_channels=16, num_filters=16, num_interactions=2, num_rbf=12, cutoff_nm=1.0)
 native = [(dataset.topologies[0], dataset.frames(0, [0])[0][0])]
 model = untrained_model(network, native, seed=4).double()
-trainer = Trainer(model, dataset, TrainingConfig(epochs=1, batch_size=16, seed=3), sys.argv[2] + ".run")
+# With energies in the data the loss has both terms, so every parameter (the readout's last bias
+# too, which only shifts the energy) gets a gradient.
+config = TrainingConfig(
+    epochs=1, batch_size=16, seed=3, energy_weight=0.5 if dataset.has_energies[0] else 0.0
+)
+trainer = Trainer(model, dataset, config, sys.argv[2] + ".run")
 shard = trainer.global_batches(0)[0][trainer.rank :: trainer.world]
-squared, count = trainer.squared_error(trainer.loader(np.asarray(shard), torch.float64))
-(squared / count).backward()
+trainer.loss(trainer.errors(trainer.loader(np.asarray(shard), torch.float64))).backward()
 if trainer.rank == 0:
-    # Parameters that only shift the energy (the readout's last bias) get no force gradient.
     gradients = {name: p.grad.clone() for name, p in model.network.named_parameters() if p.grad is not None}
     torch.save(gradients, sys.argv[2])

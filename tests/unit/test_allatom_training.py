@@ -54,7 +54,7 @@ def test_prior_free_model_trains_on_allatom_frames(tmp_path):
     state = torch.random.get_rng_state()
     settings = TrainingConfig(epochs=3, batch_size=8, learning_rate=5e-3, validation_fraction=0.25, seed=0)
     trainer = Trainer(model, dataset, settings, tmp_path / "run", "cpu", {"name": "tiny"})
-    before = trainer.validate()
+    before = trainer.validate().force_rmse
     history = trainer.run(resume=False)
     assert len(history) == 3 and trainer.best_val < before
     assert torch.equal(state, torch.random.get_rng_state())

@@ -111,9 +111,7 @@ def rows(path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-def test_a_run_logs_window_maxima_and_resumes_exactly(
-    small_model, members, chignolin, tmp_path, one_thread
-):
+def test_a_run_logs_window_maxima_and_resumes_exactly(small_model, members, chignolin, tmp_path, one_thread):
     straight, split = tmp_path / "straight", tmp_path / "split"
     runner, monitor, summary = run_with_committee(small_model, members[1:], chignolin, straight, 4)
     logged = rows(straight / "replica_0001.csv")

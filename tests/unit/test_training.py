@@ -19,8 +19,11 @@ from tests.conftest import SMALL_CONFIG, randomized
 HERE = Path(__file__).parent
 
 
-def teacher_dataset(path, chignolin, frames=32):
-    """Frames near the native structure labelled by a random 'teacher' model: an exactly learnable target."""
+def teacher_dataset(path, chignolin, frames=32, energy_offset=None):
+    """Frames near the native structure labelled by a random 'teacher' model: an exactly learnable target.
+
+    With ``energy_offset`` (kJ/mol) the frames also carry the teacher's energies plus that offset.
+    """
     from gnnmd.models import untrained_model
 
     teacher = randomized(
@@ -30,8 +33,9 @@ def teacher_dataset(path, chignolin, frames=32):
     rng = np.random.default_rng(0)
     x = chignolin.positions_nm[None] + rng.normal(0, 0.02, (frames, chignolin.topology.n_beads, 3))
     batch = teacher.pack([chignolin.topology] * frames)
-    _, forces = teacher.energy_and_forces(torch.tensor(x.reshape(-1, 3)), batch)
-    write_molecule(path, chignolin.topology, x, forces.reshape(frames, -1, 3).numpy())
+    energies, forces = teacher.energy_and_forces(torch.tensor(x.reshape(-1, 3)), batch)
+    energies = None if energy_offset is None else energies.numpy() + energy_offset
+    write_molecule(path, chignolin.topology, x, forces.reshape(frames, -1, 3).numpy(), energies)
     return ForceDataset(path), teacher
 
 
@@ -47,7 +51,7 @@ CONFIG = TrainingConfig(epochs=3, batch_size=8, learning_rate=3e-3, validation_f
 def test_training_lowers_validation_loss_and_writes_outputs(tmp_path, chignolin):
     dataset, teacher = teacher_dataset(tmp_path / "d.h5", chignolin)
     trainer = Trainer(student(teacher, 5), dataset, CONFIG, tmp_path / "run")
-    before = trainer.validate()
+    before = trainer.validate().force_rmse
     history = trainer.run()
     assert history[-1]["val_force_rmse"] < 0.8 * before
     for name in ("train_state.pt", "best.pt", "metrics.csv", "learning_curve.png"):
@@ -98,8 +102,11 @@ def test_config_rejects_unknown_keys():
 
 
 def test_two_process_gradients_equal_one_process(tmp_path, chignolin):
-    """One optimiser step's gradients: 2 gloo ranks (DDP) on halves == 1 process on the whole batch."""
-    teacher_dataset(tmp_path / "d.h5", chignolin)
+    """One optimiser step's gradients: 2 gloo ranks (DDP) on halves == 1 process on the whole batch.
+
+    The data carry energies, so the step's loss has both the force and the energy term.
+    """
+    teacher_dataset(tmp_path / "d.h5", chignolin, energy_offset=1234.5)
     script = HERE / "ddp_gradients.py"
     single = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "d.h5"), str(tmp_path / "one.pt")],
