@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gnnmd.data.allatom import DEFAULT_TIMESTEP_FS, FORCEFIELDS, PLATFORMS, RESOLUTIONS
+from gnnmd.data.allatom import DEFAULT_TIMESTEP_FS, FORCEFIELDS, PLATFORMS, RESOLUTIONS, resolve_platform
 from gnnmd.topology import MAPPINGS
 from gnnmd.units import ENERGY_UNITS, LENGTH_UNITS
+
+PLATFORM_HELP = "OpenMM platform (default auto: CUDA when OpenMM has it, else CPU)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     allatom.add_argument(
         "--forcefield", choices=sorted(FORCEFIELDS), default="amber14-gbn2", help="force field"
     )
-    allatom.add_argument("--platform", choices=PLATFORMS, default="CPU", help="OpenMM platform (CPU)")
+    allatom.add_argument("--platform", choices=("auto", *PLATFORMS), default="auto", help=PLATFORM_HELP)
     allatom.add_argument("--seed", type=int, default=1, help="velocities and thermostat seed (1)")
     allatom.add_argument("-o", "--output", type=Path, required=True, help=output_help + "; resumable")
     _add_recompute(actions, output_help)
@@ -73,7 +75,7 @@ def _add_recompute(actions, output_help: str) -> None:
         help="match templates ignoring bonds to atoms the topology lacks (stripped caps): end residues "
         "get internal-residue parameters",
     )  # fmt: skip
-    recompute.add_argument("--platform", choices=PLATFORMS, default="CPU", help="OpenMM platform (CPU)")
+    recompute.add_argument("--platform", choices=("auto", *PLATFORMS), default="auto", help=PLATFORM_HELP)
     recompute.add_argument("--stride", type=int, default=1, help="keep every N-th frame (1)")
     recompute.add_argument("--mapping", choices=MAPPINGS, default="5bead", help="CG mapping (5bead)")
     recompute.add_argument("--name", help="molecule name in the dataset (default: the topology file's stem)")
@@ -110,7 +112,7 @@ def generate(args: argparse.Namespace) -> Path:
 
     settings = AllAtomSettings(
         temperature_k=args.temperature_k, frame_interval_ps=args.frame_interval_ps,
-        forcefield=args.forcefield, platform=args.platform, seed=args.seed,
+        forcefield=args.forcefield, platform=resolve_platform(args.platform), seed=args.seed,
         resolution=args.resolution, timestep_fs=args.timestep_fs,
     )  # fmt: skip
     generator = Generator(load_system(args.system), args.output, settings)
@@ -122,7 +124,9 @@ def generate(args: argparse.Namespace) -> Path:
     )
     with Progress(*columns, TimeRemainingColumn()) as bar:
         task = bar.add_task(
-            f"{generator.molecule.name} all-atom", total=total, completed=generator.frames_done
+            f"{generator.molecule.name} all-atom ({settings.platform})",
+            total=total,
+            completed=generator.frames_done,
         )
         generator.run(total, lambda done, _: bar.update(task, completed=done))
     return args.output
@@ -137,7 +141,7 @@ def recompute(args: argparse.Namespace) -> Path:
 
     settings = RecomputeSettings(
         forcefield=args.forcefield, system_xml=args.system_xml,
-        ignore_external_bonds=args.ignore_external_bonds, platform=args.platform,
+        ignore_external_bonds=args.ignore_external_bonds, platform=resolve_platform(args.platform),
         stride=args.stride, mapping=args.mapping,
     )  # fmt: skip
     bar = Progress(

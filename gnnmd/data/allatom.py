@@ -124,6 +124,19 @@ class AllAtomSettings:
         return repr(fields)
 
 
+def resolve_platform(name: str) -> str:
+    """An OpenMM platform name; ``"auto"`` is CUDA when OpenMM can load it here, else CPU."""
+    if name != "auto":
+        return name
+    import openmm
+
+    try:
+        openmm.Platform.getPlatformByName("CUDA")
+    except Exception:  # OpenMM raises a bare Exception for a platform it cannot load
+        return "CPU"
+    return "CUDA"
+
+
 def bead_groups(allatom: mdtraj.Topology, cg: CGTopology) -> np.ndarray:
     """(A,) int64: the bead that receives each atom's force, or -1.
 

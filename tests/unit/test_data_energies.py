@@ -227,3 +227,13 @@ def test_interrupted_atom_run_resumes_exactly_beside_cg_frames(atom_run, chignol
     both = ForceDataset(part)
     assert both.molecules == ["chignolin", "chignolin_allatom"] and both.has_energies == [False, True]
     assert len(both) == 5
+
+
+def test_auto_platform_is_cuda_only_where_openmm_has_it():
+    import openmm
+
+    from gnnmd.data.allatom import resolve_platform
+
+    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    assert resolve_platform("auto") == ("CUDA" if "CUDA" in names else "CPU")
+    assert resolve_platform("Reference") == "Reference"

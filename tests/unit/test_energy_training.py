@@ -127,3 +127,29 @@ def test_cli_train_with_energy_weight(tmp_path, chignolin, capsys):
     arguments[4] = str(tmp_path / "run2")
     assert main(arguments) != 0
     assert "no 'energies'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["reference", "tabulated", "fused16"])
+def test_type_energies_reach_exported_and_converted_models(chignolin, backend):
+    """Per-type energies shift the energy, not the forces, in every engine the model goes to."""
+    from gnnmd.export import export_potential
+    from gnnmd.kernels import use_backend
+
+    model = load_model("chignolin")
+    shifted = load_model("chignolin")
+    torch.manual_seed(0)
+    shifted.network.type_energy.copy_(torch.randn(len(shifted.vocabulary)) * 100.0)
+    if backend != "reference":
+        model, shifted = use_backend(model, backend), use_backend(shifted, backend)
+    expected_shift = float(shifted.network.type_energy[model.pack([chignolin.topology]).types].sum())
+    x = torch.as_tensor(chignolin.positions_nm, dtype=torch.float32)
+    batch = model.pack([chignolin.topology])
+    energy, forces = model.energy_and_forces(x, batch)
+    energy_shifted, forces_shifted = shifted.energy_and_forces(x, batch)
+    torch.testing.assert_close(energy_shifted - energy, torch.tensor([expected_shift]), rtol=1e-5, atol=1e-2)
+    torch.testing.assert_close(forces_shifted, forces)
+    if backend == "reference":
+        exported = export_potential(shifted, chignolin.topology, forces=True)
+        got_energy, got_forces = exported(x)
+        torch.testing.assert_close(got_energy, energy_shifted.sum(), rtol=1e-6, atol=1e-3)
+        torch.testing.assert_close(got_forces, forces_shifted)
