@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
               "epochs": args.epochs, "model_config": args.model_config, "runs": []}  # fmt: skip
     for weight in (float(w) for w in args.energy_weights.split(",")):
         output = work / f"energy_weight_{weight:g}"
+        shutil.rmtree(output, ignore_errors=True)  # a fresh run, not a resume of an earlier one
         dataset = ForceDataset(train_file)
         model = model_for_dataset(dataset, potential_config(args.model_config), args.temperature_k, seed=0)
         config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, seed=0, energy_weight=weight)

@@ -4,10 +4,12 @@ Loss: mean squared error of the model's forces (priors + network) against the
 reference forces, (kJ/mol/nm)². With priors held fixed this is delta-force
 matching: the network learns F_ref - F_prior. Data with reference energies
 (all-atom data) can add an energy term: loss = w_F·MSE(F) + w_E·MSE(E), the
-energy error per frame in (kJ/mol)². Before energy training the network's
+energy error per frame in (kJ/mol)². Before energy training, and again after every epoch, the network's
 per-type reference energies are fitted by least squares to the training
-frames (:func:`fit_type_energies`), so the network learns only what varies
-within a molecule and its energies sit on the data's scale. Each epoch visits the training
+frames (:func:`fit_type_energies`): the network learns only what varies
+within a molecule, its energies sit on the data's scale, and the drift of its
+mean energy under force training, which the optimiser would follow only in
+steps of the learning rate, is removed in closed form. Each epoch visits the training
 frames in an order fixed by (seed, epoch), so a run resumed from its state file
 continues exactly as an uninterrupted one. Under torchrun every global batch is
 split across ranks and DistributedDataParallel averages the gradients.
@@ -206,13 +208,14 @@ class Trainer:
         self.metadata = dict(metadata or {})
         self.train_frames, self.val_frames = split_frames(len(dataset), config)
         self.loader = BatchLoader(dataset, model, self.device, energies=config.uses_energies)
+        self.frames_by_molecule: dict[int, np.ndarray] = {}
         if config.uses_energies:
             self._check_energies()
             by_molecule: dict[int, list[int]] = {}
             for index in self.train_frames:
                 by_molecule.setdefault(dataset.locate(int(index))[0], []).append(int(index))
-            frames = {m: np.array(f) for m, f in by_molecule.items()}
-            model.network.type_energy.copy_(fit_type_energies(model, self.loader, frames, self.dtype))
+            self.frames_by_molecule = {m: np.array(f) for m, f in by_molecule.items()}
+            self.refit_type_energies()
         self.force_model: nn.Module = ForceModel(model)
         if self.world > 1:
             # Parameters that only shift the energy (the readout's last bias) get no gradient from a
@@ -241,6 +244,11 @@ class Trainer:
         order = rng.permutation(self.train_frames)
         size = self.config.batch_size
         return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def refit_type_energies(self) -> None:
+        """Re-fit the per-type reference energies to the training frames (energy training only)."""
+        fitted = fit_type_energies(self.model, self.loader, self.frames_by_molecule, self.dtype)
+        self.model.network.type_energy.copy_(fitted)
 
     def _check_energies(self) -> None:
         stored = zip(self.dataset.molecules, self.dataset.has_energies, strict=True)
@@ -304,6 +312,8 @@ class Trainer:
         while self.epoch < self.config.epochs and self.bad_epochs < self.config.early_stopping_patience:
             started = time.perf_counter()
             train = self.train_epoch(self.epoch)
+            if self.config.uses_energies:
+                self.refit_type_energies()
             val = self.validate()
             val_loss = float(self.loss(val.sums))
             self.scheduler.step(val_loss)

@@ -103,3 +103,31 @@ def test_resume_refuses_other_settings(chignolin, tmp_path, tiny):
     other = AllAtomSettings(platform="Reference", frame_interval_ps=0.004, chunk_frames=2, seed=4)
     with pytest.raises(Exception, match="use a new output file"):
         Generator(chignolin, path, other)
+
+
+def test_chain_ends_without_oxt_get_one_and_the_force_field_accepts_them():
+    """1ENH ends its chain without OXT, which the C-terminal template needs: it is added, planar, 0.125 nm."""
+    import openmm.app as app
+
+    from gnnmd.data.allatom import CARBOXYLATE_CO_NM, FORCEFIELDS, add_terminal_oxygens, build_allatom
+    from gnnmd.systems import load_system
+
+    structure = mdtraj.load(str(load_system("engrailed").pdb_path)).remove_solvent()
+    heavy = structure.atom_slice(structure.topology.select("protein and not element H"))
+    topology, positions = add_terminal_oxygens(heavy.topology.to_openmm(), heavy.xyz[0].astype(np.float64))
+    assert topology.getNumAtoms() == heavy.n_atoms + 1
+    last = list(topology.residues())[-1]
+    atoms = {atom.name: atom.index for atom in last.atoms()}
+    c, o, oxt, ca = (positions[atoms[name]] for name in ("C", "O", "OXT", "CA"))
+    assert np.linalg.norm(oxt - c) == pytest.approx(CARBOXYLATE_CO_NM)
+    normal = np.cross(ca - c, o - c)
+    assert abs(np.dot(oxt - c, normal)) < 1e-9  # in the CA-C-O plane
+    assert any({a.name for a in bond} == {"C", "OXT"} for bond in topology.bonds())
+    # With it, hydrogens can be added and a System built for the whole 54-residue chain.
+    allatom, _ = build_allatom(load_system("engrailed"), app.ForceField(*FORCEFIELDS["amber14-gbn2"]))
+    assert allatom.getNumAtoms() == 947
+    # A chain that already ends in OXT (CLN025) is returned as it was.
+    chignolin = mdtraj.load(str(load_system("chignolin").pdb_path))
+    protein = chignolin.atom_slice(chignolin.topology.select("protein"))
+    unchanged, _ = add_terminal_oxygens(protein.topology.to_openmm(), protein.xyz[0].astype(np.float64))
+    assert unchanged.getNumAtoms() == protein.n_atoms
