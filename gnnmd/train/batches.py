@@ -16,11 +16,13 @@ from gnnmd.nn.potential import CGPotential
 
 class ForceBatch(NamedTuple):
     """Packed frames: positions (N, 3) nm, reference forces (N, 3) kJ/mol/nm, the graph batch,
-    and reference energies (G,) kJ/mol when the loader reads them (else None)."""
+    each graph's dataset molecule index (G,), and reference energies (G,) kJ/mol when the
+    loader reads them (else None)."""
 
     positions: Tensor
     forces: Tensor
     graphs: GraphBatch
+    molecules: Tensor
     energies: Optional[Tensor] = None
 
 
@@ -65,6 +67,7 @@ class BatchLoader:
             positions=torch.as_tensor(np.concatenate(positions), dtype=dtype, device=self.device),
             forces=torch.as_tensor(np.concatenate(forces), dtype=dtype, device=self.device),
             graphs=self.graphs(tuple(composition)),
+            molecules=torch.tensor([m for m, count in composition for _ in range(count)], dtype=torch.int64),
             energies=(
                 torch.as_tensor(np.concatenate(energies), dtype=dtype, device=self.device)
                 if self.read_energies

@@ -268,9 +268,29 @@ class Trainer:
             squared += [force_error.new_zeros(()), force_error.new_zeros(())]
         else:
             energy_error = energies - batch.energies
+            if self.force_model.training:
+                energy_error = energy_error - self.batch_offsets(energy_error.detach(), batch.molecules)
             frames = energy_error.new_tensor(float(energy_error.numel()))
             squared += [(energy_error * energy_error).sum(), frames]
         return torch.stack(squared)
+
+    def batch_offsets(self, energy_error: Tensor, molecules: Tensor) -> Tensor:
+        """Per frame, the mean energy error (kJ/mol) of its molecule's frames in the global batch.
+
+        The training loss compares energies relative to this mean: a constant per
+        molecule is the per-type energies' job (fitted in closed form), and chasing
+        it by gradient steps would swamp the optimiser with the drift of the mean
+        energy under force training. The mean needs no gradient: Σ(ΔE_i − mean) = 0
+        makes the gradient of the centred loss the same with it held fixed. It is
+        summed over all ranks, so that DDP gives the one-process gradients.
+        """
+        count = len(self.dataset.molecules)
+        sums = torch.zeros(2, count, dtype=torch.float64)
+        sums[0].index_add_(0, molecules.cpu(), energy_error.double().cpu())
+        sums[1].index_add_(0, molecules.cpu(), torch.ones(len(molecules), dtype=torch.float64))
+        sums = all_reduce_sum(sums)
+        means = sums[0] / sums[1].clamp(min=1.0)
+        return means.to(energy_error)[molecules.to(energy_error.device)]
 
     def loss(self, errors: Tensor) -> Tensor:
         """The weighted loss w_F·MSE(F) + w_E·MSE(E) from :meth:`errors` sums."""

@@ -153,3 +153,19 @@ def test_type_energies_reach_exported_and_converted_models(chignolin, backend):
         got_energy, got_forces = exported(x)
         torch.testing.assert_close(got_energy, energy_shifted.sum(), rtol=1e-6, atol=1e-3)
         torch.testing.assert_close(got_forces, forces_shifted)
+
+
+def test_training_loss_ignores_a_constant_energy_offset(tmp_path, chignolin):
+    """The energy term compares energies relative to the batch mean: +1e4 kJ/mol changes no gradient."""
+    dataset, teacher = teacher_dataset(tmp_path / "d.h5", chignolin, energy_offset=0.0)
+    trainer = Trainer(student(teacher, 5), dataset, ENERGY_CONFIG, tmp_path / "run")
+    trainer.force_model.train()
+    batch = trainer.loader(trainer.global_batches(0)[0], torch.float64)
+    gradients = []
+    for shift in (0.0, 1.0e4):
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.loss(trainer.errors(batch._replace(energies=batch.energies + shift))).backward()
+        gradients.append([p.grad.clone() for p in trainer.model.network.parameters()])
+    for plain, shifted in zip(*gradients, strict=True):
+        torch.testing.assert_close(shifted, plain, rtol=1e-9, atol=1e-9)
+    assert any(g.abs().sum() > 0 for g in gradients[0])
