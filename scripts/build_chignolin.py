@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ns", type=float, default=5.0, help="all-atom ns to record (default 5)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--skip-data", action="store_true", help="train on the data file as it is")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for training (default 2)")
     parser.add_argument(
         "--no-ship", action="store_true", help="train and validate a checkpoint; ship nothing"
     )
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         run(["data", "allatom", "chignolin", "--ns", str(args.ns), "--temperature-k", str(TEMPERATURE_K),
              "--seed", "7", "-o", str(data)])  # fmt: skip
     frames = len(ForceDataset(data))
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     trained = args.work / "train" / "best.pt"
     if not args.validate_only:
         run(["train", "--data", str(data), "-o", str(args.work / "train"), "--model-config", "default",

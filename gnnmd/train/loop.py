@@ -4,14 +4,14 @@ Loss: mean squared error of the model's forces (priors + network) against the
 reference forces, (kJ/mol/nm)². With priors held fixed this is delta-force
 matching: the network learns F_ref - F_prior. Data with reference energies
 (all-atom data) can add an energy term: loss = w_F·MSE(F) + w_E·MSE(E), the
-energy error per frame in (kJ/mol)². Before energy training, and again after every epoch, the network's
-per-type reference energies are fitted by least squares to the training
-frames (:func:`fit_type_energies`): the network learns only what varies
-within a molecule, its energies sit on the data's scale, and the drift of its
-mean energy under force training, which the optimiser would follow only in
-steps of the learning rate, is removed in closed form. Each epoch visits the training
-frames in an order fixed by (seed, epoch), so a run resumed from its state file
-continues exactly as an uninterrupted one. Under torchrun every global batch is
+energy error per frame in (kJ/mol)², relative to the mean error of the
+molecule's frames in the batch (:meth:`Trainer.batch_offsets`). The constant
+is fitted in closed form instead: before energy training and after every
+epoch, the network's per-type reference energies are fitted by least squares
+to the training frames (:func:`fit_type_energies`), so the model's energies sit
+on the data's scale. Each epoch visits the training frames in an order fixed
+by (seed, epoch), so a run resumed from its state file continues exactly as an
+uninterrupted one. Under torchrun every global batch is
 split across ranks and DistributedDataParallel averages the gradients.
 
 Files written to the output folder: ``train_state.pt`` (everything to resume;
