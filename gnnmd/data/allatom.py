@@ -329,16 +329,7 @@ class Generator:
                     group[label].resize(frames, axis=0)
         return frames
 
-    def record(self, frames: int) -> tuple[np.ndarray, np.ndarray]:
-        """Run ``frames`` frame intervals; returns positions (F, n, 3) nm and forces (F, n, 3) kJ/mol/nm.
-
-        Of :attr:`molecule`: the beads and their mapped forces at cg resolution, every
-        atom and its force at atom resolution. :meth:`record_frames` adds the energies.
-        """
-        positions, forces, _ = self.record_frames(frames)
-        return positions, forces
-
-    def record_frames(self, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def record(self, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Run ``frames`` frame intervals; returns positions, forces and energies of :attr:`molecule`.
 
         cg: bead positions (F, n, 3) nm, mapped forces (F, n, 3) kJ/mol/nm, energies None
@@ -368,7 +359,7 @@ class Generator:
         """Record until the dataset holds ``total_frames`` frames of :attr:`molecule`; returns the count."""
         while self.frames_done < total_frames:
             count = min(self.settings.chunk_frames, total_frames - self.frames_done)
-            positions, forces, energies = self.record_frames(count)
+            positions, forces, energies = self.record(count)
             self.frames_done = append_frames(self.output, self.molecule, positions, forces, energies)
             self._save_checkpoint()
             if progress is not None:

@@ -67,7 +67,9 @@ class BatchLoader:
             positions=torch.as_tensor(np.concatenate(positions), dtype=dtype, device=self.device),
             forces=torch.as_tensor(np.concatenate(forces), dtype=dtype, device=self.device),
             graphs=self.graphs(tuple(composition)),
-            molecules=torch.tensor([m for m, count in composition for _ in range(count)], dtype=torch.int64),
+            molecules=torch.tensor(
+                [m for m, count in composition for _ in range(count)], dtype=torch.int64, device=self.device
+            ),
             energies=(
                 torch.as_tensor(np.concatenate(energies), dtype=dtype, device=self.device)
                 if self.read_energies

@@ -284,13 +284,11 @@ class Trainer:
         makes the gradient of the centred loss the same with it held fixed. It is
         summed over all ranks, so that DDP gives the one-process gradients.
         """
-        count = len(self.dataset.molecules)
-        sums = torch.zeros(2, count, dtype=torch.float64)
-        sums[0].index_add_(0, molecules.cpu(), energy_error.double().cpu())
-        sums[1].index_add_(0, molecules.cpu(), torch.ones(len(molecules), dtype=torch.float64))
+        sums = energy_error.new_zeros(2, len(self.dataset.molecules), dtype=torch.float64)
+        sums[0].index_add_(0, molecules, energy_error.double())
+        sums[1].index_add_(0, molecules, torch.ones_like(sums[1][molecules]))
         sums = all_reduce_sum(sums)
-        means = sums[0] / sums[1].clamp(min=1.0)
-        return means.to(energy_error)[molecules.to(energy_error.device)]
+        return (sums[0] / sums[1].clamp(min=1.0)).to(energy_error.dtype)[molecules]
 
     def loss(self, errors: Tensor) -> Tensor:
         """The weighted loss w_F·MSE(F) + w_E·MSE(E) from :meth:`errors` sums."""
@@ -302,25 +300,25 @@ class Trainer:
     def train_epoch(self, epoch: int) -> ErrorSums:
         """One pass over the training frames; returns their errors summed over all ranks."""
         self.force_model.train()
-        totals = torch.zeros(4, dtype=torch.float64)
+        totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # summed where computed: no sync
         for batch_indices in self.global_batches(epoch):
             shard = batch_indices[self.rank :: self.world]
             errors = self.errors(self.loader(shard, self.dtype))
             self.optimizer.zero_grad(set_to_none=True)
             self.loss(errors).backward()
             self.optimizer.step()
-            totals += errors.detach().double().cpu()
-        return ErrorSums(all_reduce_sum(totals))
+            totals += errors.detach().double()
+        return ErrorSums(all_reduce_sum(totals).cpu())
 
     def validate(self) -> ErrorSums:
         """Errors of the held-out frames, summed over all ranks."""
         self.force_model.eval()
-        totals = torch.zeros(4, dtype=torch.float64)
+        totals = torch.zeros(4, dtype=torch.float64, device=self.device)
         frames = self.val_frames[self.rank :: self.world]
         for start in range(0, len(frames), self.config.batch_size):
             batch = self.loader(frames[start : start + self.config.batch_size], self.dtype)
-            totals += self.errors(batch).detach().double().cpu()
-        return ErrorSums(all_reduce_sum(totals))
+            totals += self.errors(batch).detach().double()
+        return ErrorSums(all_reduce_sum(totals).cpu())
 
     # -- the run ----------------------------------------------------------------
 

@@ -105,7 +105,7 @@ def test_agrees_with_the_generators_forces(chignolin, tmp_path):
     generator = Generator(
         chignolin, tmp_path / "unused.h5", AllAtomSettings(platform="Reference", frame_interval_ps=0.004)
     )
-    beads, forces = generator.record(1)
+    beads, forces, _ = generator.record(1)
     atoms = (
         generator.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     )
