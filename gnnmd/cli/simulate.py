@@ -22,6 +22,7 @@ import torch
 
 from gnnmd.errors import CheckpointError
 from gnnmd.kernels import BACKENDS
+from gnnmd.sim import run_record
 from gnnmd.sim.reporters import FORMATS
 from gnnmd.sim.runner import DEFAULT_SKIN_NM
 from gnnmd.sim.simulation import ON_FAILURE
@@ -29,13 +30,7 @@ from gnnmd.units import NS_PER_PS, PS_PER_FS, SECONDS_PER_DAY
 
 DEVICES = ("cpu", "cuda", "ipu")
 DTYPES = ("float32", "float64")
-RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
-#: run.json fields that a resumed run must repeat exactly.
-_RESUME_FIELDS = (
-    "systems", "replicas_per_system", "model", "seed", "timestep_fs", "dtype", "skin_nm",
-    "thermostat_temperatures_k", "frictions_per_ps", "world_size", "trajectory_format", "committee",
-)  # fmt: skip
 
 
 def _floats(text: str) -> list[float]:
@@ -134,6 +129,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="warn about a replica whose RMS force disagreement exceeds this, kJ/mol/nm (default: never)",
     )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue the run in the output folder")
+    parser.add_argument(
+        "--accept-change", metavar="dt-fs,backend", default="",
+        help="with --resume: allow these options to differ from the run's (recorded with the step at "
+        "which they took effect), e.g. a smaller --dt-fs after a blow-up",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")  # fmt: skip
 
 
@@ -169,18 +169,30 @@ def _plan(args: argparse.Namespace) -> dict:
     ):
         if len(values) not in (1, total):
             raise ValueError(f"{name} has {len(values)} values; give one, or one per replica ({total})")
+    from gnnmd.models import model_path
+    from gnnmd.runfolder import file_sha256
+
+    report_steps = _steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps")
     return {
-        "schema": "gnnmd-simulate",
-        "schema_version": 1,
+        "schema": run_record.SCHEMA,
+        "schema_version": run_record.SCHEMA_VERSION,
         "systems": [s.name for s in systems],
         "system_sources": [str(s.pdb_path) for s in systems],
+        "system_sha256": [file_sha256(s.pdb_path) for s in systems],
         "replicas_per_system": args.replicas,
         "replica_systems": [s.name for s in systems for _ in range(args.replicas)],
         "model": args.model,
+        "model_sha256": file_sha256(model_path(args.model)),
         "backend": args.backend,
         "seed": args.seed,
         "timestep_fs": args.dt_fs,
         "steps": steps,
+        "ns": args.ns,
+        "report_interval_ps": report_steps * timestep_ps,
+        "checkpoint_interval_ps": args.checkpoint_interval_ps,
+        "health_interval": args.health_interval,
+        "on_failure": args.on_failure,
+        "max_temperature_factor": args.max_temperature_factor,
         "dtype": args.dtype,
         "device": args.device,
         "skin_nm": args.skin_nm,
@@ -194,10 +206,13 @@ def _plan(args: argparse.Namespace) -> dict:
 
 def _committee_plan(args: argparse.Namespace, timestep_ps: float) -> dict:
     """The committee's run.json fields: its members, interval (steps) and threshold (kJ/mol/nm)."""
+    from gnnmd.models import model_path
+    from gnnmd.runfolder import file_sha256
+
     if args.committee is None:
         if args.committee_interval is not None or args.committee_threshold is not None:
             raise ValueError("--committee-interval and --committee-threshold need --committee")
-        return {"committee": None}
+        return {"committee": None, "committee_sha256": None}
     members = [name for name in args.committee.split(",") if name]
     report = _steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps")
     interval = report if args.committee_interval is None else args.committee_interval
@@ -205,27 +220,78 @@ def _committee_plan(args: argparse.Namespace, timestep_ps: float) -> dict:
         raise ValueError(
             f"--committee-interval must be 1 to {report} steps (the report interval), got {interval}"
         )
-    return {"committee": members, "committee_interval": interval,
-            "committee_threshold_kj_mol_nm": args.committee_threshold}  # fmt: skip
+    return {
+        "committee": members,
+        "committee_sha256": [file_sha256(model_path(m)) for m in members],
+        "committee_interval": interval,
+        "committee_threshold_kj_mol_nm": args.committee_threshold,
+    }
 
 
-def _check_output(args: argparse.Namespace, plan: dict, world_size: int) -> None:
-    run_file = args.output / RUN_FILE
+def _check_output(args: argparse.Namespace, plan: dict, world_size: int) -> tuple[dict | None, dict]:
+    """Rank 0, holding the folder's lock: (the run record or None for a new run, accepted changes)."""
+    from gnnmd.runfolder import require_fresh
+
     if not args.resume:
-        if run_file.exists():
-            raise ValueError(f"{args.output} already holds a run ({RUN_FILE}); pass --resume to continue it, "
-                             "or choose another -o")  # fmt: skip
-        return
-    if not run_file.is_file():
-        raise CheckpointError(f"{run_file}: missing; nothing to resume in {args.output}")
-    recorded = json.loads(run_file.read_text())
+        if args.accept_change:
+            raise ValueError("--accept-change applies to --resume only")
+        require_fresh(args.output, run_record.RUN_FILE, "pass --resume to continue it, or choose another -o")
+        return None, {}
+    record = run_record.read_record(args.output)
     asked = {**{k: v for k, v in plan.items() if not k.startswith("_")}, "world_size": world_size}
-    for key in _RESUME_FIELDS:
-        if recorded.get(key) != asked.get(key):
-            raise CheckpointError(
-                f"{run_file}: field {key!r} is {recorded.get(key)!r} but this command asks for "
-                f"{asked.get(key)!r}; resume with the options of the original run"
-            )
+    accepted = {name for name in args.accept_change.split(",") if name}
+    return record, run_record.compare(record, asked, accepted, args.output / run_record.RUN_FILE)
+
+
+def _check_checkpoint(path: Path, document: dict, record: dict, mine: list[int]) -> None:
+    """The checkpoint must belong to this run and account for every replica of this rank."""
+    run_id = document["extra"].get("run_id")
+    if run_id != record["run_id"]:
+        raise CheckpointError(
+            f"{path}: field 'extra.run_id' is {run_id!r} but {run_record.RUN_FILE} names run "
+            f"{record['run_id']!r}: the checkpoint belongs to another run"
+        )
+    held = [int(i) for i in document["replica_ids"]]
+    dropped = sorted(int(k) for k in document["extra"].get("dropped", {}))
+    if sorted(held + dropped) != sorted(mine):
+        raise CheckpointError(
+            f"{path}: field 'replica_ids' is {held} (dropped: {dropped}) but this process runs "
+            f"replicas {mine}: the checkpoint belongs to another run"
+        )
+
+
+def _on_root(info, action):
+    """Run ``action()`` on rank 0; every rank gets its result, or raises its error."""
+    from gnnmd.sim import distributed
+
+    outcome: tuple = ("ok", None)
+    if info.is_root:
+        try:
+            outcome = ("ok", action())
+        except Exception as error:  # handed to every rank, raised everywhere
+            outcome = ("error", error)
+    outcome = distributed.broadcast_from_root(outcome, info)
+    if outcome[0] == "error":
+        raise outcome[1]
+    return outcome[1]
+
+
+@contextmanager
+def _owned_folder(directory: Path, info) -> Iterator[None]:
+    """Rank 0 holds the run folder's lock (taken before anything is written) for the whole job."""
+    from gnnmd.runfolder import RunFolderLock, remove_temporary_files
+
+    lock = RunFolderLock(directory)
+
+    def take() -> None:
+        lock.acquire()
+        remove_temporary_files(directory)  # left by writes that a kill cut short
+
+    _on_root(info, take)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -257,7 +323,20 @@ def _check_ipu(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, info) -> int:
-    from gnnmd.models import is_trained, load_model
+    from gnnmd.models import load_model
+
+    plan = _plan(args)
+    # Everything that can be refused is checked before the folder is touched.
+    model = load_model(args.model, backend=args.backend)
+    committee = _committee(plan, plan["_systems"], info) if plan["committee"] is not None else None
+    with _owned_folder(args.output, info):
+        record, changes = _on_root(info, lambda: _check_output(args, plan, info.world_size))
+        return _simulate(args, info, plan, model, committee, (record, changes))
+
+
+def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resume: tuple) -> int:
+    """Run this rank's replicas; ``resume`` is (the run record or None, accepted changes)."""
+    from gnnmd.models import is_trained
     from gnnmd.sim import distributed
     from gnnmd.sim.benchmark import provenance
     from gnnmd.sim.checkpoint import atomic_write_bytes, load_checkpoint
@@ -265,12 +344,8 @@ def _run(args: argparse.Namespace, info) -> int:
     from gnnmd.sim.runner import ReplicaRunner
     from gnnmd.sim.simulation import OutputOptions, Simulation
 
-    plan = _plan(args)
-    _check_output(args, plan, info.world_size)
-    distributed.broadcast_from_root(None, info)  # every rank has checked before rank 0 writes run.json
+    record, changes = resume
     systems = plan.pop("_systems")
-    model = load_model(args.model, backend=args.backend)
-    committee = _committee(plan, systems, info) if plan["committee"] is not None else None
     timestep_ps = args.dt_fs * PS_PER_FS
     total = len(systems) * args.replicas
     mine = distributed.shard(total, info)
@@ -286,29 +361,17 @@ def _run(args: argparse.Namespace, info) -> int:
         max_temperature_factor=args.max_temperature_factor,
         checkpoint_name="checkpoint.pt" if not info.distributed else f"checkpoint_rank{info.rank}.pt",
     )
-    document = load_checkpoint(options.checkpoint_path) if args.resume else None
-    if document is not None:
+    # A resumed run killed before its first checkpoint starts again from step 0: nothing was computed.
+    document = None
+    if record is not None and options.checkpoint_path.exists():
+        document = load_checkpoint(options.checkpoint_path)
+        _check_checkpoint(options.checkpoint_path, document, record, mine)
         mine = [int(i) for i in document["replica_ids"]]  # dropped replicas stay dropped
     system_of = [systems[i // args.replicas] for i in mine]
 
     def per_replica(values: list[float]) -> list[float]:
         return [values[0] if len(values) == 1 else values[i] for i in mine]
 
-    if info.is_root:
-        args.output.mkdir(parents=True, exist_ok=True)
-        if not args.resume:
-            record = {**plan, "world_size": info.world_size, "command": sys.argv, "provenance": provenance()}
-            record["model_trained"] = is_trained(model)
-        else:  # the run may be extended: record the new length and how it was resumed
-            record = json.loads((args.output / RUN_FILE).read_text())
-            record["steps"] = plan["steps"]
-            for key in ("committee_interval", "committee_threshold_kj_mol_nm"):  # may change on resume
-                if key in plan:
-                    record[key] = plan[key]
-            record.setdefault("resumed", []).append({"command": sys.argv, "provenance": provenance()})
-        text = json.dumps(record, indent=2) + "\n"
-        atomic_write_bytes(args.output / RUN_FILE, lambda f: f.write(text.encode()))
-    distributed.broadcast_from_root(None, info)  # the folder exists before any rank writes into it
     runner_class, device = ReplicaRunner, distributed.device_for(args.device, info)
     if args.device == "ipu":  # forces on the IPU, integration on the host (docs/ipu.md)
         from gnnmd.ipu.poptorch_backend import IPUReplicaRunner
@@ -323,15 +386,33 @@ def _run(args: argparse.Namespace, info) -> int:
         frictions_per_ps=per_replica(args.friction_per_ps),
         skin_nm=args.skin_nm, replica_ids=mine, cuda_graph=args.cuda_graph,
     )  # fmt: skip
+    run_id = record["run_id"] if record is not None else _on_root(info, run_record.new_run_id)
+    extra = {"world_size": info.world_size, "run_id": run_id}
     if document is not None:
-        simulation = Simulation.resume(runner, options, document, committee)
+        accept = ("timestep_fs",) if "timestep_fs" in changes else ()
+        simulation = Simulation.resume(runner, options, document, committee, extra, accept_changes=accept)
     else:
-        simulation = Simulation(runner, options, committee=committee)
+        if record is None:  # a new run: its record exists before any of its outputs
+            fresh = {**plan, "world_size": info.world_size, "run_id": run_id, "command": sys.argv,
+                     "provenance": provenance(), "model_trained": is_trained(model)}  # fmt: skip
+            _on_root(info, lambda: _write_record(args.output, fresh))
+        simulation = Simulation(runner, options, committee=committee, extra=extra, overwrite=True)
+    until = plan["steps"]
+    if args.ns is not None:  # the run's length is in time: the time step may have changed on resume
+        remaining_ps = args.ns / NS_PER_PS - simulation.time_ps()
+        until = runner.steps_done + max(0, round(remaining_ps / timestep_ps))
+    if record is not None:
+        invocation = {"command": sys.argv, "provenance": provenance()}
+        asked = {**plan, "steps": until}
+        updated = run_record.resumed(
+            record, asked, changes, runner.steps_done, simulation.time_ps(), invocation
+        )
+        _on_root(info, lambda: _write_record(args.output, updated))
     trained = is_trained(model)
     label = f"{total} replicas" + (f", rank 0 of {info.world_size}" if info.distributed else "")
     with _progress(label, enabled=info.is_root and not args.no_progress) as progress:
         try:
-            summary = simulation.run(plan["steps"], progress, extra={"world_size": info.world_size})
+            summary = simulation.run(until, progress)
         finally:
             simulation.close()
     for line in simulation.warnings:
@@ -348,6 +429,13 @@ def _run(args: argparse.Namespace, info) -> int:
         atomic_write_bytes(args.output / SUMMARY_FILE, lambda f: f.write(text.encode()))
         _print_summary(report, args.output)
     return 0
+
+
+def _write_record(directory: Path, record: dict) -> None:
+    from gnnmd.sim.checkpoint import atomic_write_bytes
+
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write_bytes(directory / run_record.RUN_FILE, lambda f: f.write(text.encode()))
 
 
 def _summary(plan: dict, summaries: list, trained: bool, world_size: int) -> dict:

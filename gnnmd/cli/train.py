@@ -62,8 +62,6 @@ def potential_config(name_or_path: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from gnnmd.data.dataset import ForceDataset
     from gnnmd.train import Trainer, TrainingConfig
     from gnnmd.train.setup import model_for_dataset
@@ -80,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "description": f"force matching on {args.data.name} ({', '.join(dataset.molecules)})",
         "temperature_k": args.temperature_k,
     }
-    trainer = Trainer(model, dataset, config, args.output, torch.device(args.device), metadata)
+    trainer = Trainer(model, dataset, config, args.output, args.device, metadata)
     history = trainer.run(resume=not args.fresh)
     if trainer.rank == 0:
         for row in history:
@@ -92,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
                 f"epoch {row['epoch']:3d}  train {row['train_force_rmse']:.2f}  "
                 f"val {row['val_force_rmse']:.2f} kJ/mol/nm{energy}  lr {row['learning_rate']:.2g}"
             )
+        if not trainer.best_written:
+            print(f"no epoch improved on the validation loss; no model written to {args.output}")
+            return 0
         energy = "" if trainer.best_energy is None else f", energy RMSE {trainer.best_energy:.3f} kJ/mol"
         print(
             f"best validation force RMSE {trainer.best_val:.3f} kJ/mol/nm{energy}; "

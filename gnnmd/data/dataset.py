@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import torch
 
-from gnnmd.errors import GnnmdError
+from gnnmd.data.validation import DatasetError, check_frames, check_shapes, scan_molecule
 from gnnmd.topology import CGTopology
 
 FORMAT = "gnnmd-dataset"
@@ -36,9 +36,7 @@ FORMAT_VERSION = 1
 _STRING_FIELDS = ("bead_types", "bead_names", "residue_names", "chain_ids")
 _ARRAY_FIELDS = ("masses_amu", "bonds", "angles", "dihedrals", "residue_ids", "atom_indices")
 
-
-class DatasetError(GnnmdError, ValueError):
-    """A dataset file is missing, malformed, or inconsistent."""
+__all__ = ["DatasetError", "ForceDataset", "Frame", "append_frames", "write_molecule"]
 
 
 def write_molecule(
@@ -63,19 +61,8 @@ def write_molecule(
         DatasetError: an array has the wrong shape or non-finite values (the message names
             the file, the molecule and the field), or the molecule is already in the file.
     """
-    coordinates = np.asarray(coordinates_nm, dtype=np.float32)
-    forces = np.asarray(forces_kj_per_mol_nm, dtype=np.float32)
-    expected = (coordinates.shape[0], topology.n_beads, 3)
-    for label, array in (("coordinates", coordinates), ("forces", forces)):
-        if array.ndim != 3 or array.shape[1:] != expected[1:] or array.shape[0] != expected[0]:
-            raise DatasetError(
-                f"{path}: {label} of {topology.name} have shape {array.shape}, expected {expected}"
-            )
-        if not np.isfinite(array).all():
-            raise DatasetError(f"{path}: {label} of {topology.name} contain NaN or infinite values")
-    energies = None
-    if energies_kj_per_mol is not None:
-        energies = _checked_energies(path, topology.name, energies_kj_per_mol, expected[0])
+    arrays = _checked_arrays(path, topology, coordinates_nm, forces_kj_per_mol_nm, energies_kj_per_mol, 0)
+    coordinates, forces, energies = arrays["coordinates"], arrays["forces"], arrays.get("energies")
     with h5py.File(path, "a") as file:
         _stamp(file, path)
         group_name = f"molecules/{topology.name}"
@@ -116,8 +103,6 @@ def append_frames(
     if not exists:
         write_molecule(path, topology, coordinates_nm, forces_kj_per_mol_nm, energies_kj_per_mol)
         return len(coordinates_nm)
-    coordinates = np.asarray(coordinates_nm, dtype=np.float32)
-    forces = np.asarray(forces_kj_per_mol_nm, dtype=np.float32)
     with h5py.File(path, "a") as file:
         _check_header(file, path)
         group = file[f"molecules/{topology.name}"]
@@ -126,17 +111,8 @@ def append_frames(
             raise DatasetError(
                 f"{path}: molecule {topology.name!r} holds other bead types than the frames appended"
             )
-        for label, array in (("coordinates", coordinates), ("forces", forces)):
-            if (
-                array.ndim != 3
-                or array.shape[1:] != (topology.n_beads, 3)
-                or array.shape[0] != coordinates.shape[0]
-                or not np.isfinite(array).all()
-            ):
-                raise DatasetError(
-                    f"{path}: appended {label} of {topology.name!r} have shape {array.shape} or non-finite "
-                    f"values, expected {(coordinates.shape[0], topology.n_beads, 3)}"
-                )
+        start = group["coordinates"].shape[0]
+        arrays = _checked_arrays(path, topology, coordinates_nm, forces_kj_per_mol_nm, None, start)
         has_energies = "energies" in group
         if has_energies and energies_kj_per_mol is None:
             raise DatasetError(
@@ -146,10 +122,10 @@ def append_frames(
             raise DatasetError(
                 f"{path}: molecule {topology.name!r} stores no 'energies'; the appended frames bring them"
             )
-        arrays = {"coordinates": coordinates, "forces": forces}
         if has_energies:
-            arrays["energies"] = _checked_energies(path, topology.name, energies_kj_per_mol, len(coordinates))
-        start = group["coordinates"].shape[0]
+            arrays["energies"] = _checked_energies(
+                path, topology.name, energies_kj_per_mol, len(arrays["coordinates"]), start
+            )
         for label in arrays:
             dataset = group[label]
             if dataset.shape[0] != start:
@@ -168,15 +144,32 @@ def append_frames(
 _ENERGY_CHUNK = (1024,)
 
 
-def _checked_energies(path: str | os.PathLike, molecule: str, energies, frames: int) -> np.ndarray:
+def _checked_arrays(
+    path: str | os.PathLike, topology: CGTopology, coordinates, forces, energies, first_frame: int
+) -> dict[str, np.ndarray]:
+    """Frames to write as float32 arrays (and float64 energies), checked: DatasetError names the field."""
+    arrays = {
+        "coordinates": np.asarray(coordinates, dtype=np.float32),
+        "forces": np.asarray(forces, dtype=np.float32),
+    }
+    frames = arrays["coordinates"].shape[0] if arrays["coordinates"].ndim else 0
+    check_shapes(path, topology.name, topology.n_beads, {k: v.shape for k, v in arrays.items()})
+    check_frames(path, topology.name, topology.bonds, arrays, first_frame)
+    if energies is not None:
+        arrays["energies"] = _checked_energies(path, topology.name, energies, frames, first_frame)
+    return arrays
+
+
+def _checked_energies(
+    path: str | os.PathLike, molecule: str, energies, frames: int, first_frame: int = 0
+) -> np.ndarray:
     """``energies`` (kJ/mol) as a float64 (frames,) array, or a DatasetError naming file and molecule."""
     array = np.asarray(energies, dtype=np.float64)
     if array.shape != (frames,):
         raise DatasetError(
             f"{path}: energies of {molecule!r} have shape {array.shape}, expected ({frames},): one per frame"
         )
-    if not np.isfinite(array).all():
-        raise DatasetError(f"{path}: energies of {molecule!r} contain NaN or infinite values")
+    check_frames(path, molecule, np.zeros((0, 2), dtype=np.int64), {"energies": array}, first_frame)
     return array
 
 
@@ -237,9 +230,17 @@ class ForceDataset(torch.utils.data.Dataset):
     Args:
         path: the HDF5 file.
         molecules: names to use (default: all, sorted).
+        validate: scan every frame on open (shapes, finite values, plausible units; see
+            :mod:`gnnmd.data.validation`). Only a caller that just wrote the file should skip it.
+
+    Raises:
+        DatasetError: naming the file, molecule, field, frame and value of the first problem;
+            also for a damaged HDF5 file.
     """
 
-    def __init__(self, path: str | os.PathLike, molecules: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, molecules: Sequence[str] | None = None, validate: bool = True
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise DatasetError(f"{self.path}: no such dataset file")
@@ -247,23 +248,40 @@ class ForceDataset(torch.utils.data.Dataset):
             file = h5py.File(self.path, "r")
         except OSError as error:
             raise DatasetError(f"{self.path}: not an HDF5 file ({error})") from error
-        with file:
-            _check_header(file, self.path)
-            available = sorted(file.get("molecules", {}).keys())
-            names = list(molecules) if molecules is not None else available
-            unknown = [m for m in names if m not in available]
-            if unknown or not names:
-                raise DatasetError(
-                    f"{self.path}: molecules {unknown or '(none)'} not found; available: {available}"
-                )
-            self.molecules = names
-            self.topologies = [_read_topology(file[f"molecules/{m}/topology"]) for m in names]
-            counts = [file[f"molecules/{m}/coordinates"].shape[0] for m in names]
-            #: Per molecule: whether the file stores reference energies for its frames.
-            self.has_energies = [f"molecules/{m}/energies" in file for m in names]
+        try:
+            with file:
+                counts = self._read_index(file, molecules, validate)
+        except DatasetError:
+            raise
+        except Exception as error:  # h5py raises OSError, KeyError, ValueError... for damaged files
+            raise DatasetError(
+                f"{self.path}: damaged or malformed dataset ({type(error).__name__}: {error})"
+            ) from error
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
         self._file: h5py.File | None = None
         self._pid: int | None = None
+
+    def _read_index(self, file: h5py.File, molecules: Sequence[str] | None, validate: bool) -> list[int]:
+        """Molecules, topologies and frame counts; checks every frame when ``validate``."""
+        _check_header(file, self.path)
+        available = sorted(file.get("molecules", {}).keys())
+        names = list(molecules) if molecules is not None else available
+        unknown = [m for m in names if m not in available]
+        if unknown or not names:
+            raise DatasetError(
+                f"{self.path}: molecules {unknown or '(none)'} not found; available: {available}"
+            )
+        self.molecules = names
+        self.topologies = [_read_topology(file[f"molecules/{m}/topology"]) for m in names]
+        #: Per molecule: whether the file stores reference energies for its frames.
+        self.has_energies = [f"molecules/{m}/energies" in file for m in names]
+        for name, topology, has_energies in zip(names, self.topologies, self.has_energies, strict=True):
+            group = file[f"molecules/{name}"]
+            fields = ["coordinates", "forces"] + (["energies"] if has_energies else [])
+            check_shapes(self.path, name, topology.n_beads, {f: group[f].shape for f in fields})
+            if validate:
+                scan_molecule(self.path, name, group, topology.bonds, fields)
+        return [file[f"molecules/{m}/coordinates"].shape[0] for m in names]
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

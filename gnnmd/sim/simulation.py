@@ -15,6 +15,14 @@ index, and its last good frame (from the previous passing check) is saved as
 checkpoint as they were; with ``"drop"`` the replica is removed and the others
 continue, unchanged (their noise does not depend on the batch).
 
+Ownership and resume: a Simulation holds a lock on its checkpoint in the
+folder (:class:`~gnnmd.runfolder.RunFolderLock`) until :meth:`close`, refuses
+to start afresh over an existing run unless told to ``overwrite``, and writes
+a checkpoint at its first step, so a run killed at any moment can continue.
+A resumed simulation must keep the report interval in ps; a new time step is
+taken only when asked (``accept_changes``), from a checkpoint on a report
+boundary, and the clock then continues in ps from the checkpoint's time.
+
 Committee: with a :class:`~gnnmd.sim.committee.CommitteeMonitor`, the committee
 is evaluated every ``monitor.interval`` steps and at every log row, and the logs
 gain the force-disagreement columns (:data:`~gnnmd.sim.reporters.COMMITTEE_COLUMNS`).
@@ -28,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from gnnmd.errors import CheckpointError, SimulationError
+from gnnmd.runfolder import RunFolderError, RunFolderLock
 from gnnmd.sim.checkpoint import load_checkpoint, save_checkpoint
 from gnnmd.sim.committee import CommitteeMonitor
 from gnnmd.sim.reporters import (
@@ -39,9 +48,13 @@ from gnnmd.sim.reporters import (
     save_frame_pdb,
 )
 from gnnmd.sim.runner import ReplicaRunner
-from gnnmd.units import NS_PER_PS, SECONDS_PER_DAY
+from gnnmd.units import NS_PER_PS, PS_PER_FS, SECONDS_PER_DAY
 
 ON_FAILURE = ("stop", "drop")
+#: Resume changes a caller may accept explicitly (see :meth:`Simulation.resume`).
+ACCEPTABLE_CHANGES = ("timestep_fs",)
+#: Relative tolerance of time comparisons (ps values rebuilt from step counts).
+_TIME_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,14 @@ class Simulation:
         frames_written: per replica, frames already on disk (continuing a run), else None.
         dropped: global replica -> reason, of replicas dropped earlier in this run.
         committee: evaluates a committee of models during the run (None: no committee columns).
+        extra: plain values stored in every checkpoint under ``"extra"`` (e.g. a run id).
+        overwrite: start afresh even where this process's checkpoint or outputs already exist.
+        clock: (step, time in ps) at which the current time step took effect; (0, 0.0) for a
+            run that kept one time step.
+
+    Raises:
+        RunFolderBusyError: another process holds this checkpoint's lock.
+        RunFolderError: a fresh start would overwrite an existing run's files.
     """
 
     def __init__(
@@ -123,19 +144,34 @@ class Simulation:
         frames_written: list[int] | None = None,
         dropped: dict[int, str] | None = None,
         committee: CommitteeMonitor | None = None,
+        extra: dict | None = None,
+        overwrite: bool = False,
+        clock: tuple[int, float] = (0, 0.0),
     ) -> None:
         self.runner = runner
         self.committee = committee
         self.options = options
         self.directory = Path(options.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.extra = dict(extra or {})
+        self.clock = (int(clock[0]), float(clock[1]))
         self.dropped: dict[int, str] = dict(dropped or {})
         #: One line per replica dropped during the last :meth:`run` (policy "drop").
         self.warnings: list[str] = []
-        resuming = frames_written is not None
-        keep = frames_written if resuming else [0] * runner.num_replicas
-        columns = CSV_COLUMNS + (COMMITTEE_COLUMNS if committee is not None else ())
         self.writers: dict[int, tuple[TrajectoryWriter, EnergyLog]] = {}
+        self._lock = RunFolderLock(self.directory, f".{options.checkpoint_name}.lock").acquire()
+        try:
+            self._open(frames_written, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, frames_written: list[int] | None, overwrite: bool) -> None:
+        runner, options = self.runner, self.options
+        resuming = frames_written is not None
+        if not resuming and not overwrite:
+            self._refuse_overwrite()
+        keep = frames_written if resuming else [0] * runner.num_replicas
+        columns = CSV_COLUMNS + (COMMITTEE_COLUMNS if self.committee is not None else ())
         for replica, frames in zip(runner.replica_ids, keep, strict=True):
             stem = self.directory / replica_stem(replica)
             trajectory = TrajectoryWriter(
@@ -147,6 +183,27 @@ class Simulation:
         if not resuming:
             self.check_health()
             self.report()
+            self.checkpoint()  # at the first step: a run killed at any moment can resume
+
+    def _refuse_overwrite(self) -> None:
+        """A fresh start must not overwrite a run: this process's checkpoint or replica files."""
+        existing = [self.options.checkpoint_path] if self.options.checkpoint_path.exists() else []
+        for replica in self.runner.replica_ids:
+            stem = self.directory / replica_stem(replica)
+            for suffix in (f".{self.options.trajectory_format}", ".csv"):
+                if stem.with_suffix(suffix).exists():
+                    existing.append(stem.with_suffix(suffix))
+        if existing:
+            shown = ", ".join(p.name for p in existing[:4]) + (" ..." if len(existing) > 4 else "")
+            raise RunFolderError(
+                f"{self.directory} already holds a run ({shown}); resume it with Simulation.resume, "
+                "or pass overwrite=True to replace it"
+            )
+
+    def time_ps(self) -> float:
+        """Simulated time of the current step, ps."""
+        origin_step, origin_ps = self.clock
+        return origin_ps + (self.runner.steps_done - origin_step) * self.runner.settings.timestep_ps
 
     @classmethod
     def resume(
@@ -155,14 +212,22 @@ class Simulation:
         options: OutputOptions,
         document: dict | None = None,
         committee: CommitteeMonitor | None = None,
+        extra: dict | None = None,
+        accept_changes: tuple[str, ...] = (),
     ) -> Simulation:
         """Continue from ``options.checkpoint_path`` (or its already loaded ``document``).
 
         ``runner`` must hold the checkpoint's replicas, in its order; ``committee``
-        must be given exactly when the run was started with one.
+        must be given exactly when the run was started with one. The report
+        interval must stay the same in ps. A runner with another time step is
+        refused unless ``"timestep_fs"`` is in ``accept_changes``; the new step
+        then takes effect at the checkpoint, which must lie on a report boundary.
         """
         path = options.checkpoint_path
         document = document if document is not None else load_checkpoint(path)
+        unknown = sorted(set(accept_changes) - set(ACCEPTABLE_CHANGES))
+        if unknown:
+            raise ValueError(f"accept_changes {unknown}: only {ACCEPTABLE_CHANGES} can change on resume")
         if list(document["replica_ids"]) != list(runner.replica_ids):
             raise CheckpointError(
                 f"{path}: field 'replica_ids' is {document['replica_ids']}, "
@@ -180,9 +245,10 @@ class Simulation:
                 committee.load_state(recorded)
             except CheckpointError as error:
                 raise CheckpointError(f"{path}: {error}") from None
+        clock = _resumed_clock(path, document, runner, options, "timestep_fs" in accept_changes)
         runner.load_state(document)
         dropped = document["extra"].get("dropped", {})
-        return cls(runner, options, document["frames_written"], dropped, committee)
+        return cls(runner, options, document["frames_written"], dropped, committee, extra, clock=clock)
 
     def _limits(self) -> list[float]:
         factor = self.options.max_temperature_factor
@@ -233,7 +299,7 @@ class Simulation:
         potential = runner.energies.detach().cpu().tolist()
         kinetic = runner.kinetic_energies().cpu().tolist()
         temperature = runner.temperatures_k().cpu().tolist()
-        time_ps = runner.steps_done * runner.settings.timestep_ps
+        time_ps = self.time_ps()
         if self.committee is not None:
             self.committee.evaluate(runner)  # every row has a value (once per step, however often asked)
         for index, (start, stop) in enumerate(runner.bead_ranges()):
@@ -251,7 +317,13 @@ class Simulation:
             trajectory.sync()
             log.sync()
             frames.append(trajectory.frames)
-        recorded = {"dropped": dict(self.dropped), **(extra or {})}
+        recorded = {**self.extra, **(extra or {}), "dropped": dict(self.dropped)}
+        recorded.update(
+            clock=list(self.clock),
+            time_ps=self.time_ps(),
+            report_interval=self.options.report_interval,
+            report_interval_ps=self.options.report_interval * self.runner.settings.timestep_ps,
+        )
         if self.committee is not None:
             recorded["committee"] = self.committee.state()
         save_checkpoint(self.options.checkpoint_path, self.runner.state(), frames, recorded)
@@ -268,6 +340,7 @@ class Simulation:
         start_step, simulated_ns = runner.steps_done, 0.0
         dt_ns = runner.settings.timestep_ps * NS_PER_PS
         started = time.perf_counter()
+        origin = self.clock[0]  # intervals count from where the current time step took effect
         while runner.steps_done < until_step:
             now = runner.steps_done
             boundaries = (
@@ -275,18 +348,19 @@ class Simulation:
                 + ([options.checkpoint_interval] if options.checkpoint_interval else [])
                 + ([committee.interval] if committee is not None else [])
             )
-            target = min([until_step] + [now + b - now % b for b in boundaries])
+            target = min([until_step] + [now + b - (now - origin) % b for b in boundaries])
             replicas = runner.num_replicas
             runner.step(target - now)
             simulated_ns += replicas * (target - now) * dt_ns
             self.check_health()
-            if committee is not None and target % committee.interval == 0:
+            elapsed_steps = target - origin
+            if committee is not None and elapsed_steps % committee.interval == 0:
                 committee.evaluate(runner)
-            if target % options.report_interval == 0 or target == until_step:
+            if elapsed_steps % options.report_interval == 0 or target == until_step:
                 self.report()
             if (
                 options.checkpoint_interval
-                and target % options.checkpoint_interval == 0
+                and elapsed_steps % options.checkpoint_interval == 0
                 and target != until_step
             ):
                 self.checkpoint(extra)
@@ -301,8 +375,45 @@ class Simulation:
         )
 
     def close(self) -> None:
-        """Close every output file (frames already written stay on disk)."""
+        """Close every output file (frames already written stay on disk) and release the folder."""
         for trajectory, log in self.writers.values():
             trajectory.close()
             log.close()
         self.writers = {}
+        self._lock.release()
+
+
+def _resumed_clock(
+    path: Path, document: dict, runner: ReplicaRunner, options: OutputOptions, new_timestep_accepted: bool
+) -> tuple[int, float]:
+    """The (step, ps) clock origin of a resumed run; refuses a changed report interval or time step."""
+    extra = document["extra"]
+    step, old_fs = int(document["step"]), float(document["timestep_fs"])
+    origin_step, origin_ps = extra.get("clock", (0, 0.0))
+    time_ps = float(extra.get("time_ps", origin_ps + (step - origin_step) * old_fs * PS_PER_FS))
+    new_fs = runner.settings.timestep_fs
+    old_report_ps = extra.get("report_interval_ps")
+    new_report_ps = options.report_interval * runner.settings.timestep_ps
+    if old_report_ps is not None and not _same_time(old_report_ps, new_report_ps):
+        raise CheckpointError(
+            f"{path}: field 'extra.report_interval_ps' is {old_report_ps:g} but this run reports every "
+            f"{new_report_ps:g} ps; one trajectory cannot hold two frame spacings: keep the report interval"
+        )
+    if _same_time(old_fs, new_fs):
+        return int(origin_step), float(origin_ps)
+    if not new_timestep_accepted:
+        raise CheckpointError(
+            f"{path}: field 'timestep_fs' is {old_fs:g} but this run asks for {new_fs:g}; a new time step "
+            "must be accepted explicitly (--accept-change dt-fs, or accept_changes=('timestep_fs',))"
+        )
+    old_report = extra.get("report_interval")
+    if old_report is not None and (step - int(origin_step)) % int(old_report) != 0:
+        raise CheckpointError(
+            f"{path}: the checkpoint (step {step}, {time_ps:g} ps) is not on a report boundary, so a new "
+            "time step would shift the frame times; resume with the old time step to the next checkpoint"
+        )
+    return step, time_ps
+
+
+def _same_time(a: float, b: float) -> bool:
+    return abs(a - b) <= _TIME_TOLERANCE * max(abs(a), abs(b), 1e-12)

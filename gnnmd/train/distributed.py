@@ -8,19 +8,54 @@ runs as rank 0 of 1. No home-made process management.
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
+from gnnmd.sim.distributed import device_for, rank_from_environment
+
+
+def local_device(device: str | torch.device) -> torch.device:
+    """This rank's device: ``cuda:LOCAL_RANK`` for "cuda" under torchrun, else ``device`` itself."""
+    device = torch.device(device)
+    if device.type != "cuda" or device.index is not None:
+        return device
+    info = rank_from_environment()
+    return torch.device(device_for("cuda", info)) if info.distributed else device
+
 
 def init_from_environment(device: torch.device) -> tuple[int, int]:
-    """Join the torchrun process group if there is one; returns (rank, world size)."""
+    """Join the torchrun process group if there is one; returns (rank, world size).
+
+    On GPUs each rank first makes its own ``cuda:LOCAL_RANK`` the current device:
+    NCCL refuses two ranks on one GPU.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(local_device(device))
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def on_root(action: Callable[[], Any]) -> Any:
+    """Run ``action()`` on rank 0 only; every rank gets its result, or raises its error."""
+    outcome: tuple = ("ok", None)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        try:
+            outcome = ("ok", action())
+        except Exception as error:  # handed to every rank, raised everywhere
+            outcome = ("error", error)
+    if dist.is_initialized():
+        box = [outcome]
+        dist.broadcast_object_list(box, src=0)
+        outcome = box[0]
+    if outcome[0] == "error":
+        raise outcome[1]
+    return outcome[1]
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:

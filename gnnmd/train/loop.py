@@ -17,6 +17,14 @@ split across ranks and DistributedDataParallel averages the gradients.
 Files written to the output folder: ``train_state.pt`` (everything to resume;
 rewritten atomically every epoch), ``best.pt`` (gnnmd checkpoint of the best
 validation epoch), ``metrics.csv`` and ``learning_curve.png``.
+
+Trust: rank 0 holds the folder's lock (:class:`~gnnmd.runfolder.RunFolderLock`)
+for the whole run. The state file is read with ``weights_only=True`` (it cannot
+run code) and records the run's identity (dataset SHA-256, model configuration,
+vocabulary, temperature, training config): a resume that differs is refused,
+naming the field. A non-finite loss stops training with :class:`TrainingError`
+before anything of that epoch is written; ``best.pt`` is written only for a
+finite improvement.
 """
 
 from __future__ import annotations
@@ -35,11 +43,13 @@ from torch import Tensor, nn
 
 from gnnmd.config import from_mapping
 from gnnmd.data.dataset import DatasetError, ForceDataset
+from gnnmd.errors import CheckpointError, GnnmdError
 from gnnmd.graph import GraphBatch
 from gnnmd.models import save_checkpoint
 from gnnmd.nn.potential import CGPotential
+from gnnmd.runfolder import RunFolderLock, file_sha256, remove_temporary_files, require_fresh
 from gnnmd.train.batches import BatchLoader, ForceBatch
-from gnnmd.train.distributed import all_reduce_sum, init_from_environment
+from gnnmd.train.distributed import all_reduce_sum, init_from_environment, local_device, on_root
 
 STATE_FILE = "train_state.pt"
 BEST_FILE = "best.pt"
@@ -50,6 +60,10 @@ METRIC_COLUMNS = (
 )  # fmt: skip
 #: Training frames per molecule used to fit the per-type reference energies.
 TYPE_ENERGY_FRAMES = 256
+
+
+class TrainingError(GnnmdError, RuntimeError):
+    """Training cannot go on: the loss is not finite."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +199,7 @@ class Trainer:
         dataset: reference frames.
         config: optimisation settings.
         output_dir: where state, checkpoints and metrics go.
-        device: "cpu" or "cuda" (the rank's local GPU under torchrun).
+        device: "cpu" or "cuda" ("cuda" is the rank's ``cuda:LOCAL_RANK`` under torchrun).
         metadata: stored in ``best.pt`` (e.g. data provenance); ``trained`` is set here.
     """
 
@@ -198,7 +212,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        self.device = torch.device(device)
+        self.device = local_device(device)  # cuda:LOCAL_RANK under torchrun
         self.rank, self.world = init_from_environment(self.device)
         self.model = model.to(self.device).train()
         self.dtype = next(model.network.parameters()).dtype
@@ -235,6 +249,20 @@ class Trainer:
         self.best_energy: float | None = None  # its validation energy RMSE, kJ/mol (energy training)
         self.bad_epochs = 0
         self.history: list[dict] = []
+        self.best_written = False  # whether this run (or the one it resumes) wrote best.pt
+        self._identity: dict | None = None
+
+    def identity(self) -> dict:
+        """What makes a resumed run the same run (besides the training config): data and model."""
+        if self._identity is None:
+            self._identity = {
+                "dataset_sha256": file_sha256(self.dataset.path),
+                "molecules": list(self.dataset.molecules),
+                "model_config": dataclasses.asdict(self.model.config),
+                "vocabulary": list(self.model.vocabulary),
+                "temperature_k": self.metadata.get("temperature_k"),
+            }
+        return self._identity
 
     # -- one epoch --------------------------------------------------------------
 
@@ -323,16 +351,40 @@ class Trainer:
     # -- the run ----------------------------------------------------------------
 
     def run(self, resume: bool = True) -> list[dict]:
-        """Train until ``config.epochs`` or early stopping; returns the per-epoch metrics."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if resume and (self.output_dir / STATE_FILE).is_file():
-            self.load_state()
+        """Train until ``config.epochs`` or early stopping; returns the per-epoch metrics.
+
+        Rank 0 holds the output folder's lock throughout. ``resume`` continues from
+        the folder's state file; without one the folder must be new or empty.
+        Without ``resume`` an existing run in the folder is replaced.
+
+        Raises:
+            RunFolderBusyError: another process trains (or simulates) in the folder.
+            TrainingError: a non-finite loss (nothing of that epoch is written).
+        """
+        lock = RunFolderLock(self.output_dir)
+        on_root(lambda: self._open_folder(lock, resume))
+        try:
+            if resume and (self.output_dir / STATE_FILE).is_file():
+                self.load_state()
+            return self._train()
+        finally:
+            lock.release()
+
+    def _open_folder(self, lock: RunFolderLock, resume: bool) -> None:
+        lock.acquire()
+        remove_temporary_files(self.output_dir)
+        if resume and not (self.output_dir / STATE_FILE).is_file():
+            require_fresh(self.output_dir, STATE_FILE, "")
+
+    def _train(self) -> list[dict]:
         while self.epoch < self.config.epochs and self.bad_epochs < self.config.early_stopping_patience:
             started = time.perf_counter()
             train = self.train_epoch(self.epoch)
+            self._require_finite(train, "training")
             if self.config.uses_energies:
                 self.refit_type_energies()
             val = self.validate()
+            self._require_finite(val, "validation")
             val_loss = float(self.loss(val.sums))
             self.scheduler.step(val_loss)
             self.epoch += 1
@@ -357,7 +409,18 @@ class Trainer:
                     self.save_best()
                 self.save_state()
                 self.write_metrics()
+            self.best_written = self.best_written or improved
         return self.history
+
+    def _require_finite(self, errors: ErrorSums, stage: str) -> None:
+        """Stop on a non-finite error sum: weights or data went bad; the last epoch's files stay."""
+        if bool(torch.isfinite(errors.sums).all()):
+            return
+        raise TrainingError(
+            f"epoch {self.epoch + 1}: the {stage} loss is not finite (force RMSE {errors.force_rmse}); "
+            f"nothing of this epoch was written, {self.output_dir / STATE_FILE} holds epoch {self.epoch}. "
+            "Check the data (gnnmd validates it on open) or lower --learning-rate"
+        )
 
     # -- files ------------------------------------------------------------------
 
@@ -393,6 +456,8 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "history": self.history,
             "config": dataclasses.asdict(self.config),
+            "identity": self.identity(),
+            "best_written": self.best_written,
         }
 
     def save_state(self) -> None:
@@ -403,16 +468,32 @@ class Trainer:
 
     def load_state(self) -> None:
         path = self.output_dir / STATE_FILE
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:  # weights_only: a state file cannot run code when read
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as error:  # torch raises many types for foreign, truncated or unsafe files
+            raise CheckpointError(
+                f"{path}: not a readable training state ({type(error).__name__}: {str(error)[:300]}); "
+                "train into a new folder, or pass --fresh to replace it"
+            ) from None
+        missing = [k for k in ("network", "optimizer", "scheduler", "config", "identity") if k not in state]
+        if not isinstance(state, dict) or missing:
+            raise CheckpointError(
+                f"{path}: missing field(s) {missing} (written by an older gnnmd or not a training state); "
+                "train into a new folder, or pass --fresh to replace it"
+            )
         # Everything but the epoch budget must match: extending a run is allowed.
         defaults = dataclasses.asdict(TrainingConfig())  # fields added since the state was written
         saved = {k: v for k, v in {**defaults, **state["config"]}.items() if k != "epochs"}
         current = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "epochs"}
-        if saved != current:
-            raise ValueError(
-                f"{path}: was written with training config {saved}, "
-                f"not the current {current}; use a new output folder"
-            )
+        identity = self.identity()
+        for key in sorted(set(saved) | set(identity)):
+            old = saved[key] if key in saved else state["identity"].get(key)
+            new = current[key] if key in current else identity[key]
+            if old != new:
+                raise CheckpointError(
+                    f"{path}: field {key!r} is {old!r} but this run has {new!r}; a resumed run must "
+                    "train the same model on the same data: use a new output folder (or --fresh)"
+                )
         self.model.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -421,6 +502,7 @@ class Trainer:
         self.best_loss = state.get("best_loss", self.config.force_weight * self.best_val**2)
         self.best_energy = state.get("best_energy")
         self.history = list(state["history"])
+        self.best_written = bool(state.get("best_written", False))
 
     def write_metrics(self) -> None:
         with open(self.output_dir / METRICS_FILE, "w", newline="") as handle:
