@@ -31,6 +31,7 @@ import torch
 from gnnmd.errors import CheckpointError, ModelNotFoundError
 from gnnmd.nn.potential import CGPotential, PotentialConfig
 from gnnmd.nn.priors import PriorSet
+from gnnmd.runfolder import atomic_write_bytes
 
 FORMAT = "gnnmd-checkpoint"
 FORMAT_VERSION = 1
@@ -91,9 +92,7 @@ def save_checkpoint(model: CGPotential, path: str | os.PathLike, metadata: Mappi
         "metadata": dict(metadata),
     }
     path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, temporary)
-    os.replace(temporary, path)
+    atomic_write_bytes(path, lambda file: torch.save(checkpoint, file))
     return path
 
 
@@ -152,6 +151,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, backend: str = "
         model.network.load_state_dict(checkpoint["network"])
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"{path}: inconsistent checkpoint contents ({error})") from error
+    _require_finite(path, model)
     model.metadata = dict(checkpoint["metadata"])
     model.source = str(path)
     model.eval()
@@ -162,6 +162,16 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, backend: str = "
     converted = use_backend(model, backend)
     converted.metadata, converted.source = model.metadata, model.source
     return converted
+
+
+def _require_finite(path: Path, model: CGPotential) -> None:
+    """A model with NaN or infinite weights would fail as a "blow-up" later; name the tensor now."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: tensor {name!r} holds non-finite values; the model file is damaged "
+                "(or came from a training run that diverged)"
+            )
 
 
 def is_trained(model: CGPotential) -> bool:

@@ -18,10 +18,13 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from gnnmd.errors import GnnmdError
 
@@ -154,3 +157,44 @@ def file_sha256(path: str | os.PathLike) -> str:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_failure(error: BaseException, path: str | os.PathLike, action: str) -> OSError:
+    """An OSError naming ``path`` for a write that failed inside a library with a foreign error.
+
+    Libraries report a full disk in their own ways (mdtraj's DCD writer raises
+    ``TypeError: 'dict' object is not callable``, torch.save a RuntimeError); this
+    gives the user ENOSPC when the disk is (nearly) full, else EIO, with the cause.
+    """
+    if isinstance(error, OSError):
+        return error
+    folder = Path(path).parent
+    free = shutil.disk_usage(folder).free if folder.is_dir() else 0
+    code = errno.ENOSPC if free < (1 << 20) else errno.EIO
+    reason = f"{os.strerror(code)} while {action} ({type(error).__name__}: {error}; {free} bytes free)"
+    return OSError(code, reason, str(path))
+
+
+def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``.
+
+    A crash leaves the old file or the new one, never a torn one; a failed write
+    (a full disk included) raises an OSError naming ``path`` and removes the temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            try:
+                write(file)
+                file.flush()
+            except Exception as error:  # torch.save reports a full disk as a RuntimeError
+                raise write_failure(error, path, "writing") from error
+            os.fsync(file.fileno())
+        # mkstemp creates 0600; give the file the mode it replaces, or the usual 0644.
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -110,18 +110,68 @@ def _resolve_name(name: str) -> pathlib.Path | None:
     return None
 
 
+#: File suffixes read as PDBx/mmCIF (through OpenMM's reader); everything else is read as PDB.
+CIF_SUFFIXES = (".cif", ".mmcif", ".pdbx")
+
+
+def _load_cif(path: pathlib.Path) -> mdtraj.Trajectory:
+    import openmm.app
+    import openmm.unit
+
+    pdbx = openmm.app.PDBxFile(str(path))
+    frames = [
+        pdbx.getPositions(asNumpy=True, frame=i).value_in_unit(openmm.unit.nanometer)
+        for i in range(pdbx.getNumFrames())
+    ]
+    return mdtraj.Trajectory(np.array(frames), mdtraj.Topology.from_openmm(pdbx.topology))
+
+
 def _load_pdb(path: pathlib.Path) -> mdtraj.Trajectory:
-    """All frames of a PDB file; any failure is a TopologyError naming the file."""
+    """All frames of a PDB (or PDBx/mmCIF) file; any failure is a TopologyError naming the file."""
+    kind = "PDBx/mmCIF" if path.suffix.lower() in CIF_SUFFIXES else "PDB"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. mdtraj's dummy-CRYST1 unit cell warning
-            traj = mdtraj.load_pdb(str(path))
-    except Exception as exc:  # mdtraj raises many types on malformed input
+            traj = _load_cif(path) if kind != "PDB" else mdtraj.load_pdb(str(path))
+    except Exception as exc:  # mdtraj and OpenMM raise many types on malformed input
         reason = f"{type(exc).__name__}: {exc}"
-        raise TopologyError(f"{path}: not a readable PDB file ({reason})") from exc
+        hint = "" if kind != "PDB" else f"; PDBx/mmCIF files need one of the suffixes {CIF_SUFFIXES}"
+        raise TopologyError(f"{path}: not a readable {kind} file ({reason}){hint}") from exc
     if traj.n_frames == 0 or traj.n_atoms == 0:
         raise TopologyError(f"{path}: not a readable PDB file: no atoms")
+    bad = np.argwhere(~np.isfinite(traj.xyz))
+    if len(bad):
+        frame, atom, _ = (int(i) for i in bad[0])
+        residue = traj.topology.atom(atom).residue
+        raise TopologyError(
+            f"{path}: model {frame + 1}, atom {atom + 1} ({traj.topology.atom(atom).name} of "
+            f"{residue.name}{residue.resSeq}) has a non-finite coordinate {traj.xyz[frame, atom].tolist()}"
+        )
     return traj
+
+
+#: Bonded beads closer than this (nm) mean degenerate coordinates (all zero, or one atom repeated).
+MIN_BOND_NM = 0.01
+
+
+def _check_beads(path: pathlib.Path, topology: CGTopology, positions_nm: np.ndarray) -> None:
+    """Refuse coincident bonded beads: no force field can start from them."""
+    if not len(topology.bonds):
+        return
+    bonds = np.asarray(topology.bonds)
+    lengths = np.linalg.norm(positions_nm[bonds[:, 0]] - positions_nm[bonds[:, 1]], axis=-1)
+    shortest = int(np.argmin(lengths))
+    if lengths[shortest] < MIN_BOND_NM:
+        i, j = (int(b) for b in bonds[shortest])
+        names = [
+            f"{topology.bead_names[b]} of {topology.residue_names[b]}{topology.residue_ids[b]}"
+            for b in (i, j)
+        ]
+        raise TopologyError(
+            f"{path}: bonded beads {i} ({names[0]}) and {j} ({names[1]}) are {lengths[shortest]:.4f} nm "
+            "apart; "
+            "the structure's coordinates are degenerate (all zero, or atoms repeated)"
+        )
 
 
 def _frame(traj: mdtraj.Trajectory, model: int, path: pathlib.Path) -> mdtraj.Trajectory:
@@ -172,12 +222,14 @@ def _load_shipped(toml_path: pathlib.Path, mapping: str | None) -> System:
         residues=_residue_range(spec, toml_path),
     )
     _check_counts(spec, topology, mapping, toml_path)
+    _check_beads(pdb_path, topology, positions[0])
     return System(spec["name"], topology, positions[0], str(spec["description"]).strip(), pdb_path)
 
 
 def _load_path(pdb_path: pathlib.Path, mapping: str) -> System:
     traj = _frame(_load_pdb(pdb_path), 0, pdb_path)
     topology, positions = map_to_cg(traj, mapping, name=pdb_path.stem, source=str(pdb_path))
+    _check_beads(pdb_path, topology, positions[0])
     description = f"{pdb_path.name}: all protein chains, model 1, {mapping} mapping"
     return System(pdb_path.stem, topology, positions[0], description, pdb_path)
 

@@ -1,12 +1,15 @@
 """The ``gnnmd`` command: one entry point, one module per subcommand.
 
 Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``.
-User errors (bad files, unknown names) print one line and exit with status 2.
+User errors (bad files, unknown names) and system errors (a full disk, a
+read-only or missing folder) print one line naming the path and exit with
+status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Sequence
 
@@ -49,6 +52,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GnnmdError, ValueError) as error:
         print(f"gnnmd {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a read-only or missing folder, a file for a folder...
+        print(f"gnnmd {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
+        return 2
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line: the path, what the system said, its errno name, and that finished work is kept."""
+    name = errno.errorcode.get(error.errno, "") if error.errno is not None else ""
+    where = f"{error.filename}: " if error.filename else ""
+    what = error.strerror or str(error)
+    return (
+        f"{where}{what}{f' ({name})' if name else ''}; files already written (outputs, the last "
+        "checkpoint) are kept"
+    )
 
 
 if __name__ == "__main__":

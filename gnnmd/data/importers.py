@@ -28,6 +28,18 @@ def cgnet_ala2_topology() -> CGTopology:
     )  # fmt: skip
 
 
+def load_array(path: str | os.PathLike) -> np.ndarray:
+    """A numeric .npy array; pickled or object arrays are refused (reading them could run code)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path}: not a readable numeric .npy array ({error})") from None
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+        kind = type(array).__name__ if not isinstance(array, np.ndarray) else array.dtype
+        raise DatasetError(f"{path}: holds {kind}, expected a numeric .npy array")
+    return array
+
+
 def import_arrays(
     output: str | os.PathLike,
     topology: CGTopology,
@@ -49,15 +61,15 @@ def import_arrays(
     Raises:
         DatasetError: the arrays' shapes disagree (the message names both files).
     """
-    coordinates = np.load(coordinates_path) * length_to_nm(length_unit)
-    forces = np.load(forces_path) * force_to_kj_per_mol_nm(energy_unit, length_unit)
+    coordinates = load_array(coordinates_path) * length_to_nm(length_unit)
+    forces = load_array(forces_path) * force_to_kj_per_mol_nm(energy_unit, length_unit)
     if coordinates.shape != forces.shape:
         raise DatasetError(
             f"{coordinates_path} has shape {coordinates.shape} but {forces_path} has {forces.shape}"
         )
     energies = None
     if energies_path is not None:
-        energies = np.load(energies_path) * energy_to_kj_per_mol(energy_unit)
+        energies = load_array(energies_path) * energy_to_kj_per_mol(energy_unit)
         if energies.shape != coordinates.shape[:1]:
             raise DatasetError(
                 f"{energies_path} has shape {energies.shape} but {coordinates_path} has "

@@ -15,14 +15,14 @@ crash leaves either the old checkpoint or the new one, never a torn file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from gnnmd.errors import CheckpointError
+from gnnmd.runfolder import atomic_write_bytes
+
+__all__ = ["atomic_write_bytes", "check_matches", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "gnnmd-simulation-checkpoint"
 FORMAT_VERSION = 1
@@ -32,24 +32,6 @@ _REQUIRED = (
     "format", "format_version", "step", "seed", "timestep_fs", "dtype", "replica_ids", "beads", "systems",
     "thermostat_temperatures_k", "frictions_per_ps", "frames_written", *_TENSORS,
 )  # fmt: skip
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        # mkstemp creates 0600; give the file the mode it replaces, or the usual 0644.
-        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: Path, state: dict, frames_written: list[int], extra: dict | None = None) -> None:

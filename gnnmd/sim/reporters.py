@@ -23,6 +23,7 @@ import numpy as np
 from mdtraj.formats import DCDTrajectoryFile, XTCTrajectoryFile
 
 from gnnmd.errors import SimulationError
+from gnnmd.runfolder import write_failure
 from gnnmd.topology import CGTopology
 from gnnmd.units import ANGSTROM_PER_NM
 
@@ -102,12 +103,14 @@ class TrajectoryWriter:
 
     def _write_raw(self, xyz: np.ndarray, time_ps: float, step: int) -> None:
         frame = np.asarray(xyz, dtype=np.float32)[None]
-        if self.fmt == "dcd":
-            self.file.write(frame)
-        else:
-            self.file.write(
-                frame, time=np.array([time_ps], dtype=np.float32), step=np.array([step], dtype=np.int32)
-            )
+        try:
+            if self.fmt == "dcd":
+                self.file.write(frame)
+            else:
+                times, steps = np.array([time_ps], dtype=np.float32), np.array([step], dtype=np.int32)
+                self.file.write(frame, time=times, step=steps)
+        except Exception as error:  # mdtraj reports a full disk as a TypeError
+            raise write_failure(error, self.path, f"writing frame {self.frames}") from error
         self.frames += 1
 
     def write(self, positions_nm: np.ndarray, time_ps: float, step: int) -> None:
@@ -122,7 +125,10 @@ class TrajectoryWriter:
         fsync_path(self.path)
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except Exception as error:  # a full disk again: the frames a checkpoint counts are synced
+            raise write_failure(error, self.path, "closing the trajectory") from error
 
 
 class EnergyLog:

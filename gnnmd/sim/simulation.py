@@ -158,6 +158,8 @@ class Simulation:
         #: One line per replica dropped during the last :meth:`run` (policy "drop").
         self.warnings: list[str] = []
         self.writers: dict[int, tuple[TrajectoryWriter, EnergyLog]] = {}
+        #: Step of the last checkpoint on disk (a resumed run starts at its checkpoint).
+        self.checkpoint_step = runner.steps_done
         self._lock = RunFolderLock(self.directory, f".{options.checkpoint_name}.lock").acquire()
         try:
             self._open(frames_written, overwrite)
@@ -275,13 +277,15 @@ class Simulation:
         message = "; ".join(lines)
         if self.options.on_failure == "stop" or len(failures) == runner.num_replicas:
             self.close()
+            dt_fs = runner.settings.timestep_fs
             advice = (
                 "every replica failed" if self.options.on_failure == "drop"
-                else "use --on-failure drop to continue without the failed replicas"
+                else "or --on-failure drop to continue without the failed replicas"
             )  # fmt: skip
             raise SimulationError(
-                f"{message}. Stopped: outputs so far and the checkpoints already written are intact "
-                f"(try a smaller --dt-fs; {advice})"
+                f"{message}. Stopped: the outputs up to the last checkpoint (step {self.checkpoint_step}) "
+                f"are intact. To continue from it with a smaller time step: the same command with "
+                f"--resume --dt-fs {dt_fs / 2:g} --accept-change dt-fs ({advice})"
             )
         for index in sorted(failures):
             replica = runner.replica_ids[index]
@@ -327,6 +331,7 @@ class Simulation:
         if self.committee is not None:
             recorded["committee"] = self.committee.state()
         save_checkpoint(self.options.checkpoint_path, self.runner.state(), frames, recorded)
+        self.checkpoint_step = self.runner.steps_done
 
     def run(self, until_step: int, progress: Progress | None = None, extra: dict | None = None) -> RunSummary:
         """Step until ``runner.steps_done == until_step``, then checkpoint and return the throughput.
@@ -375,12 +380,21 @@ class Simulation:
         )
 
     def close(self) -> None:
-        """Close every output file (frames already written stay on disk) and release the folder."""
-        for trajectory, log in self.writers.values():
-            trajectory.close()
-            log.close()
+        """Close every output file (frames already written stay on disk) and release the folder.
+
+        Every file is closed even if one fails (a full disk); the first failure is raised after.
+        """
+        failures = []
+        for writers in self.writers.values():
+            for writer in writers:
+                try:
+                    writer.close()
+                except Exception as error:  # keep closing the others
+                    failures.append(error)
         self.writers = {}
         self._lock.release()
+        if failures:
+            raise failures[0]
 
 
 def _resumed_clock(

@@ -47,7 +47,13 @@ from gnnmd.errors import CheckpointError, GnnmdError
 from gnnmd.graph import GraphBatch
 from gnnmd.models import save_checkpoint
 from gnnmd.nn.potential import CGPotential
-from gnnmd.runfolder import RunFolderLock, file_sha256, remove_temporary_files, require_fresh
+from gnnmd.runfolder import (
+    RunFolderLock,
+    atomic_write_bytes,
+    file_sha256,
+    remove_temporary_files,
+    require_fresh,
+)
 from gnnmd.train.batches import BatchLoader, ForceBatch
 from gnnmd.train.distributed import all_reduce_sum, init_from_environment, local_device, on_root
 
@@ -461,10 +467,8 @@ class Trainer:
         }
 
     def save_state(self) -> None:
-        path = self.output_dir / STATE_FILE
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save(self.state(), temporary)
-        os.replace(temporary, path)
+        state = self.state()
+        atomic_write_bytes(self.output_dir / STATE_FILE, lambda file: torch.save(state, file))
 
     def load_state(self) -> None:
         path = self.output_dir / STATE_FILE

@@ -86,9 +86,13 @@ def test_append_frames_keeps_energies_in_step(tmp_path, chignolin, villin):
         DatasetError, match=r"d\.h5: energies of 'chignolin' have shape \(4,\), expected \(5,\)"
     ):
         append_frames(path, chignolin.topology, x, f, e[:4])
-    with pytest.raises(DatasetError, match=r"d\.h5: molecule 'chignolin', field 'energies', frame 5: value inf"):
+    with pytest.raises(
+        DatasetError, match=r"d\.h5: molecule 'chignolin', field 'energies', frame 5: value inf"
+    ):
         append_frames(path, chignolin.topology, x, f, np.full(5, np.inf))
-    with pytest.raises(DatasetError, match=r"d\.h5: molecule 'chignolin', field 'forces' has shape \(4, 49, 3\)"):
+    with pytest.raises(
+        DatasetError, match=r"d\.h5: molecule 'chignolin', field 'forces' has shape \(4, 49, 3\)"
+    ):
         append_frames(path, chignolin.topology, x, f[:4], e)
     assert counts() == before  # a refused append writes nothing
 
