@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps", type=int, default=20000, help="steps per replica, equilibration included (20000)"
     )
     parser.add_argument("--equilibration-steps", type=int, default=2000, help="steps not analysed (2000)")
+    parser.add_argument(
+        "--record-every", type=int, default=50, help="steps between analysed frames of a replica (50)"
+    )
     parser.add_argument("--dt-fs", type=float, default=2.0, help="time step in fs (2)")
     parser.add_argument("--temperature-k", type=float, default=300.0, help="temperature in K (300)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ValidationSettings(
         replicas=args.replicas, steps=args.steps, equilibration_steps=args.equilibration_steps,
         timestep_fs=args.dt_fs, temperature_k=args.temperature_k, seed=args.seed,
+        record_every=args.record_every,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         dataset = ForceDataset(reference_path(args, model, Path(scratch)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnnmd.analysis.distributions import free_energy, histogram, jensen_shannon
+from gnnmd.analysis.distributions import PSEUDO_COUNT, free_energy, histogram, jensen_shannon
 from gnnmd.analysis.observables import term_observables
 from gnnmd.data.importers import cgnet_ala2_topology
 from gnnmd.nn.priors.geometry import dihedral_angles, frame_values
@@ -25,6 +25,19 @@ def test_jensen_shannon_bounds():
     assert 0.01 < jensen_shannon(p, shifted) < 0.1
     with pytest.raises(ValueError, match="differ in shape"):
         jensen_shannon(p, histogram(rng.normal(size=(10, 2)), 5, [(-4, 4)] * 2))
+
+
+def test_jensen_shannon_equals_scipy():
+    """Against scipy's implementation (its distance is the square root of the divergence, in nats)."""
+    from scipy.spatial.distance import jensenshannon
+
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        p = histogram(rng.normal(0, 1, (4000, 2)), 12, [(-4, 4)] * 2)
+        q = histogram(rng.normal(rng.uniform(-1, 1), 1.3, (4000, 2)), 12, [(-4, 4)] * 2)
+        # ours adds PSEUDO_COUNT to every bin (empty bins stay finite); give scipy the same input
+        expected = jensenshannon((p + PSEUDO_COUNT).ravel(), (q + PSEUDO_COUNT).ravel()) ** 2
+        assert jensen_shannon(p, q) == pytest.approx(expected, rel=1e-9)
 
 
 def test_free_energy_is_boltzmann_inversion():
