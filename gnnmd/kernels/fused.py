@@ -24,8 +24,8 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
+from gnnmd.kernels.first_derivative import first_derivative_only
 from gnnmd.kernels.quantize import quantize
 from gnnmd.kernels.reference import aggregate_pairs
 
@@ -95,7 +95,7 @@ class _ChunkedConv(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
+    @first_derivative_only("fused (chunked CPU)")
     def backward(ctx, grad_out: Tensor):
         h, pairs, distances = ctx.saved_tensors
         kernel: FusedKernel = ctx.kernel

@@ -25,9 +25,9 @@ from typing import Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from gnnmd.kernels import native
+from gnnmd.kernels.first_derivative import first_derivative_only
 from gnnmd.kernels.reference import aggregate_pairs
 
 #: Largest interpolation error allowed, relative to the RMS of W and of dW/dr over [0, r_c]:
@@ -149,7 +149,7 @@ class _NativeTabulatedConv(torch.autograd.Function):
         return _native_call("forward", h, pairs, distances, coefficients, inv_spacing, cutoff_nm)
 
     @staticmethod
-    @once_differentiable
+    @first_derivative_only("tabulated (native CPU)")
     def backward(ctx, grad_out: Tensor):
         h, pairs, distances, coefficients = ctx.saved_tensors
         inv_spacing, cutoff_nm = ctx.constants

@@ -27,7 +27,8 @@ from typing import Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+
+from gnnmd.kernels.first_derivative import first_derivative_only
 
 try:
     import triton
@@ -565,7 +566,7 @@ class _TritonConv(torch.autograd.Function):
         return rows(rowptr, col, edge, distances, h, *extra)
 
     @staticmethod
-    @once_differentiable
+    @first_derivative_only("Triton")
     def backward(ctx, grad_out: Tensor):
         h, distances, rowptr, col, edge, position = ctx.saved_tensors
         rows, edge_grads = ctx.kernels
