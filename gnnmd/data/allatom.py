@@ -314,14 +314,14 @@ class Generator:
                     f"{self.output} holds {name} frames but no checkpoint {self.checkpoint.name}"
                 )
             return 0
-        with np.load(self.checkpoint) as saved:
-            settings = str(saved["settings"])
-            if settings != self.settings.fingerprint():
-                raise GnnmdError(
-                    f"{self.checkpoint}: written with settings {settings}; use a new output file"
-                )
-            frames = int(saved["frames"])
-            self.context.loadCheckpoint(saved["state"].tobytes())
+        try:  # allow_pickle=False: a tampered checkpoint cannot run code
+            with np.load(self.checkpoint, allow_pickle=False) as saved:
+                settings, frames, state = str(saved["settings"]), int(saved["frames"]), saved["state"]
+        except (OSError, ValueError, KeyError) as error:
+            raise GnnmdError(f"{self.checkpoint}: not a readable generator checkpoint ({error})") from None
+        if settings != self.settings.fingerprint():
+            raise GnnmdError(f"{self.checkpoint}: written with settings {settings}; use a new output file")
+        self.context.loadCheckpoint(state.tobytes())
         with h5py.File(self.output, "a") as file:
             group = file[f"molecules/{name}"]
             for label in ("coordinates", "forces", "energies"):

@@ -131,3 +131,17 @@ def test_chain_ends_without_oxt_get_one_and_the_force_field_accepts_them():
     protein = chignolin.atom_slice(chignolin.topology.select("protein"))
     unchanged, _ = add_terminal_oxygens(protein.topology.to_openmm(), protein.xyz[0].astype(np.float64))
     assert unchanged.getNumAtoms() == protein.n_atoms
+
+
+def test_a_tampered_generator_checkpoint_cannot_run_code(chignolin, tmp_path, tiny):
+    from tests.integration.test_train_trust import Exploit
+
+    path = tmp_path / "d.h5"
+    generator = Generator(chignolin, path, tiny)
+    generator.run(2)
+    sentinel = tmp_path / "pwned"
+    np.savez(generator.checkpoint, settings=np.array(tiny.fingerprint()), frames=np.array(2),
+             state=np.array([Exploit(sentinel)], dtype=object))  # fmt: skip
+    with pytest.raises(Exception, match=rf"{generator.checkpoint.name}: not a readable generator checkpoint"):
+        Generator(chignolin, path, tiny)
+    assert not sentinel.exists()
