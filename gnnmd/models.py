@@ -32,6 +32,7 @@ from gnnmd.errors import CheckpointError, ModelNotFoundError
 from gnnmd.nn.potential import CGPotential, PotentialConfig
 from gnnmd.nn.priors import PriorSet
 from gnnmd.runfolder import atomic_write_bytes
+from gnnmd.safe_load import load_tensors
 
 FORMAT = "gnnmd-checkpoint"
 FORMAT_VERSION = 1
@@ -106,12 +107,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                     f"{path}: this is an exported TorchScript module (from `gnnmd export`), not a "
                     "gnnmd checkpoint; load it with torch.jit.load or openmmtorch.TorchForce"
                 )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for bad archives
-        raise CheckpointError(
-            f"{path}: not a readable gnnmd checkpoint ({type(error).__name__}: {error})"
-        ) from error
+    checkpoint = load_tensors(path, "gnnmd checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: field 'format' is {found!r}, expected {FORMAT!r}")

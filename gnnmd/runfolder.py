@@ -166,8 +166,8 @@ def write_failure(error: BaseException, path: str | os.PathLike, action: str) ->
     ``TypeError: 'dict' object is not callable``, torch.save a RuntimeError); this
     gives the user ENOSPC when the disk is (nearly) full, else EIO, with the cause.
     """
-    if isinstance(error, OSError):
-        return error
+    if isinstance(error, OSError):  # a file object's error carries no path: add it
+        return error if error.filename is not None else OSError(error.errno, error.strerror, str(path))
     folder = Path(path).parent
     free = shutil.disk_usage(folder).free if folder.is_dir() else 0
     code = errno.ENOSPC if free < (1 << 20) else errno.EIO
@@ -185,13 +185,13 @@ def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as file:
-            try:
+        try:
+            with os.fdopen(handle, "wb") as file:  # closing flushes: a full disk may show only here
                 write(file)
                 file.flush()
-            except Exception as error:  # torch.save reports a full disk as a RuntimeError
-                raise write_failure(error, path, "writing") from error
-            os.fsync(file.fileno())
+                os.fsync(file.fileno())
+        except Exception as error:  # torch.save reports a full disk as a RuntimeError
+            raise write_failure(error, path, "writing") from error
         # mkstemp creates 0600; give the file the mode it replaces, or the usual 0644.
         os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         os.replace(temporary, path)

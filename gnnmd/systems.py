@@ -126,9 +126,19 @@ def _load_cif(path: pathlib.Path) -> mdtraj.Trajectory:
     return mdtraj.Trajectory(np.array(frames), mdtraj.Topology.from_openmm(pdbx.topology))
 
 
+def _has_atom_records(path: pathlib.Path) -> bool:
+    with open(path, "rb") as handle:
+        return any(line.startswith((b"ATOM", b"HETATM")) for line in handle)
+
+
 def _load_pdb(path: pathlib.Path) -> mdtraj.Trajectory:
     """All frames of a PDB (or PDBx/mmCIF) file; any failure is a TopologyError naming the file."""
     kind = "PDBx/mmCIF" if path.suffix.lower() in CIF_SUFFIXES else "PDB"
+    if kind == "PDB" and not _has_atom_records(path):
+        raise TopologyError(
+            f"{path}: not a readable PDB file: no ATOM or HETATM records (PDBx/mmCIF files need one of "
+            f"the suffixes {CIF_SUFFIXES})"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. mdtraj's dummy-CRYST1 unit cell warning

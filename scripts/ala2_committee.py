@@ -109,7 +109,7 @@ def heated(model, committee: Committee, topology, frames: np.ndarray, args: argp
     options = OutputOptions(out, report_interval=args.interval, checkpoint_interval=0,
                             health_interval=args.interval, on_failure="drop")  # fmt: skip
     monitor = CommitteeMonitor(committee, args.interval)
-    simulation = Simulation(runner, options, committee=monitor)
+    simulation = Simulation(runner, options, committee=monitor, overwrite=True)  # a scratch folder, rerun
     started = time.perf_counter()
     summary = simulation.run(args.steps)
     wall = time.perf_counter() - started

@@ -58,7 +58,11 @@ def potential_config(name_or_path: str):
     path = Path(name_or_path)
     if not path.is_file():
         raise ValueError(f"--model-config {name_or_path!r} is neither {NAMED_CONFIGS} nor a JSON file")
-    return PotentialConfig.from_dict(json.loads(path.read_text()))
+    try:
+        values = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"--model-config {path}: not valid JSON ({error})") from None
+    return PotentialConfig.from_dict(values)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import torch
 
 from gnnmd.errors import CheckpointError
 from gnnmd.runfolder import atomic_write_bytes
+from gnnmd.safe_load import load_tensors
 
 __all__ = ["atomic_write_bytes", "check_matches", "load_checkpoint", "save_checkpoint"]
 
@@ -53,12 +54,7 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        document = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(error).__name__}: {error})"
-        ) from None
+    document = load_tensors(path, "checkpoint")
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise CheckpointError(f"{path}: field 'format' is not {FORMAT!r}; not a gnnmd simulation checkpoint")
     missing = [key for key in _REQUIRED if key not in document]

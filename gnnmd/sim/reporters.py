@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import csv
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import mdtraj
 import numpy as np
@@ -183,23 +184,34 @@ class EnergyLog:
         if len(extra) != len(self.columns) - len(CSV_COLUMNS):
             wanted = self.columns[len(CSV_COLUMNS) :]
             raise ValueError(f"{self.path}: {len(extra)} extra values for the columns {wanted}")
-        self.writer.writerow(
-            [
-                step,
-                f"{time_ps:.6f}",
-                f"{potential_kj_mol:.6f}",
-                f"{kinetic_kj_mol:.6f}",
-                f"{temperature_k:.4f}",
-                *extra,
-            ]
-        )
+        row = [
+            step,
+            f"{time_ps:.6f}",
+            f"{potential_kj_mol:.6f}",
+            f"{kinetic_kj_mol:.6f}",
+            f"{temperature_k:.4f}",
+        ]
+        with self._named():
+            self.writer.writerow([*row, *extra])
 
     def sync(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        with self._named():
+            self.file.flush()
+            os.fsync(self.file.fileno())
 
     def close(self) -> None:
-        self.file.close()
+        with self._named():
+            self.file.close()
+
+    @contextmanager
+    def _named(self) -> Iterator[None]:
+        """A file object's OSError carries no path: give it this log's."""
+        try:
+            yield
+        except OSError as error:
+            if error.filename is not None:
+                raise
+            raise OSError(error.errno, error.strerror, str(self.path)) from error
 
 
 def save_frame_pdb(path: Path, topology: CGTopology, positions_nm: np.ndarray) -> None:

@@ -54,6 +54,7 @@ from gnnmd.runfolder import (
     remove_temporary_files,
     require_fresh,
 )
+from gnnmd.safe_load import load_tensors
 from gnnmd.train.batches import BatchLoader, ForceBatch
 from gnnmd.train.distributed import all_reduce_sum, init_from_environment, local_device, on_root
 
@@ -472,13 +473,7 @@ class Trainer:
 
     def load_state(self) -> None:
         path = self.output_dir / STATE_FILE
-        try:  # weights_only: a state file cannot run code when read
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as error:  # torch raises many types for foreign, truncated or unsafe files
-            raise CheckpointError(
-                f"{path}: not a readable training state ({type(error).__name__}: {str(error)[:300]}); "
-                "train into a new folder, or pass --fresh to replace it"
-            ) from None
+        state = load_tensors(path, "training state", self.device)  # weights_only: runs no code
         missing = [k for k in ("network", "optimizer", "scheduler", "config", "identity") if k not in state]
         if not isinstance(state, dict) or missing:
             raise CheckpointError(

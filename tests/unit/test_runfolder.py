@@ -86,8 +86,10 @@ def test_foreign_write_errors_become_os_errors_naming_the_path(tmp_path):
     error = write_failure(TypeError("'dict' object is not callable"), tmp_path / "a.dcd", "writing frame 3")
     assert isinstance(error, OSError) and error.errno == errno.EIO  # this disk is not full
     assert error.filename == str(tmp_path / "a.dcd") and "writing frame 3 (TypeError" in error.strerror
-    original = OSError(errno.ENOSPC, "No space left on device")
-    assert write_failure(original, tmp_path / "a", "x") is original
+    named = OSError(errno.ENOSPC, "No space left on device", "b")
+    assert write_failure(named, tmp_path / "a", "x") is named
+    unnamed = write_failure(OSError(errno.ENOSPC, "No space left on device"), tmp_path / "a", "x")
+    assert (unnamed.errno, unnamed.filename) == (errno.ENOSPC, str(tmp_path / "a"))
 
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
