@@ -283,3 +283,18 @@ def test_non_finite_weights_are_named_at_load(tmp_path):
     torch.save(checkpoint, tmp_path / "nan.pt")
     with pytest.raises(CheckpointError, match=rf"nan.pt: tensor 'network.{name}' holds non-finite values"):
         load_model(tmp_path / "nan.pt")
+
+
+def test_permission_denied_is_one_line(tmp_path, capsys, monkeypatch):
+    """EACCES (root, as in CI, bypasses file modes, so the refusal is injected where it would occur)."""
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self.path))
+
+    monkeypatch.setattr(RunFolderLock, "acquire", denied)
+    assert simulate(*COMMON, "--steps", "2", "-o", str(tmp_path / "run")) == 2
+    error = capsys.readouterr().err
+    assert error.strip() == (
+        f"gnnmd simulate: error: {tmp_path / 'run' / '.gnnmd.lock'}: Permission denied (EACCES); "
+        "files already written (outputs, the last checkpoint) are kept"
+    )
