@@ -10,16 +10,22 @@ TEST_INSTALLED := $(VENV)/.gnnmd-test-installed
 
 .PHONY: run test lint models clean
 
+OPS := gnnmd/kernels/lib/libgnnmd_ops.so
+
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
-$(TEST_INSTALLED): $(INSTALLED)
+# The compiled op library (C++ against the installed torch): part of every install.
+$(OPS): $(INSTALLED) $(wildcard gnnmd/kernels/csrc/*.cpp) gnnmd/kernels/build.py
+	$(BIN)/python -m gnnmd.kernels.build
+
+$(TEST_INSTALLED): $(INSTALLED) $(OPS)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 	touch $@
 
-run: $(INSTALLED)
+run: $(INSTALLED) $(OPS)
 	$(BIN)/gnnmd bench --system chignolin --model chignolin --replicas 64 --steps 200 --warmup 20 \
 		--backend reference,tabulated --json out/bench.json
 
@@ -30,8 +36,8 @@ lint: $(TEST_INSTALLED)
 	$(BIN)/ruff check gnnmd tests scripts examples benchmarks
 
 # Rebuild the shipped untrained models and their continuity reference values.
-models: $(INSTALLED)
+models: $(INSTALLED) $(OPS)
 	$(BIN)/python scripts/build_shipped_models.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) out .pytest_cache .ruff_cache gnnmd/kernels/lib

@@ -130,6 +130,7 @@ def save_exported(
         "units": {"positions": "nm", "energy": "kJ/mol", "forces": "kJ/mol/nm"},
         "bead_types": list(topology.bead_types),
         "masses_amu": [float(m) for m in topology.masses_amu],
+        **kernel_provenance(model),
     }
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
@@ -138,10 +139,28 @@ def save_exported(
     return path
 
 
+def kernel_provenance(model: CGPotential) -> dict:
+    """What an exported module runs, and the op library a loading process needs (None: none)."""
+    from gnnmd.kernels import backend_of, implementation_of, ops
+
+    implementation = implementation_of(model, "cpu")
+    needs_ops = implementation == "native-cpu"
+    return {
+        "backend": backend_of(model),
+        "implementation": implementation,
+        "ops": list(ops.OPS) if needs_ops else [],
+        "ops_library": str(ops.library_path()) if needs_ops else None,
+    }
+
+
 def exported_metadata(path: str | os.PathLike) -> dict:
     """The provenance stored in an exported file by :func:`save_exported`."""
-    extra = {METADATA_FILE: ""}
-    torch.jit.load(str(path), _extra_files=extra)
+    import zipfile
+
+    # Read from the archive itself: loading the module would need its ops registered first.
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith(f"extra/{METADATA_FILE}")]
+        extra = {METADATA_FILE: archive.read(names[0]).decode() if names else ""}
     if not extra[METADATA_FILE]:
         raise ValueError(f"{path}: no {METADATA_FILE} in this TorchScript file (not written by gnnmd export)")
     return json.loads(extra[METADATA_FILE])

@@ -127,11 +127,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return checkpoint
 
 
-def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, backend: str = "reference") -> CGPotential:
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL, backend: str = "reference", allow_fallback: bool = False
+) -> CGPotential:
     """Load a shipped model by name or a checkpoint by path (float32, CPU, eval mode).
 
     ``backend`` picks the kernel backend (see :mod:`gnnmd.kernels`); anything but
-    ``reference`` gives a frozen model for simulation.
+    ``reference`` gives a frozen model for simulation. A backend whose fast kernel
+    cannot run here raises, unless ``allow_fallback`` (then its pure-torch twin runs,
+    recorded in ``model.network.fallback``).
     """
     path = model_path(name_or_path)
     checkpoint = read_checkpoint(path)
@@ -155,7 +159,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, backend: str = "
         return model
     from gnnmd.kernels import use_backend
 
-    converted = use_backend(model, backend)
+    converted = use_backend(model, backend, allow_fallback=allow_fallback)
     converted.metadata, converted.source = model.metadata, model.source
     return converted
 

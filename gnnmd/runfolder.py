@@ -167,7 +167,9 @@ def write_failure(error: BaseException, path: str | os.PathLike, action: str) ->
     gives the user ENOSPC when the disk is (nearly) full, else EIO, with the cause.
     """
     if isinstance(error, OSError):  # a file object's error carries no path: add it
-        return error if error.filename is not None else OSError(error.errno, error.strerror, str(path))
+        if error.filename is not None:
+            return error
+        return OSError(error.errno, error.strerror or str(error), str(path))
     folder = Path(path).parent
     free = shutil.disk_usage(folder).free if folder.is_dir() else 0
     code = errno.ENOSPC if free < (1 << 20) else errno.EIO

@@ -13,7 +13,7 @@ import errno
 import sys
 from typing import Sequence
 
-from gnnmd.cli import bench, data, export, listing, openmm_xml, simulate, train, validate
+from gnnmd.cli import bench, data, export, listing, openmm_xml, ops_library, simulate, train, validate
 from gnnmd.errors import GnnmdError
 
 SUBCOMMANDS = {
@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "train": (train, "force-match a potential to a dataset (torchrun for several processes)"),
     "validate": (validate, "simulate a model and compare it with reference data"),
     "openmm-xml": (openmm_xml, "write system/integrator/state XML that plain OpenMM runs (TorchForce)"),
+    "ops-library": (ops_library, "print the path of the compiled op library (torch.ops.load_library)"),
 }
 
 

@@ -6,6 +6,8 @@ import argparse
 
 import torch
 
+from gnnmd.cli.options import add_backend_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="shipped model name (see `gnnmd models`) or checkpoint path")
@@ -20,14 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--forces", action="store_true", help="return (energy, forces) for TorchForce.setOutputsForces(True)"
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="model precision")
+    add_backend_options(parser, "kernel backend recorded in the module (default: reference)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from gnnmd.cli.options import metadata_needs_ops, ops_instructions
     from gnnmd.export import save_exported
     from gnnmd.models import is_trained, load_model
     from gnnmd.systems import load_system
 
-    model = load_model(args.model)
+    model = load_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
     system = load_system(args.system)
     path = save_exported(
         model,
@@ -43,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         f"{particles} particles, positions in nm -> energy in kJ/mol"
         + (" and forces in kJ/mol/nm" if args.forces else "")
     )
+    if metadata_needs_ops(path):
+        print(ops_instructions())
     if not is_trained(model):
         print(
             f"note: model {args.model!r} is UNTRAINED (priors from native structures, seeded random network)"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnmd.cli.options import add_langevin_options, langevin_settings
+from gnnmd.cli.options import add_backend_options, add_langevin_options, langevin_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--box-nm", type=float, nargs=3, metavar=("A", "B", "C"),
         help="periodic rectangular box edge lengths in nm (default: no box)",
     )  # fmt: skip
+    add_backend_options(parser, "kernel backend of the embedded model (default: reference)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from gnnmd.cli.options import ops_instructions
+    from gnnmd.kernels import implementation_of
     from gnnmd.models import is_trained
     from gnnmd.openmm.system import resolve_model
     from gnnmd.openmm.xml import write_xml_setup
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.replicas < 1:
         raise ValueError(f"--replicas must be at least 1, got {args.replicas}")
     system = load_system(args.system)
-    model = resolve_model(args.model)
+    model = resolve_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
     box = np.diag(args.box_nm) if args.box_nm else None
     settings = langevin_settings(args)
     written = write_xml_setup(
@@ -57,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         "run it with plain OpenMM: import torch, then openmmtorch, then load the XML files (docs/openmm.md)"
     )
+    if not isinstance(model, (str, Path)) and implementation_of(model, "cpu") == "native-cpu":
+        print(ops_instructions())
     if not isinstance(model, (str, Path)) and not is_trained(model):
         print(
             f"note: model {args.model!r} is UNTRAINED (priors from native structures, seeded random network)"

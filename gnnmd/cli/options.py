@@ -22,3 +22,35 @@ def add_langevin_options(parser: argparse.ArgumentParser) -> None:
 def langevin_settings(args: argparse.Namespace) -> LangevinSettings:
     """The LangevinSettings of options added by :func:`add_langevin_options`."""
     return LangevinSettings(args.dt_fs, args.temperature_k, args.friction_per_ps)
+
+
+def add_backend_options(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """--backend (one kernel backend) and --allow-fallback."""
+    from gnnmd.kernels import BACKENDS
+
+    parser.add_argument("--backend", default="reference", choices=BACKENDS, help=help_text)
+    add_fallback_option(parser)
+
+
+def add_fallback_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-fallback", action="store_true",
+        help="run a backend's pure-torch twin where its fast kernel cannot run (said once, and recorded); "
+        "without it such a backend is an error",
+    )  # fmt: skip
+
+
+def ops_instructions() -> str:
+    """How a process without gnnmd loads the op library an exported module calls."""
+    from gnnmd.kernels import ops
+
+    return (
+        "this module calls gnnmd's compiled ops: a process that loads it without `import gnnmd` runs "
+        f"`torch.ops.load_library({str(ops.library_path())!r})` first (path: `gnnmd ops-library`)"
+    )
+
+
+def metadata_needs_ops(path) -> bool:
+    from gnnmd.export import exported_metadata
+
+    return bool(exported_metadata(path).get("ops"))

@@ -8,16 +8,25 @@
 ``fused16``     ``fused`` with channel-wise 16-bit weights (bfloat16 + per-channel
                 float32 scales, float32 accumulation)
 ``tabulated``   each block's filter W(r) as a cubic Hermite spline (fixed after
-                training): fused C kernel on CPU, Triton on CUDA, torch elsewhere
+                training): the registered C++ op ``gnnmd::tabulated_conv`` on CPU
+                (eager and TorchScript), Triton on CUDA
 ==============  =====================================================================
 
 :func:`use_backend` returns a converted copy of a model; the weights of the copy
 are frozen (the fast backends compute forces, not weight gradients).
+
+No silent fallback: a requested backend resolves to a named implementation
+(:func:`implementation_of`: ``native-cpu``, ``triton-cuda``, ``torch-chunked``,
+``torch``), recorded in bench rows, run records and exported files. Where the
+``tabulated`` backend's op library is missing, :func:`use_backend` raises unless
+``allow_fallback=True`` (``--allow-fallback``), which runs the pure-torch twin,
+says so once on stderr and records it.
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,24 +47,57 @@ def backend_of(model: CGPotential) -> str:
     return model.network.backend
 
 
-def use_backend(model: CGPotential, backend: str, **options: Any) -> CGPotential:
+def implementation_of(model: CGPotential, device: Any = "cpu") -> str:
+    """What computes ``model``'s interactions on ``device``: ``torch``, ``torch-chunked``,
+    ``native-cpu`` or ``triton-cuda`` (with `` (fallback)`` where a fast path was allowed to fall back)."""
+    import torch
+
+    backend = backend_of(model)
+    if backend == "reference":
+        return "torch"
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        from gnnmd.kernels import triton_kernels
+
+        dtype = next(model.parameters()).dtype
+        if triton_kernels.available() and (backend != "tabulated" or dtype == torch.float32):
+            return "triton-cuda"
+        return "torch"
+    if backend == "tabulated":
+        implementation = model.network.interactions[0].kernel.implementation
+        return implementation + (" (fallback)" if getattr(model.network, "fallback", None) else "")
+    return "torch-chunked"
+
+
+_FALLBACKS_SAID: set[str] = set()
+
+
+def use_backend(
+    model: CGPotential, backend: str, allow_fallback: bool = False, **options: Any
+) -> CGPotential:
     """A copy of ``model`` whose interaction blocks run on ``backend``.
 
     Options: ``tolerance`` or ``points`` (tabulated grid, see
     :func:`gnnmd.kernels.tabulated.tabulate_block`), ``weight_dtype`` (fused16:
     torch.bfloat16 or torch.float16). The original model is untouched.
+
+    Raises:
+        OpsUnavailableError: ``tabulated`` without its op library, unless ``allow_fallback``
+            (then the pure-torch twin runs; ``network.fallback`` holds the reason).
     """
     resolve_backend(backend)
     if backend_of(model) != "reference":
         raise ValueError(f"convert from a reference model; this one already runs {backend_of(model)!r}")
+    native = backend != "tabulated" or _native_or_fallback(allow_fallback)
     converted = copy.deepcopy(model)
     network = converted.network
     network.backend = backend
+    network.fallback = None if native else _native_problem()
     if backend == "reference":
         return converted
     for block in network.interactions:
         block.uses_basis = False
-        block.kernel = _kernel_for(backend, block, network, options)
+        block.kernel = _kernel_for(backend, block, network, {**options, "native": native})
     if backend == "fused16":
         from gnnmd.kernels.quantize import quantize_linear_layers
 
@@ -66,15 +108,44 @@ def use_backend(model: CGPotential, backend: str, **options: Any) -> CGPotential
 
 def _kernel_for(backend: str, block, network, options: dict):
     if backend == "tabulated":
-        from gnnmd.kernels.tabulated import TabulatedKernel, tabulate_block
+        from gnnmd.kernels.tabulated import NativeTabulatedKernel, TabulatedKernel, tabulate_block
 
         kwargs = {key: options[key] for key in ("tolerance", "points") if key in options}
         coefficients, report = tabulate_block(
             block, network.basis, network.envelope, network.envelope.cutoff_nm, **kwargs
         )
         dtype = next(network.parameters()).dtype
-        return TabulatedKernel(coefficients.to(dtype), network.envelope.cutoff_nm, report)
+        kernel = NativeTabulatedKernel if options["native"] else TabulatedKernel
+        return kernel(coefficients.to(dtype), network.envelope.cutoff_nm, report)
     from gnnmd.kernels.fused import FusedKernel
 
     weight_dtype = options.get("weight_dtype") if backend == "fused16" else None
     return FusedKernel(block.filter_net, network.basis, network.envelope, weight_dtype=weight_dtype)
+
+
+def _native_problem() -> str | None:
+    from gnnmd.kernels import ops
+
+    try:
+        ops.load()
+    except ops.OpsUnavailableError as error:
+        return str(error)
+    return None
+
+
+def _native_or_fallback(allow_fallback: bool) -> bool:
+    """True where the op library loads; else raise, or (allowed) say so once and return False."""
+    from gnnmd.kernels import ops
+
+    problem = _native_problem()
+    if problem is None:
+        return True
+    if not allow_fallback:
+        raise ops.OpsUnavailableError(
+            f"the tabulated backend's native kernel cannot run: {problem}. Pass --allow-fallback "
+            "(allow_fallback=True) to run its pure-torch twin instead (slower; recorded as a fallback)"
+        )
+    if problem not in _FALLBACKS_SAID:
+        _FALLBACKS_SAID.add(problem)
+        print(f"gnnmd: tabulated backend falls back to pure torch: {problem}", file=sys.stderr)
+    return False

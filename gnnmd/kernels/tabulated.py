@@ -11,8 +11,11 @@ derivative) chosen under the rounding error of 16-bit weights.
 
 The convolution then needs no matrix products per pair: per pair and channel,
 one Horner polynomial and two multiply-adds forward, and about twice that
-backward. Paths: a fused C kernel on CPUs (:mod:`gnnmd.kernels.native`), a
-Triton kernel on CUDA devices, and plain torch (TorchScript, other devices).
+backward. Implementations: :class:`NativeTabulatedKernel` calls the registered
+op ``torch.ops.gnnmd.tabulated_conv`` (C++, ``csrc/tabulated_conv.cpp``), in
+eager mode and in TorchScript alike (so openmm-torch runs it), and a Triton
+kernel on CUDA devices in eager mode; :class:`TabulatedKernel` is its pure-torch
+twin.
 
 Units: distances and the grid spacing in nm; W is dimensionless.
 """
@@ -20,14 +23,11 @@ Units: distances and the grid spacing in nm; W is dimensionless.
 from __future__ import annotations
 
 import copy
-import ctypes
 from typing import Tuple
 
 import torch
 from torch import Tensor, nn
 
-from gnnmd.kernels import native
-from gnnmd.kernels.first_derivative import first_derivative_only
 from gnnmd.kernels.reference import aggregate_pairs
 
 #: Largest interpolation error allowed, relative to the RMS of W and of dW/dr over [0, r_c]:
@@ -130,91 +130,17 @@ def _copies(*modules: nn.Module) -> list[nn.Module]:
     return [copy.deepcopy(m) for m in modules]
 
 
-class _NativeTabulatedConv(torch.autograd.Function):
-    """The fused C kernel: forward messages, backward feature and distance gradients."""
-
-    @staticmethod
-    def forward(
-        ctx,
-        h: Tensor,
-        pairs: Tensor,
-        distances: Tensor,
-        coefficients: Tensor,
-        inv_spacing: float,
-        cutoff_nm: float,
-    ) -> Tensor:
-        h, pairs, distances = h.contiguous(), pairs.contiguous(), distances.contiguous()
-        ctx.save_for_backward(h, pairs, distances, coefficients)
-        ctx.constants = (inv_spacing, cutoff_nm)
-        return _native_call("forward", h, pairs, distances, coefficients, inv_spacing, cutoff_nm)
-
-    @staticmethod
-    @first_derivative_only("tabulated (native CPU)")
-    def backward(ctx, grad_out: Tensor):
-        h, pairs, distances, coefficients = ctx.saved_tensors
-        inv_spacing, cutoff_nm = ctx.constants
-        grad_h, grad_r = _native_call(
-            "backward", h, pairs, distances, coefficients, inv_spacing, cutoff_nm, grad_out.contiguous()
-        )
-        return grad_h, None, grad_r, None, None, None
-
-
-def _native_call(
-    kind: str,
-    h: Tensor,
-    pairs: Tensor,
-    distances: Tensor,
-    coefficients: Tensor,
-    inv_spacing: float,
-    cutoff_nm: float,
-    grad_out: Tensor | None = None,
-):
-    """Run the C kernel: messages (forward), or (∂E/∂h, ∂E/∂r) (backward)."""
-    library = native.load("tabulated")
-    suffix = "f32" if h.dtype == torch.float32 else "f64"
-    real = ctypes.c_float if h.dtype == torch.float32 else ctypes.c_double
-    threads = torch.get_num_threads()
-    result = h.new_zeros(h.shape)
-    scratch = h.new_empty((threads - 1, *h.shape))  # per-thread partial sums (no atomics)
-    pi, pj = pairs[0].contiguous(), pairs[1].contiguous()
-    arguments = [
-        ctypes.c_int64(distances.shape[0]),
-        native.pointer(pi),
-        native.pointer(pj),
-        native.pointer(distances),
-        native.pointer(coefficients),
-        ctypes.c_int64(coefficients.shape[0]),
-        real(inv_spacing),
-        real(cutoff_nm),
-        ctypes.c_int64(h.shape[0]),
-        ctypes.c_int64(h.shape[1]),
-        native.pointer(h),
-    ]
-    if grad_out is None:
-        getattr(library, f"tabulated_forward_{suffix}")(
-            *arguments, native.pointer(result), native.pointer(scratch), ctypes.c_int(threads)
-        )
-        return result
-    grad_r = distances.new_empty(distances.shape[0])
-    getattr(library, f"tabulated_backward_{suffix}")(
-        *arguments,
-        native.pointer(grad_out),
-        native.pointer(result),
-        native.pointer(grad_r),
-        native.pointer(scratch),
-        ctypes.c_int(threads),
-    )
-    return result, grad_r
-
-
 class TabulatedKernel(nn.Module):
-    """Σ_j W(r_ij) ⊙ h_j with W(r) a per-block cubic Hermite spline (see module docstring).
+    """Σ_j W(r_ij) ⊙ h_j with W(r) a per-block cubic Hermite spline: the pure-torch twin.
 
     Args:
         coefficients: (S, 4, F) spline coefficients (float64; cast to the model dtype with it).
         cutoff_nm: r_c in nm; the table covers [0, r_c].
         report: what :func:`tabulate_block` measured (kept for reports, not used).
     """
+
+    #: What runs on CPUs (see :func:`gnnmd.kernels.resolve_implementation`).
+    implementation = "torch"
 
     def __init__(self, coefficients: Tensor, cutoff_nm: float, report: dict | None = None) -> None:
         super().__init__()
@@ -223,13 +149,12 @@ class TabulatedKernel(nn.Module):
         self.cutoff_nm = float(cutoff_nm)
         self.inv_spacing = float(coefficients.shape[0] / cutoff_nm)
         self.report = dict(report or {})
-        self.use_native = True
 
     def forward(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
         """(N, F) messages from (N, F) features, (2, E) pairs i<j and (E,) distances in nm."""
-        if torch.jit.is_scripting():
-            return self._torch(h, pairs, distances)
-        return self._fast(h, pairs, distances)
+        if not torch.jit.is_scripting() and h.is_cuda:
+            return self._cuda(h, pairs, distances)
+        return self._torch(h, pairs, distances)
 
     def filters(self, distances: Tensor) -> Tensor:
         """(E, F) W(r) of (E,) distances in nm, interpolated."""
@@ -238,27 +163,35 @@ class TabulatedKernel(nn.Module):
     def _torch(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
         return aggregate_pairs(h, self.filters(distances), pairs)
 
-    @torch.jit.unused
-    def _fast(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
-        coefficients = (
-            self.coefficients if self.coefficients.dtype == h.dtype else self.coefficients.to(h.dtype)
-        )
-        if h.is_cuda:
-            from gnnmd.kernels import triton_kernels
+    def _typed_coefficients(self, h: Tensor) -> Tensor:
+        return self.coefficients if self.coefficients.dtype == h.dtype else self.coefficients.to(h.dtype)
 
-            if triton_kernels.available() and h.dtype == torch.float32:
-                return triton_kernels.tabulated_conv(
-                    h, pairs, distances, coefficients, self.inv_spacing, self.cutoff_nm
-                )
-        if (
-            h.device.type == "cpu"
-            and self.use_native
-            and h.dtype in (torch.float32, torch.float64)
-            and native.available("tabulated")
-        ):
-            if torch.is_grad_enabled() and coefficients.requires_grad:
-                raise RuntimeError("tabulated filters are fixed: they cannot be trained")
-            return _NativeTabulatedConv.apply(
+    @torch.jit.unused
+    def _cuda(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
+        from gnnmd.kernels import triton_kernels
+
+        if triton_kernels.available() and h.dtype == torch.float32:
+            coefficients = self._typed_coefficients(h)
+            return triton_kernels.tabulated_conv(
                 h, pairs, distances, coefficients, self.inv_spacing, self.cutoff_nm
             )
         return self._torch(h, pairs, distances)
+
+
+class NativeTabulatedKernel(TabulatedKernel):
+    """The same spline filters through the registered op ``torch.ops.gnnmd.tabulated_conv``.
+
+    The op (C++, autograd included) is what TorchScript records, so an exported
+    model runs it inside openmm-torch; the op library must be loaded in the
+    process that builds or loads the module (:func:`gnnmd.kernels.ops.load`).
+    """
+
+    implementation = "native-cpu"
+
+    def forward(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
+        """(N, F) messages from (N, F) features, (2, E) pairs i<j and (E,) distances in nm."""
+        if not torch.jit.is_scripting() and h.is_cuda:
+            return self._cuda(h, pairs, distances)
+        return torch.ops.gnnmd.tabulated_conv(
+            h, pairs, distances, self._typed_coefficients(h), self.inv_spacing, self.cutoff_nm
+        )

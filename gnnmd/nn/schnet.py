@@ -20,6 +20,7 @@ replace each block's ``kernel`` module and all compute the same function.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -120,6 +121,8 @@ class SchNet(nn.Module):
         )
         #: The kernel backend (see :mod:`gnnmd.kernels`); only ``reference`` evaluates the basis here.
         self.backend = "reference"
+        #: Why a requested fast kernel fell back to its pure-torch twin (``allow_fallback``), or None.
+        self.fallback: Optional[str] = None
         self.readout = nn.Sequential(
             nn.Linear(hidden_channels, hidden_channels // 2),
             activation(act),

@@ -18,7 +18,6 @@ evaluated in one model call. With a periodic box the model gets the box vectors
 from __future__ import annotations
 
 import copy
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -30,7 +29,7 @@ import openmm.unit
 import torch
 
 from gnnmd.errors import BeadTypeError, CheckpointError, SimulationError
-from gnnmd.export import METADATA_FILE, export_potential
+from gnnmd.export import METADATA_FILE, export_potential, exported_metadata
 from gnnmd.graph import GraphBatch
 from gnnmd.nn.potential import CGPotential
 from gnnmd.openmm.platforms import import_openmmtorch
@@ -122,9 +121,7 @@ def is_exported_file(path: str | os.PathLike) -> bool:
 
 def read_exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The provenance stored in an exported file (no TorchScript loading needed)."""
-    with zipfile.ZipFile(path) as archive:
-        name = next(n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}"))
-        return json.loads(archive.read(name))
+    return exported_metadata(path)
 
 
 def _check_exported(path: Path, metadata: dict[str, Any], topology: CGTopology, replicas: int) -> None:
@@ -172,6 +169,10 @@ def torch_force_from_file(
         )
     metadata = read_exported_metadata(path)
     _check_exported(path, metadata, topology, replicas)
+    if metadata.get("ops"):  # the module calls gnnmd's registered ops: load them first
+        from gnnmd.kernels import ops
+
+        ops.load()
     openmmtorch = import_openmmtorch()
     force = openmmtorch.TorchForce(str(path))
     force.setOutputsForces(bool(metadata.get("outputs_forces", False)))

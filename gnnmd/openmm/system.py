@@ -30,17 +30,26 @@ DEFAULT_ROUTE = "torch"
 ModelLike = Union[CGPotential, str, os.PathLike]
 
 
-def resolve_model(model: ModelLike) -> CGPotential | str:
-    """A CGPotential from a model, a shipped name or a checkpoint path; an exported file's path as a str."""
+def resolve_model(
+    model: ModelLike, backend: str = "reference", allow_fallback: bool = False
+) -> CGPotential | str:
+    """A CGPotential from a model, a shipped name or a checkpoint path (on ``backend``); an exported
+    file's path as a str (its backend was fixed at export; asking for another is an error)."""
     if isinstance(model, CGPotential):
+        if backend != "reference" and model.network.backend != backend:
+            raise ValueError(f"the model runs the {model.network.backend!r} backend, not {backend!r}")
         return model
     if isinstance(model, (str, os.PathLike)) and is_exported_file(model):
+        if backend != "reference":
+            raise ValueError(
+                f"{model} is an exported file: its backend was chosen by `gnnmd export --backend`"
+            )
         return os.fspath(model)
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(
             f"model must be a CGPotential, a shipped model name or a file path, got {type(model)}"
         )
-    return load_model(model)
+    return load_model(model, backend=backend, allow_fallback=allow_fallback)
 
 
 def check_route(route: str) -> str:

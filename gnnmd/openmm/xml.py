@@ -35,6 +35,7 @@ import openmm
 import openmm.app
 import torch
 
+from gnnmd.export import kernel_provenance
 from gnnmd.models import is_trained
 from gnnmd.openmm.forces import model_label, read_exported_metadata
 from gnnmd.openmm.platforms import PlatformSpec
@@ -151,9 +152,18 @@ def _provenance(
     import gnnmd
 
     if isinstance(model, str):  # an exported file: its own provenance says whether it is trained
-        trained = read_exported_metadata(model).get("trained")
+        exported = read_exported_metadata(model)
+        trained = exported.get("trained")
+        kernels = {key: exported.get(key) for key in ("backend", "implementation", "ops", "ops_library")}
     else:
         trained = is_trained(model)
+        kernels = kernel_provenance(model)
+    requirements = list(RUNTIME_REQUIREMENTS)
+    if kernels.get("ops"):
+        requirements.append(
+            f"gnnmd's op library, loaded before system.xml is deserialized: "
+            f"torch.ops.load_library({kernels['ops_library']!r}) (path: `gnnmd ops-library`)"
+        )
     return {
         "format": "gnnmd-openmm-setup",
         "format_version": 1,
@@ -176,5 +186,6 @@ def _provenance(
             "torch": torch.__version__,
             "openmm": openmm.__version__,
         },
-        "runtime_requirements": RUNTIME_REQUIREMENTS,
+        **kernels,
+        "runtime_requirements": requirements,
     }

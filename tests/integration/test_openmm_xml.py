@@ -101,3 +101,50 @@ def test_openmm_xml_cli_refuses_bad_input(tmp_path, capsys):
     assert main(["openmm-xml", "chignolin", "--model", "no-such-model", "-o", str(tmp_path / "b")]) == 2
     assert "no-such-model" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+PLAIN_OPENMM = """
+import sys
+import numpy as np
+import torch
+if sys.argv[2] != "-":
+    torch.ops.load_library(sys.argv[2])  # the one extra line a tabulated set-up needs
+import openmm, openmmtorch  # noqa: E401, F401
+folder = sys.argv[1]
+system = openmm.XmlSerializer.deserialize(open(folder + "/system.xml").read())
+state = openmm.XmlSerializer.deserialize(open(folder + "/state.xml").read())
+context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+context.setPositions(state.getPositions())
+result = context.getState(getEnergy=True, getForces=True)
+np.save(folder + "/forces.npy", result.getForces(asNumpy=True).value_in_unit(
+    openmm.unit.kilojoule_per_mole / openmm.unit.nanometer))
+print(result.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole))
+"""
+
+
+def test_tabulated_xml_setup_runs_in_plain_openmm_with_the_op_library(chignolin, tmp_path, poisoned_gnnmd):
+    """A fresh process without gnnmd: torch.ops.load_library(path), then the XML set-up runs the
+    native op inside TorchForce; without the library, deserializing names the missing op."""
+    from gnnmd.kernels import ops
+    from gnnmd.models import load_model
+
+    out = tmp_path / "setup"
+    assert main(["openmm-xml", "chignolin", "--backend", "tabulated", "-o", str(out)]) == 0
+    provenance = json.loads((out / "gnnmd-setup.json").read_text())
+    assert provenance["implementation"] == "native-cpu" and provenance["ops"] == ["tabulated_conv"]
+    assert "torch.ops.load_library" in provenance["runtime_requirements"][-1]
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_OPENMM)
+    environment = {**os.environ, "PYTHONPATH": str(poisoned_gnnmd), "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, str(script), str(out)]
+    completed = subprocess.run([*run, str(ops.library_path())], env=environment, capture_output=True,
+                               text=True, timeout=300)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    positions = np.asarray(chignolin.positions_nm)
+    model = load_model("default", backend="tabulated")
+    reference = create_system(chignolin.topology, model, platform="CPU")  # the same model, in this process
+    expected_energy, expected_forces = evaluate(reference, positions)
+    assert float(completed.stdout.strip().splitlines()[-1]) == pytest.approx(expected_energy, rel=1e-5)
+    np.testing.assert_allclose(np.load(out / "forces.npy"), expected_forces, rtol=1e-4, atol=1e-3)
+    missing = subprocess.run([*run, "-"], env=environment, capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "gnnmd::tabulated_conv" in missing.stderr, missing.stderr[-2000:]

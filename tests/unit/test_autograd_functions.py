@@ -1,7 +1,8 @@
 """The kernels' custom autograd functions: float64 gradcheck of their first derivatives, and a clear
 refusal of second derivatives (which ``once_differentiable`` would have given as silent zeros).
 
-The C kernel and the chunked kernel run here; the Triton kernel runs in a subprocess under
+The chunked kernel runs here (the C++ op has its own tests, test_ops.py); the Triton kernel runs
+in a subprocess under
 TRITON_INTERPRET=1 (``triton_gradcheck.py``). Inputs: two graphs and an isolated bead, distances
 inside the cutoff; gradcheck's central differences with eps 1e-6, atol 1e-7, rtol 1e-5.
 """
@@ -18,7 +19,6 @@ import pytest
 import torch
 
 from gnnmd.kernels.fused import FusedKernel, _ChunkedConv
-from gnnmd.kernels.tabulated import _NativeTabulatedConv, tabulate_block
 from gnnmd.nn.schnet import SchNet
 
 HERE = Path(__file__).parent
@@ -44,17 +44,6 @@ def check(call, distances, features) -> None:
     assert torch.autograd.gradcheck(call, (h, r), eps=1e-6, atol=1e-7, rtol=1e-5)
     with pytest.raises(RuntimeError, match=SECOND_DERIVATIVE):
         torch.autograd.gradgradcheck(call, (h, r))
-
-
-def test_native_tabulated_conv(graph):
-    from gnnmd.kernels import native
-
-    native.load("tabulated")  # the C kernel itself, not a fallback
-    net, pairs, distances, features = graph
-    coefficients, _ = tabulate_block(net.interactions[0], net.basis, net.envelope, 1.0, points=64)
-    inverse_spacing = coefficients.shape[0] / 1.0
-    check(lambda h, r: _NativeTabulatedConv.apply(h, pairs, r, coefficients, inverse_spacing, 1.0),
-          distances, features)  # fmt: skip
 
 
 def test_chunked_fused_conv(graph):

@@ -8,19 +8,19 @@ relative filter-slope error); fused16 with float16 weights 1e-2 RMS, bfloat16
 
 from __future__ import annotations
 
-import os
-import shutil
+import copy
 
 import numpy as np
 import pytest
 import torch
 
-from gnnmd.kernels import BACKENDS, backend_of, resolve_backend, use_backend
+from gnnmd.kernels import BACKENDS, backend_of, implementation_of, resolve_backend, use_backend
 from gnnmd.kernels.quantize import QuantizedLinear
 from gnnmd.kernels.tabulated import TabulatedKernel
 from gnnmd.models import load_model, save_checkpoint
 from gnnmd.neighbors import within_cutoff
 from tests.conftest import perturbed
+from tests.unit.test_ops import OpCounter
 
 FORCE_TOLERANCE = {"reference": 1e-12, "fused": 1e-10, "tabulated": 1e-3, "fused16": 2e-2}
 
@@ -74,49 +74,35 @@ def test_fused16_error_is_bounded(small_model, mixed, weight_dtype, tolerance):
     assert energy_error < tolerance
 
 
-@pytest.fixture()
-def native_calls(monkeypatch):
-    """Counts calls of the compiled tabulated kernel; fails (not skips) where a compiler exists but
-    the library does not build or load, so a torch-only run can never pass as the native kernel."""
-    from gnnmd.kernels import native, tabulated
-
-    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
-        pytest.skip("no C compiler on this machine: the native CPU kernel cannot be built")
-    native.load("tabulated")  # raises NativeKernelError with the compiler's output
-    calls = []
-    original = tabulated._NativeTabulatedConv.apply
-
-    def counted(*args):
-        calls.append(args[0].dtype)
-        return original(*args)
-
-    monkeypatch.setattr(tabulated._NativeTabulatedConv, "apply", counted)
-    return calls
+def torch_twin(converted):
+    """The same tabulated model with every kernel on its pure-torch twin."""
+    twin = copy.deepcopy(converted)
+    for block in twin.network.interactions:
+        block.kernel.__class__ = TabulatedKernel
+    return twin
 
 
-def test_tabulated_native_kernel_equals_torch_path(small_model, mixed, native_calls):
+def test_tabulated_native_kernel_equals_torch_path(small_model, mixed):
     batch, positions = mixed
     converted = use_backend(small_model, "tabulated")
-    e_native, f_native = network_energy_forces(converted, batch, positions)
-    assert native_calls == [torch.float64] * len(converted.network.interactions)  # the C kernel ran
-    for block in converted.network.interactions:
-        block.kernel.use_native = False
-    e_torch, f_torch = network_energy_forces(converted, batch, positions)
+    with OpCounter() as counter:
+        e_native, f_native = network_energy_forces(converted, batch, positions)
+    blocks = len(converted.network.interactions)
+    assert counter.calls == {"gnnmd::tabulated_conv": blocks, "gnnmd::tabulated_conv_backward": blocks}
+    e_torch, f_torch = network_energy_forces(torch_twin(converted), batch, positions)
     torch.testing.assert_close(e_native, e_torch, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(f_native, f_torch, rtol=1e-10, atol=1e-10)
 
 
-def test_tabulated_native_kernel_float32_many_pairs(small_model, chignolin, native_calls):
+def test_tabulated_native_kernel_float32_many_pairs(small_model, chignolin):
     """Enough pairs to split over threads; float32 as in the runner."""
     model = small_model.float()
     converted = use_backend(model, "tabulated")
+    assert implementation_of(converted, "cpu") == "native-cpu"
     batch = model.pack([chignolin.topology] * 8)
     positions = perturbed(np.tile(chignolin.positions_nm, (8, 1)), 0.05, seed=2).float()
     e_native, f_native = network_energy_forces(converted, batch, positions)
-    assert native_calls == [torch.float32] * len(converted.network.interactions)
-    for block in converted.network.interactions:
-        block.kernel.use_native = False
-    e_torch, f_torch = network_energy_forces(converted, batch, positions)
+    e_torch, f_torch = network_energy_forces(torch_twin(converted), batch, positions)
     torch.testing.assert_close(e_native, e_torch, rtol=1e-5, atol=1e-5)
     scale = f_torch.pow(2).mean().sqrt()
     assert float((f_native - f_torch).abs().max() / scale) < 1e-5
