@@ -98,11 +98,21 @@ class RunFolderLock:
         self.release()
 
 
-def _describe_holder(path: Path) -> str:
-    try:
-        holder = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        holder = {}
+def _describe_holder(path: Path, patience_s: float = 1.0) -> str:
+    """The holder's pid, host and command, read from the lock file.
+
+    A holder that has just taken the lock writes them a moment later: wait up to
+    ``patience_s`` for them to appear.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            holder = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):  # empty, or half written
+            holder = {}
+        if holder or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     if not holder:
         return "another process"
     command = " ".join(str(part) for part in holder.get("command", []))

@@ -29,7 +29,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from gnnmd.cli.options import add_langevin_options, langevin_settings
+from gnnmd.cli.options import add_fallback_option, add_langevin_options, langevin_settings
 from gnnmd.kernels import BACKENDS
 from gnnmd.sim.runner import DEFAULT_SKIN_NM
 
@@ -79,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: replica-runner)",
     )
     axis("--backend", str, ["reference"], BACKENDS, "kernel backends (default: reference)")
+    add_fallback_option(parser)
     axis("--device", str, ["cpu"], DEVICES,
          "devices; ipu: Graphcore IPU via PopTorch, replica runner, float32 (default: cpu)")  # fmt: skip
     axis("--dtype", str, ["float32"], DTYPES, "precisions (default: float32)")
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_backend(backend)
     reference = load_model(args.model)
     # Converted once per backend (tabulating takes seconds), shared by every case.
-    models = {backend: use_backend(reference, backend) for backend in args.backend}
+    models = {backend: use_backend(reference, backend, args.allow_fallback) for backend in args.backend}
     systems = {name: load_system(name) for name in args.system}
     cases, skipped = expand(args)
     measured = []
@@ -318,7 +319,7 @@ def print_result(result, title: str = "gnnmd bench (replica runner)", extra_rows
         ("system", f"{result.system} ({result.beads} beads)"),
         ("replicas", str(result.replicas)),
         ("time step", f"{result.dt_fs:g} fs"),
-        ("backend / device", f"{result.backend} / {result.device} {result.dtype}"),
+        ("backend / device", f"{result.backend} ({result.implementation}) / {result.device} {result.dtype}"),
         ("ns/day (aggregate)", f"{result.ns_per_day:.2f}"),
         ("ns/day per replica", f"{result.ns_per_day_per_replica:.3f}"),
         ("steps/s", f"{result.steps_per_second:.2f}"),

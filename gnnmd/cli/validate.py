@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gnnmd.cli.options import add_fallback_option
 from gnnmd.kernels import BACKENDS
 
 SHIPPED_REFERENCES = ("cgnet-ala2",)
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", default="reference", choices=BACKENDS,
         help="kernel backend of the simulation and force check (default: reference; see docs/kernels.md)",
     )  # fmt: skip
+    add_fallback_option(parser)
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--plots", type=Path, help="write PNG figures into this folder")
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from gnnmd.data.dataset import ForceDataset
     from gnnmd.models import load_model
 
-    model = load_model(args.model, backend=args.backend)
+    model = load_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
     settings = ValidationSettings(
         replicas=args.replicas, steps=args.steps, equilibration_steps=args.equilibration_steps,
         timestep_fs=args.dt_fs, temperature_k=args.temperature_k, seed=args.seed,

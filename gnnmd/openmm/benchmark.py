@@ -31,6 +31,7 @@ import openmm.unit
 import torch
 
 from gnnmd.export import export_potential
+from gnnmd.kernels import implementation_of
 from gnnmd.models import is_trained
 from gnnmd.nn.potential import CGPotential
 from gnnmd.openmm.overhead import route_overhead_ms_per_step
@@ -194,6 +195,7 @@ def measure_openmm(request: OpenMMBenchRequest) -> tuple[BenchResult, dict[str, 
         peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         peak_memory_kind="process_peak_rss",
         final_mean_temperature_k=_mean_temperature_k(simulation, beads),
+        implementation=implementation_of(request.model, "cpu"),
     )
     masses = np.tile(request.system.topology.masses_amu, request.replicas)
     positions = replica_positions(request.system, request.replicas)

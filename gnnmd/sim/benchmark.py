@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
+from gnnmd.kernels import implementation_of
 from gnnmd.sim.graphs import WARMUP_STEPS
 from gnnmd.sim.runner import ReplicaRunner
 from gnnmd.units import ns_per_day
 
 SCHEMA = "gnnmd-bench"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rows record the kernel implementation that ran
 
 
 @dataclass
@@ -59,6 +60,8 @@ class BenchResult:
     route: str | None = None
     #: ns/day of this row over ns/day of the same case with 1 replica (= R sequential single-replica runs).
     speedup_vs_single_replica: float | None = None
+    #: What computed the interactions: torch, torch-chunked, native-cpu, triton-cuda (see gnnmd.kernels).
+    implementation: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,6 +142,7 @@ def measure(runner: ReplicaRunner, steps: int, warmup_steps: int, labels: dict) 
         skin_nm=runner.skin_nm,
         neighbor_list_builds=builds,
         cuda_graph=runner.cuda_graph,
+        implementation=implementation_of(runner.model, device),
         **labels,
     )
 

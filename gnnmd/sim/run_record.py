@@ -39,7 +39,7 @@ ACCEPTABLE_CHANGES = {"dt-fs": "timestep_fs", "backend": "backend"}
 #: Fields any resume may change; the new values are recorded in the ``resumed`` entry.
 FREE_FIELDS = (
     "steps", "ns", "checkpoint_interval_ps", "health_interval", "device", "on_failure",
-    "max_temperature_factor", "committee_interval", "committee_threshold_kj_mol_nm",
+    "max_temperature_factor", "committee_interval", "committee_threshold_kj_mol_nm", "implementation",
 )  # fmt: skip
 
 

@@ -26,7 +26,7 @@ def test_bench_writes_json_and_says_untrained(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "UNTRAINED" in printed
     document = json.loads(out.read_text())
-    assert document["schema"] == "gnnmd-bench" and document["schema_version"] == 1
+    assert document["schema"] == "gnnmd-bench" and document["schema_version"] == 2
     assert {"host", "utc_time", "torch", "cpu", "git_sha"} <= set(document["system_info"])
     (row,) = document["benchmarks"]
     assert BENCH_KEYS <= set(row)
