@@ -6,7 +6,8 @@ Layout (units are the internal ones and are recorded in the file)::
                                   energy_unit="kJ/mol"
     /molecules/<name>/     attrs: source, description; recompute (JSON, only from
                                   gnnmd.data.recompute: Hamiltonian and per-trajectory progress)
-        coordinates        (F, n, 3) float32, nm        chunked one frame per chunk
+        coordinates        (F, n, 3) float32, nm        chunked one frame per chunk, Fletcher-32
+                                                        checksum per chunk (all three arrays)
         forces             (F, n, 3) float32, kJ/mol/nm
         energies           (F,) float64, kJ/mol         optional
         topology/          the CGTopology: bead_types, masses_amu, bonds, angles,
@@ -73,10 +74,14 @@ def write_molecule(
         group.attrs["description"] = description
         # Resizable along frames, so generators can append (see append_frames).
         chunks, shape = (1, topology.n_beads, 3), (None, topology.n_beads, 3)
-        group.create_dataset("coordinates", data=coordinates, chunks=chunks, maxshape=shape)
-        group.create_dataset("forces", data=forces, chunks=chunks, maxshape=shape)
+        # Fletcher-32 checksums per chunk: a flipped bit on disk is an error on read, not a silent value.
+        checked = {"fletcher32": True}
+        group.create_dataset("coordinates", data=coordinates, chunks=chunks, maxshape=shape, **checked)
+        group.create_dataset("forces", data=forces, chunks=chunks, maxshape=shape, **checked)
         if energies is not None:
-            group.create_dataset("energies", data=energies, chunks=_ENERGY_CHUNK, maxshape=(None,))
+            group.create_dataset(
+                "energies", data=energies, chunks=_ENERGY_CHUNK, maxshape=(None,), **checked
+            )
         _write_topology(group.create_group("topology"), topology)
 
 

@@ -187,3 +187,18 @@ def test_each_torchrun_rank_trains_on_its_local_gpu(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "2")
     with pytest.raises(ValueError, match="LOCAL_RANK 2 has no GPU: torch sees 2"):
         distributed.local_device("cuda")
+
+
+def test_a_flipped_bit_in_the_frames_is_caught_by_the_checksums(tmp_path, chignolin):
+    """One bit of one stored force value flipped on disk: a plausible value, caught by Fletcher-32."""
+    teacher_dataset(tmp_path / "d.h5", chignolin, frames=8)
+    with h5py.File(tmp_path / "d.h5", "r") as file:
+        forces = file["molecules/chignolin/forces"]
+        assert forces.fletcher32
+        offset = forces.id.get_chunk_info(3).byte_offset  # frame 3's chunk
+    data = bytearray((tmp_path / "d.h5").read_bytes())
+    data[offset + 100] ^= 0x01  # the lowest mantissa bit of one float: still finite and plausible
+    (tmp_path / "d.h5").write_bytes(bytes(data))
+    damaged = r"d.h5: damaged or malformed dataset .*(checksum|Fletcher|filter)"
+    with pytest.raises(DatasetError, match=damaged):
+        ForceDataset(tmp_path / "d.h5")
