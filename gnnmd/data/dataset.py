@@ -259,8 +259,9 @@ class ForceDataset(torch.utils.data.Dataset):
         except DatasetError:
             raise
         except Exception as error:  # h5py raises OSError, KeyError, ValueError... for damaged files
+            checksum = "a stored checksum does not match, " if "filter returned failure" in str(error) else ""
             raise DatasetError(
-                f"{self.path}: damaged or malformed dataset ({type(error).__name__}: {error})"
+                f"{self.path}: damaged or malformed dataset ({checksum}{type(error).__name__}: {error})"
             ) from error
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
         self._file: h5py.File | None = None

@@ -199,6 +199,6 @@ def test_a_flipped_bit_in_the_frames_is_caught_by_the_checksums(tmp_path, chigno
     data = bytearray((tmp_path / "d.h5").read_bytes())
     data[offset + 100] ^= 0x01  # the lowest mantissa bit of one float: still finite and plausible
     (tmp_path / "d.h5").write_bytes(bytes(data))
-    damaged = r"d.h5: damaged or malformed dataset .*(checksum|Fletcher|filter)"
+    damaged = r"d.h5: damaged or malformed dataset \(a stored checksum does not match"
     with pytest.raises(DatasetError, match=damaged):
         ForceDataset(tmp_path / "d.h5")
