@@ -49,6 +49,7 @@ class ExportedEnergy(nn.Module):
         # Carries the model dtype through .to()/.double(); inputs are cast to it.
         self.register_buffer("dtype_reference", torch.zeros(0))
         self.num_graphs = int(batch.ptr.shape[0] - 1)
+        self.num_particles = int(batch.types.shape[0])
         self.cutoff_nm = float(potential.cutoff_nm)
 
     def batch(self) -> GraphBatch:
@@ -66,9 +67,23 @@ class ExportedEnergy(nn.Module):
             raise ValueError("periodic box too small: its narrowest width must be at least twice the cutoff")
         return box.expand(self.num_graphs, 3, 3)
 
+    def checked(self, positions: Tensor) -> Tensor:
+        """``positions`` in the model's dtype, after checking there is one per exported particle."""
+        if positions.dim() != 2 or positions.shape[0] != self.num_particles or positions.shape[1] != 3:
+            raise ValueError(
+                "this module was exported for "
+                + str(self.num_particles)
+                + " particles ("
+                + str(self.num_graphs)
+                + " replica(s)); it got positions of shape "
+                + str(positions.shape)
+                + ": export it for this system (gnnmd export --system ... --replicas ...)"
+            )
+        return positions.to(self.dtype_reference.dtype)
+
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
         """positions (N, 3) nm, box optional (3, 3) nm -> energy () kJ/mol."""
-        x = positions.to(self.dtype_reference.dtype)
+        x = self.checked(positions)
         return self.potential(x, self.batch(), self.boxes(box)).sum()
 
 
@@ -77,7 +92,7 @@ class ExportedEnergyForces(ExportedEnergy):
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
         """positions (N, 3) nm -> (energy () kJ/mol, forces (N, 3) kJ/mol/nm)."""
-        x = positions.detach().to(self.dtype_reference.dtype).requires_grad_(True)
+        x = self.checked(positions.detach()).requires_grad_(True)
         energy = self.potential(x, self.batch(), self.boxes(box)).sum()
         gradient = torch.autograd.grad([energy], [x], allow_unused=True)[0]
         if gradient is None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gnnmd.errors import BeadTypeError
-from gnnmd.export import exported_metadata, save_exported
+from gnnmd.export import export_potential, exported_metadata, save_exported
 from gnnmd.models import load_model
 from tests.conftest import perturbed
 
@@ -128,3 +128,12 @@ def test_torchforce_float32_within_tolerance(chignolin, tmp_path):
     _, expected = model.double().energy_and_forces(x, model.pack([chignolin.topology]))
     rms = float(expected.pow(2).mean().sqrt())
     assert np.abs(forces - expected.numpy()).max() < 1e-5 * rms * 10
+
+
+@pytest.mark.parametrize("forces", [False, True])
+def test_exported_module_names_the_particle_counts(chignolin, forces):
+    """A module exported for chignolin x 2 given another protein's positions: both counts named."""
+    module = export_potential(load_model("default"), chignolin.topology, replicas=2, forces=forces)
+    with pytest.raises(Exception, match=r"exported for 98 particles \(2 replica\(s\)\); it got positions of "
+                       r"shape \[49, 3\]"):  # fmt: skip
+        module(torch.tensor(chignolin.positions_nm, dtype=torch.float32))
