@@ -22,6 +22,7 @@ Everywhere a model is taken, a shipped name (:func:`list_models`) or a path work
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -155,6 +156,7 @@ def load_model(
     model.metadata = dict(checkpoint["metadata"])
     model.source = str(path)
     model.eval()
+    _warn_if_untrained(model, path)
     if backend == "reference":
         return model
     from gnnmd.kernels import use_backend
@@ -162,6 +164,27 @@ def load_model(
     converted = use_backend(model, backend, allow_fallback=allow_fallback)
     converted.metadata, converted.source = model.metadata, model.source
     return converted
+
+
+class UntrainedModelWarning(UserWarning):
+    """A model whose network was never trained is loaded: its energies are not physical."""
+
+
+_UNTRAINED_WARNED: set[str] = set()
+
+
+def _warn_if_untrained(model: CGPotential, path: Path) -> None:
+    """Warn once per model file (per process) that an untrained model is in use."""
+    if is_trained(model) or str(path.resolve()) in _UNTRAINED_WARNED:
+        return
+    _UNTRAINED_WARNED.add(str(path.resolve()))
+    name = model.metadata.get("name", path.stem)
+    warnings.warn(
+        f"model {name!r} ({path}) is UNTRAINED: priors and a seeded random network; it runs and times "
+        "correctly but its energies are not physical (`gnnmd models` lists the trained ones)",
+        UntrainedModelWarning,
+        stacklevel=3,
+    )
 
 
 def _require_finite(path: Path, model: CGPotential) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,7 +48,7 @@ from gnnmd.ase.convert import (
     model_input,
 )
 from gnnmd.errors import AtomsError, GnnmdError, SimulationError
-from gnnmd.models import is_trained, load_model
+from gnnmd.models import load_model
 from gnnmd.nn.potential import CGPotential
 from gnnmd.topology import CGTopology
 from gnnmd.units import energy_to_kj_per_mol, force_to_kj_per_mol_nm
@@ -118,14 +117,7 @@ def resolve_model(
             return model, label
         return copy.deepcopy(model).to(device=device, dtype=dtype), label
     if isinstance(model, (str, os.PathLike)):
-        loaded = load_model(model).to(device=device, dtype=dtype)
-        if not is_trained(loaded):
-            warnings.warn(
-                f"model {str(model)!r} is UNTRAINED (seeded random network): its energies are not physical",
-                UserWarning,
-                stacklevel=3,
-            )
-        return loaded, str(model)
+        return load_model(model).to(device=device, dtype=dtype), str(model)  # warns if untrained
     raise TypeError(
         f"model must be a shipped model name, a checkpoint path or a CGPotential, got {type(model).__name__}"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import warnings
 from typing import Sequence
 
 from gnnmd.cli import bench, data, export, listing, openmm_xml, ops_library, simulate, train, validate
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the gnnmd command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from gnnmd.models import UntrainedModelWarning
+
+    # Every command says UNTRAINED in its own output; the library's warning would repeat it.
+    warnings.filterwarnings("ignore", category=UntrainedModelWarning)
     try:
         return args.handler(args)
     except (GnnmdError, ValueError) as error:

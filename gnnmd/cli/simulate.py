@@ -400,6 +400,7 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
             fresh = {**plan, "world_size": info.world_size, "run_id": run_id, "command": sys.argv,
                      "provenance": provenance(), "model_trained": is_trained(model)}  # fmt: skip
             _on_root(info, lambda: _write_record(args.output, fresh))
+            _on_root(info, lambda: _write_topologies(args.output, systems))
         simulation = Simulation(runner, options, committee=committee, extra=extra, overwrite=True)
     until = plan["steps"]
     if args.ns is not None:  # the run's length is in time: the time step may have changed on resume
@@ -433,6 +434,15 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
         atomic_write_bytes(args.output / SUMMARY_FILE, lambda f: f.write(text.encode()))
         _print_summary(report, args.output)
     return 0
+
+
+def _write_topologies(directory: Path, systems: list) -> None:
+    """``<system>.pdb``: each system's CG topology (native positions), so that any tool reads the
+    trajectories without gnnmd (``mdtraj.load("replica_0000.dcd", top="chignolin.pdb")``)."""
+    from gnnmd.sim.reporters import save_frame_pdb
+
+    for system in systems:
+        save_frame_pdb(directory / f"{system.name}.pdb", system.topology, system.positions_nm)
 
 
 def _write_record(directory: Path, record: dict) -> None:

@@ -202,6 +202,8 @@ def test_run_json_records_what_defines_the_run(tmp_path):
     assert record["checkpoint_interval_ps"] == 0.016 and record["backend"] == "reference"
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     assert checkpoint["extra"]["run_id"] == record["run_id"]
+    trajectory = mdtraj.load(str(out / "replica_0001.dcd"), top=str(out / "chignolin.pdb"))  # no gnnmd
+    assert trajectory.n_atoms == 49 and trajectory.n_frames == 2
 
 
 def test_system_errors_are_one_line_naming_the_path(tmp_path, capsys, monkeypatch):

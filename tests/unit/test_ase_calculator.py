@@ -374,6 +374,9 @@ def test_constructor_leaves_global_torch_state_alone(model):
     assert before[:2] == after[:2] and torch.equal(before[2], after[2])
 
 
-def test_untrained_shipped_model_warns():
-    with pytest.warns(UserWarning, match="'default' is UNTRAINED"):
+def test_untrained_shipped_model_warns(monkeypatch):
+    from gnnmd import models
+
+    monkeypatch.setattr(models, "_UNTRAINED_WARNED", set())  # once per process: start afresh
+    with pytest.warns(models.UntrainedModelWarning, match="'default' .* is UNTRAINED"):
         GNNMDCalculator(model="default", device="cpu")

@@ -105,3 +105,27 @@ def test_exported_torchscript_is_not_a_checkpoint(chignolin, tmp_path):
 def test_metadata_must_state_training(small_model, tmp_path):
     with pytest.raises(ValueError, match="trained"):
         save_checkpoint(small_model, tmp_path / "m.pt", {"description": "?"})
+
+
+def test_untrained_models_warn_once_wherever_they_are_loaded(monkeypatch, chignolin):
+    """load_model, create_simulation and openmm-ml's MLPotential all say so, once per model file."""
+    import warnings
+
+    from gnnmd import models
+    from gnnmd.openmm import create_simulation
+
+    monkeypatch.setattr(models, "_UNTRAINED_WARNED", set())
+    with pytest.warns(models.UntrainedModelWarning, match=r"'default' .* is UNTRAINED"):
+        models.load_model("default")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", models.UntrainedModelWarning)
+        models.load_model("default")  # said once
+        models.load_model("chignolin")  # trained: nothing to say
+    monkeypatch.setattr(models, "_UNTRAINED_WARNED", set())
+    with pytest.warns(models.UntrainedModelWarning):
+        create_simulation(chignolin, "default", platform="Reference")
+    monkeypatch.setattr(models, "_UNTRAINED_WARNED", set())
+    with pytest.warns(models.UntrainedModelWarning):
+        from openmmml import MLPotential
+
+        MLPotential("gnnmd", model="default")
