@@ -65,18 +65,12 @@ def check_frames(
         bad = ~np.isfinite(array)
         if bad.any():
             _raise_at(path, molecule, field, array, bad, first_frame, "is not finite")
-    forces = arrays.get("forces")
-    if forces is not None:
-        bad = np.abs(forces) > MAX_FORCE_KJ_PER_MOL_NM
-        if bad.any():
-            problem = f"exceeds {MAX_FORCE_KJ_PER_MOL_NM:g} kJ/mol/nm (forces in other units?)"
-            _raise_at(path, molecule, "forces", forces, bad, first_frame, problem)
-    energies = arrays.get("energies")
-    if energies is not None:
-        bad = np.abs(energies) > MAX_ENERGY_KJ_PER_MOL
-        if bad.any():
-            problem = f"exceeds {MAX_ENERGY_KJ_PER_MOL:g} kJ/mol in magnitude (energies in other units?)"
-            _raise_at(path, molecule, "energies", energies, bad, first_frame, problem)
+    for field, limit, unit in (("forces", MAX_FORCE_KJ_PER_MOL_NM, "kJ/mol/nm"),
+                               ("energies", MAX_ENERGY_KJ_PER_MOL, "kJ/mol")):  # fmt: skip
+        values = arrays.get(field)
+        if values is not None and (np.abs(values) > limit).any():
+            problem = f"exceeds {limit:g} {unit} in magnitude ({field} in other units?)"
+            _raise_at(path, molecule, field, values, np.abs(values) > limit, first_frame, problem)
     coordinates = arrays.get("coordinates")
     if coordinates is not None and len(bonds) and len(coordinates):
         _check_bond_lengths(path, molecule, coordinates, np.asarray(bonds), first_frame)

@@ -160,6 +160,22 @@ void check_inputs(const at::Tensor& h, const at::Tensor& pairs, const at::Tensor
               "or float64; got ", h.scalar_type(), ", ", r.scalar_type(), ", ", coef.scalar_type());
 }
 
+// Runs range(begin, end, buffer) over [0, pairs) on torch's thread pool, each thread adding into its
+// own zeroed (N, F) buffer shaped like `like`; returns the buffers' sum.
+template <typename scalar_t, typename Range>
+at::Tensor per_thread_sum(const at::Tensor& like, int64_t pairs, Range range) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t stride = like.size(0) * like.size(1);
+  at::Tensor buffers = at::zeros({threads, like.size(0), like.size(1)}, like.options());
+  // Enough pairs per task that summing the buffers stays small next to the work.
+  const int64_t grain = std::max<int64_t>(256, pairs / threads + 1);
+  scalar_t* base = buffers.data_ptr<scalar_t>();
+  at::parallel_for(0, pairs, grain, [&](int64_t begin, int64_t end) {
+    range(begin, end, base + at::get_thread_num() * stride);
+  });
+  return threads == 1 ? buffers[0] : buffers.sum(0);
+}
+
 at::Tensor tabulated_conv_cpu(const at::Tensor& features, const at::Tensor& pairs,
                               const at::Tensor& distances, const at::Tensor& coefficients,
                               double inv_spacing, double cutoff) {
@@ -169,16 +185,10 @@ at::Tensor tabulated_conv_cpu(const at::Tensor& features, const at::Tensor& pair
   Graph g{p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.size(1), c.size(0), h.size(1)};
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "tabulated_conv", [&] {
-    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-    at::Tensor buffers = at::zeros({threads, h.size(0), h.size(1)}, h.options());
-    const int64_t grain = std::max<int64_t>(256, p.size(1) / threads + 1);
-    scalar_t* base = buffers.data_ptr<scalar_t>();
-    at::parallel_for(0, p.size(1), grain, [&](int64_t begin, int64_t end) {
-      scalar_t* mine = base + at::get_thread_num() * h.size(0) * h.size(1);
+    out = per_thread_sum<scalar_t>(h, p.size(1), [&](int64_t begin, int64_t end, scalar_t* mine) {
       forward_typed(g, begin, end, r.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), inv_spacing,
                     cutoff, h.data_ptr<scalar_t>(), mine);
     });
-    out = threads == 1 ? buffers[0] : buffers.sum(0);
   });
   return out;
 }
@@ -195,17 +205,11 @@ std::tuple<at::Tensor, at::Tensor> tabulated_conv_backward_cpu(
   Graph g{p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.size(1), c.size(0), h.size(1)};
   at::Tensor grad_h, grad_r = at::empty_like(r);
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "tabulated_conv_backward", [&] {
-    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-    at::Tensor buffers = at::zeros({threads, h.size(0), h.size(1)}, h.options());
-    const int64_t grain = std::max<int64_t>(256, p.size(1) / threads + 1);
-    scalar_t* base = buffers.data_ptr<scalar_t>();
-    at::parallel_for(0, p.size(1), grain, [&](int64_t begin, int64_t end) {
-      scalar_t* mine = base + at::get_thread_num() * h.size(0) * h.size(1);
+    grad_h = per_thread_sum<scalar_t>(h, p.size(1), [&](int64_t begin, int64_t end, scalar_t* mine) {
       backward_typed(g, begin, end, r.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), inv_spacing,
                      cutoff, h.data_ptr<scalar_t>(), gr.data_ptr<scalar_t>(), mine,
                      grad_r.data_ptr<scalar_t>());
     });
-    grad_h = threads == 1 ? buffers[0] : buffers.sum(0);
   });
   return {grad_h, grad_r};
 }
