@@ -30,6 +30,7 @@ import os
 import pathlib
 import tomllib
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ import mdtraj
 import numpy as np
 
 from gnnmd.errors import SystemNotFoundError, TopologyError
-from gnnmd.topology import MAPPINGS, CGTopology, map_to_cg
+from gnnmd.topology import MAPPINGS, STANDARD_RESIDUES, CGTopology, canonical_residue_name, map_to_cg
 
 DEFAULT_SYSTEM = "chignolin"
 
@@ -236,8 +237,31 @@ def _load_shipped(toml_path: pathlib.Path, mapping: str | None) -> System:
     return System(spec["name"], topology, positions[0], str(spec["description"]).strip(), pdb_path)
 
 
+class DroppedAtomsWarning(UserWarning):
+    """Part of a structure file (non-protein residues, extra models) was not mapped to beads."""
+
+
+def _report_drops(path: pathlib.Path, traj: mdtraj.Trajectory) -> None:
+    """Say once what of a user's structure file is left out, why, and how to keep it if one can."""
+    dropped = Counter(
+        r.name for r in traj.topology.residues if canonical_residue_name(r.name) not in STANDARD_RESIDUES
+    )
+    parts = []
+    if dropped:
+        listed = ", ".join(f"{name} x{count}" for name, count in sorted(dropped.items()))
+        parts.append(f"{sum(dropped.values())} non-protein residue(s) ({listed}): gnnmd maps protein only")
+    if traj.n_frames > 1:
+        parts.append(
+            f"models 2-{traj.n_frames}: the first model is used (a system TOML's `model` key picks another)"
+        )
+    if parts:
+        warnings.warn(f"{path}: left out " + "; ".join(parts), DroppedAtomsWarning, stacklevel=4)
+
+
 def _load_path(pdb_path: pathlib.Path, mapping: str) -> System:
-    traj = _frame(_load_pdb(pdb_path), 0, pdb_path)
+    everything = _load_pdb(pdb_path)
+    _report_drops(pdb_path, everything)
+    traj = _frame(everything, 0, pdb_path)
     topology, positions = map_to_cg(traj, mapping, name=pdb_path.stem, source=str(pdb_path))
     _check_beads(pdb_path, topology, positions[0])
     description = f"{pdb_path.name}: all protein chains, model 1, {mapping} mapping"

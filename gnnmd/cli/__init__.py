@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Every command says UNTRAINED in its own output; the library's warning would repeat it.
     warnings.filterwarnings("ignore", category=UntrainedModelWarning)
+    warnings.formatwarning = _one_line_warning
     try:
         return args.handler(args)
     except (GnnmdError, ValueError) as error:
@@ -61,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # a full disk, a read-only or missing folder, a file for a folder...
         print(f"gnnmd {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line_warning(message, category, *args, **kwargs) -> str:
+    """Warnings on the command line: one line, no source location."""
+    return f"gnnmd: warning: {message}\n"
 
 
 def describe_os_error(error: OSError) -> str:

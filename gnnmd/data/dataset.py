@@ -79,9 +79,7 @@ def write_molecule(
         group.create_dataset("coordinates", data=coordinates, chunks=chunks, maxshape=shape, **checked)
         group.create_dataset("forces", data=forces, chunks=chunks, maxshape=shape, **checked)
         if energies is not None:
-            group.create_dataset(
-                "energies", data=energies, chunks=_ENERGY_CHUNK, maxshape=(None,), **checked
-            )
+            group.create_dataset("energies", data=energies, chunks=_ENERGY_CHUNK, maxshape=(None,), **checked)
         _write_topology(group.create_group("topology"), topology)
 
 

@@ -195,3 +195,22 @@ def test_toml_path_loads(tmp_path: pathlib.Path) -> None:
     with pytest.raises(TopologyError, match="expected_beads"):
         load_system(folder / "ntl9.toml")
     assert load_system(systems_dir() / "ntl9.toml").topology.n_beads == 190
+
+
+def test_what_a_structure_file_leaves_out_is_said(tmp_path):
+    """Waters and extra NMR models of a user's file are reported once; a shipped system says nothing."""
+    import warnings
+
+    from gnnmd.systems import DroppedAtomsWarning, load_system
+
+    source = load_system("chignolin").pdb_path
+    with pytest.warns(DroppedAtomsWarning, match=r"left out 12 non-protein residue\(s\) \(HOH x12\)"):
+        load_system(source)
+    lines = [line for line in source.read_text().splitlines() if line.startswith(("ATOM", "TER"))]
+    two_models = ["MODEL        1", *lines, "ENDMDL", "MODEL        2", *lines, "ENDMDL", "END"]
+    (tmp_path / "nmr.pdb").write_text("\n".join(two_models) + "\n")
+    with pytest.warns(DroppedAtomsWarning, match=r"nmr.pdb: left out models 2-2: the first model is used"):
+        load_system(tmp_path / "nmr.pdb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DroppedAtomsWarning)
+        load_system("chignolin")  # shipped: its description says what the mapping keeps
