@@ -25,7 +25,14 @@ from gnnmd.ase.calculator import (
     NonFiniteEnergyError,
     StressUnavailableError,
 )
-from gnnmd.ase.convert import BEAD_TYPES_ARRAY, BONDS_INFO, cg_atoms, hydrogen_bond_constraints, pdb_atoms
+from gnnmd.ase.convert import (
+    BEAD_TYPES_ARRAY,
+    BONDS_INFO,
+    cg_atoms,
+    hydrogen_bond_constraints,
+    pdb_atoms,
+    restore_cg,
+)
 
 __all__ = [
     "BEAD_TYPES_ARRAY",
@@ -35,6 +42,7 @@ __all__ = [
     "NonFiniteEnergyError",
     "StressUnavailableError",
     "cg_atoms",
+    "restore_cg",
     "hydrogen_bond_constraints",
     "pdb_atoms",
 ]

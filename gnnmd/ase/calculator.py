@@ -46,6 +46,7 @@ from gnnmd.ase.convert import (
     atoms_topology,
     is_element_model,
     model_input,
+    restore_cg,
 )
 from gnnmd.errors import AtomsError, GnnmdError, SimulationError
 from gnnmd.models import load_model
@@ -260,6 +261,8 @@ class GNNMDCalculator(Calculator):
     # -- Atoms -> model inputs ----------------------------------------------------
 
     def _topology(self, atoms: Atoms) -> tuple[tuple, CGTopology]:
+        if not self.element_model:
+            restore_cg(atoms)  # frames re-read from a trajectory or PDB file
         types = atom_types(atoms, self.model.vocabulary, self.model_label)
         if self.element_model:  # every pair inside the cutoff: bonds play no part
             bonds = np.zeros((0, 2), dtype=np.int64)

@@ -11,6 +11,13 @@ in ``atoms.info["bead_bonds"]`` (:data:`BONDS_INFO`, (B, 2) int), both set by
 :func:`cg_atoms`. Bead models with priors need the bonds; element models take
 every pair inside the cutoff and ignore bonds.
 
+**Round trips.** Standard formats keep what they can: extxyz keeps everything;
+``ase.io.Trajectory`` drops custom arrays but keeps ``info``, where
+:func:`cg_atoms` also stores the bead types; a PDB written by ASE keeps residue
+and atom names (:func:`cg_atoms` sets them: ``TYR``/``CA``), from which
+:func:`restore_cg` rebuilds types and bonds by gnnmd's mapping rules. The
+calculator calls :func:`restore_cg`, so re-read frames evaluate as written.
+
 **Cells.** Non-periodic ``Atoms`` (``pbc`` all False) are evaluated in open
 space; the cell is ignored. Periodic ``Atoms`` must be periodic in all three
 directions. The cell is Minkowski-reduced (same lattice, most compact basis),
@@ -38,7 +45,7 @@ from ase.geometry import minkowski_reduce
 
 from gnnmd.errors import AtomsError, BeadTypeError
 from gnnmd.systems import System
-from gnnmd.topology import CGTopology, custom_topology
+from gnnmd.topology import BEAD_NAMES, CGTopology, custom_topology, map_to_cg
 from gnnmd.units import length_to_nm
 
 #: ``atoms.arrays`` key of the per-atom bead types of CG ``Atoms``.
@@ -235,7 +242,55 @@ def cg_atoms(system: System | CGTopology, positions_nm: np.ndarray | None = None
     atoms = Atoms(symbols=symbols, positions=positions / NM_PER_ANGSTROM, masses=topology.masses_amu)
     atoms.new_array(BEAD_TYPES_ARRAY, np.array(topology.bead_types, dtype=str))
     atoms.info[BONDS_INFO] = topology.bonds.copy()
+    # Copies that survive formats which drop custom arrays (see "Round trips" above).
+    atoms.info[BEAD_TYPES_ARRAY] = list(topology.bead_types)
+    atoms.new_array("residuenames", np.array(topology.residue_names, dtype="U4"))
+    atoms.new_array("atomtypes", np.array(topology.bead_names, dtype="U4"))
+    atoms.new_array("residuenumbers", np.asarray(topology.residue_ids, dtype=int))
     return atoms
+
+
+def restore_cg(atoms: Atoms) -> Atoms:
+    """Give CG ``Atoms`` read back from a file their bead types and bonds again (in place).
+
+    Bead types come from ``atoms.info["bead_types"]`` (``ase.io.Trajectory``) or,
+    for a PDB, from residue and atom names; bonds from ``atoms.info`` or, for a
+    PDB, from gnnmd's mapping rules applied to those names and the positions.
+    Atoms without any of these (all-atom structures) are returned unchanged.
+    """
+    if BEAD_TYPES_ARRAY not in atoms.arrays:
+        stored = atoms.info.get(BEAD_TYPES_ARRAY)
+        if stored is not None and len(stored) == len(atoms):
+            atoms.new_array(BEAD_TYPES_ARRAY, np.array([str(t) for t in stored], dtype=str))
+        elif "residuenames" in atoms.arrays and "atomtypes" in atoms.arrays:
+            recovered = _topology_from_names(atoms)
+            if recovered is not None:
+                atoms.new_array(BEAD_TYPES_ARRAY, np.array(recovered.bead_types, dtype=str))
+                atoms.info.setdefault(BONDS_INFO, recovered.bonds.copy())
+    return atoms
+
+
+def _topology_from_names(atoms: Atoms) -> CGTopology | None:
+    """The CG topology of Atoms whose residue and atom names are those of a CG mapping, else None."""
+    names = [str(n).strip() for n in atoms.arrays["atomtypes"]]
+    residues = [str(r).strip() for r in atoms.arrays["residuenames"]]
+    numbers = atoms.arrays.get("residuenumbers", np.zeros(len(atoms), dtype=int))
+    mapping = "ca" if set(names) == {"CA"} else "5bead"
+    if not set(names) <= set(BEAD_NAMES[mapping]):
+        return None  # an all-atom structure: not CG names
+    topology = mdtraj.Topology()
+    chain, residue, previous = topology.add_chain(), None, None
+    for name, residue_name, number, symbol in zip(names, residues, numbers, atoms.get_chemical_symbols(),
+                                                  strict=True):  # fmt: skip
+        if residue is None or number != previous:
+            residue, previous = topology.add_residue(residue_name, chain, resSeq=int(number)), number
+        topology.add_atom(name, mdtraj.element.get_by_symbol(symbol), residue)
+    frame = mdtraj.Trajectory(atoms.positions[None] * NM_PER_ANGSTROM, topology)
+    try:
+        cg, _ = map_to_cg(frame, mapping, name=atoms.get_chemical_formula(), source="ASE Atoms")
+    except ValueError:
+        return None
+    return cg if cg.n_beads == len(atoms) else None
 
 
 def pdb_atoms(path: str | os.PathLike, frame: int = 0) -> Atoms:

@@ -380,3 +380,43 @@ def test_untrained_shipped_model_warns(monkeypatch):
     monkeypatch.setattr(models, "_UNTRAINED_WARNED", set())  # once per process: start afresh
     with pytest.warns(models.UntrainedModelWarning, match="'default' .* is UNTRAINED"):
         GNNMDCalculator(model="default", device="cpu")
+
+
+@pytest.mark.parametrize("fmt", ["traj", "extxyz", "proteindatabank"])
+def test_cg_atoms_survive_standard_formats(tmp_path, fmt):
+    """Written with ase.io and read back, CG Atoms evaluate as the original at the stored positions."""
+    import ase.io
+
+    from gnnmd.ase import cg_atoms
+    from gnnmd.systems import load_system
+
+    atoms = cg_atoms(load_system("chignolin"))
+    atoms.positions += np.random.default_rng(3).normal(0.0, 0.1, atoms.positions.shape)
+    path = tmp_path / f"frame.{ {'traj': 'traj', 'extxyz': 'xyz', 'proteindatabank': 'pdb'}[fmt] }"
+    ase.io.write(path, atoms, format=fmt)
+    back = ase.io.read(path, format=fmt)
+    assert "bead_types" not in back.arrays or fmt == "extxyz"  # the format itself lost them (but extxyz)
+    original = atoms.copy()
+    original.positions = back.positions  # PDB keeps 3 decimals of Å
+    original.calc = GNNMDCalculator(model="chignolin")
+    back.calc = GNNMDCalculator(model="chignolin")
+    assert back.get_potential_energy() == pytest.approx(original.get_potential_energy(), rel=1e-9, abs=1e-9)
+    np.testing.assert_allclose(back.get_forces(), original.get_forces(), rtol=1e-9, atol=1e-9)
+    from gnnmd.ase import restore_cg
+
+    np.testing.assert_array_equal(restore_cg(back).arrays["bead_types"], atoms.arrays["bead_types"])
+
+
+def test_a_simulate_topology_pdb_reads_back_as_cg_atoms(tmp_path):
+    """The <system>.pdb that `gnnmd simulate` writes (mdtraj) is CG Atoms for ASE, bonds included."""
+    import ase.io
+
+    from gnnmd.ase import restore_cg
+    from gnnmd.sim.reporters import save_frame_pdb
+    from gnnmd.systems import load_system
+
+    system = load_system("chignolin")
+    save_frame_pdb(tmp_path / "chignolin.pdb", system.topology, system.positions_nm)
+    atoms = restore_cg(ase.io.read(tmp_path / "chignolin.pdb"))
+    assert tuple(atoms.arrays["bead_types"]) == system.topology.bead_types
+    np.testing.assert_array_equal(np.asarray(atoms.info["bead_bonds"]), system.topology.bonds)
