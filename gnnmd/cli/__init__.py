@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every command says UNTRAINED in its own output; the library's warning would repeat it.
     warnings.filterwarnings("ignore", category=UntrainedModelWarning)
     warnings.formatwarning = _one_line_warning
+    import torch
+
+    threads = torch.get_num_threads()  # commands set their own (--threads); a caller's count comes back
     try:
         return args.handler(args)
     except (GnnmdError, ValueError) as error:
@@ -62,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # a full disk, a read-only or missing folder, a file for a folder...
         print(f"gnnmd {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _one_line_warning(message, category, *args, **kwargs) -> str:

@@ -29,7 +29,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from gnnmd.cli.options import add_fallback_option, add_langevin_options, langevin_settings
+from gnnmd.cli.options import add_fallback_option, add_langevin_options, add_threads_option, langevin_settings
 from gnnmd.kernels import BACKENDS
 from gnnmd.sim.runner import DEFAULT_SKIN_NM
 
@@ -80,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     axis("--backend", str, ["reference"], BACKENDS, "kernel backends (default: reference)")
     add_fallback_option(parser)
+    add_threads_option(parser)
     axis("--device", str, ["cpu"], DEVICES,
          "devices; ipu: Graphcore IPU via PopTorch, replica runner, float32 (default: cpu)")  # fmt: skip
     axis("--dtype", str, ["float32"], DTYPES, "precisions (default: float32)")
@@ -171,10 +172,12 @@ def run(args: argparse.Namespace) -> int:
     from gnnmd.models import load_model
     from gnnmd.sim.benchmark import report
     from gnnmd.systems import load_system
+    from gnnmd.threads import apply_threads
 
     _validate(args)
     for backend in args.backend:
         resolve_backend(backend)
+    threads = apply_threads(args.threads)
     reference = load_model(args.model)
     # Converted once per backend (tabulating takes seconds), shared by every case.
     models = {backend: use_backend(reference, backend, args.allow_fallback) for backend in args.backend}
@@ -185,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         measure = measure_replica_runner if case.engine == "replica-runner" else measure_openmm_case
         measured.append(measure(case, args, models[case.backend], systems[case.system]))
     results = [result for result, _ in measured]
+    for result in results:
+        result.threads, result.thread_policy = threads["threads"], threads["thread_policy"]
     _attach_speedups(results)
     if len(measured) == 1:
         result, extra = measured[0]
@@ -306,8 +311,9 @@ def print_matrix(results: list, skipped: list[str]) -> None:
     for line in skipped:
         console.print(f"skipped: {line}")
     _print_footer(console, results[0])
+    first = results[0]
     console.print("vs R=1: ns/day over R sequential single-replica runs; peak MB: "
-                  f"{results[0].peak_memory_kind} (on CPU the process's peak so far)")  # fmt: skip
+                  f"{first.peak_memory_kind}; threads: {first.threads} ({first.thread_policy})")  # fmt: skip
 
 
 def print_result(result, title: str = "gnnmd bench (replica runner)", extra_rows=()) -> None:
@@ -320,6 +326,7 @@ def print_result(result, title: str = "gnnmd bench (replica runner)", extra_rows
         ("replicas", str(result.replicas)),
         ("time step", f"{result.dt_fs:g} fs"),
         ("backend / device", f"{result.backend} ({result.implementation}) / {result.device} {result.dtype}"),
+        ("threads", f"{result.threads} ({result.thread_policy})"),
         ("ns/day (aggregate)", f"{result.ns_per_day:.2f}"),
         ("ns/day per replica", f"{result.ns_per_day_per_replica:.3f}"),
         ("steps/s", f"{result.steps_per_second:.2f}"),

@@ -54,3 +54,11 @@ def metadata_needs_ops(path) -> bool:
     from gnnmd.export import exported_metadata
 
     return bool(exported_metadata(path).get("ops"))
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", default="auto",
+        help="CPU threads for torch: a count, or auto = CPUs not kept busy by other work (1-minute load "
+        "average), at least 1 (default: auto; spinning threads on shared cores are slow)",
+    )  # fmt: skip

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gnnmd.cli.options import add_fallback_option
+from gnnmd.cli.options import add_fallback_option, add_threads_option
 from gnnmd.errors import CheckpointError
 from gnnmd.kernels import BACKENDS
 from gnnmd.sim import run_record
@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="kernel backend (default: reference; see gnnmd.kernels)",
     )
     add_fallback_option(parser)
+    add_threads_option(parser)
     parser.add_argument("--replicas", type=int, default=1, help="replicas of each system (default: 1)")
     length = parser.add_mutually_exclusive_group(required=True)
     length.add_argument("--ns", type=float, help="simulated time per replica, ns")
@@ -327,8 +328,10 @@ def _check_ipu(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace, info) -> int:
     from gnnmd.kernels import implementation_of
     from gnnmd.models import load_model
+    from gnnmd.threads import apply_threads
 
     plan = _plan(args)
+    plan.update(apply_threads(args.threads))
     # Everything that can be refused is checked before the folder is touched.
     model = load_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
     plan["implementation"] = implementation_of(model, args.device)

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gnnmd.cli.options import add_fallback_option
+from gnnmd.cli.options import add_fallback_option, add_threads_option
 from gnnmd.kernels import BACKENDS
 
 SHIPPED_REFERENCES = ("cgnet-ala2",)
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="kernel backend of the simulation and force check (default: reference; see docs/kernels.md)",
     )  # fmt: skip
     add_fallback_option(parser)
+    add_threads_option(parser)
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--plots", type=Path, help="write PNG figures into this folder")
 
@@ -65,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from gnnmd.analysis.validate import ValidationSettings, validate
     from gnnmd.data.dataset import ForceDataset
     from gnnmd.models import load_model
+    from gnnmd.threads import apply_threads
 
+    threads = apply_threads(args.threads)
     model = load_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
     settings = ValidationSettings(
         replicas=args.replicas, steps=args.steps, equilibration_steps=args.equilibration_steps,
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = ForceDataset(reference_path(args, model, Path(scratch)))
         report = validate(model, dataset, settings, args.plots)
     report["model"] = args.model
+    report.update(threads)
     for name, molecule in report["molecules"].items():
         rmse = molecule["force_rmse_kj_per_mol_nm"]
         print(f"{name}: {molecule['simulated_ns']:.2f} ns simulated; force RMSE {rmse:.2f} kJ/mol/nm")

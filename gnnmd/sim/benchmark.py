@@ -24,7 +24,7 @@ from gnnmd.sim.runner import ReplicaRunner
 from gnnmd.units import ns_per_day
 
 SCHEMA = "gnnmd-bench"
-SCHEMA_VERSION = 2  # 2: rows record the kernel implementation that ran
+SCHEMA_VERSION = 2  # 2: rows record the kernel implementation that ran and the threads
 
 
 @dataclass
@@ -62,6 +62,9 @@ class BenchResult:
     speedup_vs_single_replica: float | None = None
     #: What computed the interactions: torch, torch-chunked, native-cpu, triton-cuda (see gnnmd.kernels).
     implementation: str | None = None
+    #: torch's CPU threads during the run, and how they were chosen (gnnmd.threads).
+    threads: int | None = None
+    thread_policy: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -40,6 +40,7 @@ ACCEPTABLE_CHANGES = {"dt-fs": "timestep_fs", "backend": "backend"}
 FREE_FIELDS = (
     "steps", "ns", "checkpoint_interval_ps", "health_interval", "device", "on_failure",
     "max_temperature_factor", "committee_interval", "committee_threshold_kj_mol_nm", "implementation",
+    "threads", "thread_policy",
 )  # fmt: skip
 
 

@@ -32,6 +32,8 @@ def test_bench_writes_json_and_says_untrained(tmp_path, capsys):
     assert BENCH_KEYS <= set(row)
     assert row["system"] == "chignolin" and row["beads"] == 49 and row["replicas"] == 3 and row["steps"] == 4
     assert row["model_trained"] is False and row["backend"] == "reference"
+    assert row["implementation"] == "torch" and row["threads"] >= 1
+    assert row["thread_policy"].startswith("auto: ")
     # ns/day is consistent with the measured step rate: 2 fs x steps/s x 86400 s/day.
     expected = 2e-6 * row["steps_per_second"] * 86400
     assert abs(row["ns_per_day_per_replica"] / expected - 1) < 1e-9
