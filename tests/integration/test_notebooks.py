@@ -25,3 +25,17 @@ def test_notebook_executes(path, tmp_path):
         o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"
     ]
     assert not errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_stored_with_its_outputs(path):
+    """Readers see results without running anything: every code cell was executed, in order, with
+    its outputs stored, and every cell that draws a figure stored it (scripts/execute_notebooks.py)."""
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    assert any(cell.outputs for cell in code), f"{path.name} is stored without outputs"
+    for cell in code:
+        assert not [o for o in cell.outputs if o.get("output_type") == "error"]
+        if "plt.subplots" in cell.source:
+            assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source[:200]
