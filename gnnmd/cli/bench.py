@@ -288,31 +288,42 @@ def write_json(path: Path | None, document: dict) -> None:
         print(f"wrote {path}")
 
 
-def _case_text(result) -> str:
+def _attributes(result) -> dict[str, str]:
+    """What distinguishes a case, as short texts (the replica count and the system apart)."""
     engine = f"{result.engine}/{result.route}" if result.route else result.engine
-    text = f"{result.system} ({result.beads}) {engine} {result.backend} {result.device} {result.dtype}"
-    if result.skin_nm is not None:
-        text += f" skin {result.skin_nm:g}"
-    return text + (" graph" if result.cuda_graph else "")
+    implementation = f" ({result.implementation})" if result.implementation else ""
+    values = {
+        "engine": engine.replace("replica-runner", "runner"),
+        "backend": f"{result.backend}{implementation}",
+        "device": f"{result.device} {result.dtype}",
+        "skin": f"skin {result.skin_nm:g}" if result.skin_nm is not None else "",
+        "graph": "graph" if result.cuda_graph else "",
+    }
+    return {key: value for key, value in values.items() if value}
 
 
 def print_matrix(results: list, skipped: list[str]) -> None:
-    """One row per case; numbers never wrap (the case column folds instead)."""
+    """One row per case, readable at 80 columns: what all cases share goes under the table."""
+    attributes = [_attributes(r) for r in results]
+    shared = {k: v for k, v in attributes[0].items() if all(a.get(k) == v for a in attributes)}
     table = Table(title="gnnmd bench")
-    table.add_column("case (beads)", overflow="fold")
-    for name in ("R", "ms/step", "ns/day", "ns/day/R", "vs R=1", "peak MB"):
+    table.add_column("case", overflow="fold")
+    for name in ("ms/step", "ns/day", "vs R=1", "peak MB"):
         table.add_column(name, justify="right", no_wrap=True)
-    for r in results:
+    for r, own in zip(results, attributes, strict=True):
+        varying = " ".join(v for k, v in own.items() if k not in shared)
+        case = f"{r.system} ({r.beads}) x{r.replicas}" + (f"\n{varying}" if varying else "")
         speedup = f"{r.speedup_vs_single_replica:.1f}x" if r.speedup_vs_single_replica else "-"
-        table.add_row(_case_text(r), str(r.replicas), f"{r.ms_per_step:.1f}", f"{r.ns_per_day:.2f}",
-                      f"{r.ns_per_day_per_replica:.3f}", speedup, f"{r.peak_memory_mb:.0f}")  # fmt: skip
+        table.add_row(case, f"{r.ms_per_step:.1f}", f"{r.ns_per_day:.2f}", speedup, f"{r.peak_memory_mb:.0f}")
     console = Console()
     console.print(table)
+    if shared:
+        console.print("all cases: " + ", ".join(shared.values()))
     for line in skipped:
         console.print(f"skipped: {line}")
     _print_footer(console, results[0])
     first = results[0]
-    console.print("vs R=1: ns/day over R sequential single-replica runs; peak MB: "
+    console.print("vs R=1: ns/day over R sequential single-replica runs; peak MB: per case, "
                   f"{first.peak_memory_kind}; threads: {first.threads} ({first.thread_policy})")  # fmt: skip
 
 

@@ -8,6 +8,9 @@ from typing import Sequence
 
 from gnnmd.sim.benchmark import BenchResult
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINE_STYLES = ("-", "--", "-.", ":")
+
 
 def series_label(result: BenchResult) -> str:
     """Everything that identifies a line apart from the replica count."""
@@ -22,6 +25,15 @@ def series_label(result: BenchResult) -> str:
 
 def plot_ns_per_day(results: Sequence[BenchResult], path: Path) -> Path:
     """Write a PNG of aggregate ns/day against replica count, one line per case; returns ``path``."""
+    figure = ns_per_day_figure(results)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def ns_per_day_figure(results: Sequence[BenchResult]):
+    """The matplotlib Figure of :func:`plot_ns_per_day` (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -29,12 +41,14 @@ def plot_ns_per_day(results: Sequence[BenchResult], path: Path) -> Path:
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for result in results:
         series[series_label(result)].append((result.replicas, result.ns_per_day))
-    figure = Figure(figsize=(7.0, 4.5), dpi=120)
+    figure = Figure(figsize=(9.0, 4.5), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    for label, points in series.items():
+    for index, (label, points) in enumerate(series.items()):
         points.sort()
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        # Colour, marker and line style all vary: lines stay apart in greyscale and for colour-blind readers.
+        style = {"marker": MARKERS[index % len(MARKERS)], "linestyle": LINE_STYLES[index % len(LINE_STYLES)]}
+        axes.plot([p[0] for p in points], [p[1] for p in points], label=label, **style)
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
     plain = FuncFormatter(lambda value, _: f"{value:g}")
@@ -49,9 +63,6 @@ def plot_ns_per_day(results: Sequence[BenchResult], path: Path) -> Path:
     models = ", ".join(sorted({r.model for r in results}))
     axes.set_title(f"gnnmd bench: {models}" + (" (UNTRAINED)" if untrained else ""))
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # beside
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return figure

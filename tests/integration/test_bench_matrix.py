@@ -24,6 +24,8 @@ def test_matrix_of_replicas_skins_and_engines(tmp_path, capsys, one_thread):
     assert status == 0
     printed = capsys.readouterr().out
     assert "vs R=1" in printed and "UNTRAINED" in printed
+    assert "all cases: reference (torch)" in printed  # what the cases share, once, below the table
+    assert max(len(line) for line in printed.splitlines()) <= 80
     rows = json.loads(out.read_text())["benchmarks"]
     # 2 skins x 2 replica counts in the runner; OpenMM has no skin axis: 2 rows.
     assert len(rows) == 6 and all(CORE_KEYS <= set(row) for row in rows)

@@ -202,3 +202,28 @@ def test_bad_inputs_are_rejected(chignolin):
         ReplicaRunner.replicas_of(model, chignolin, 2, frictions_per_ps=[1.0, -1.0])
     with pytest.raises(ValueError, match="replica_ids"):
         ReplicaRunner.replicas_of(model, chignolin, 2, replica_ids=[3, 3])
+
+
+def test_bench_plot_lines_differ_by_marker_and_style():
+    """Each series has its own marker and line style, not only a colour; the legend sits beside."""
+    from dataclasses import replace
+
+    from gnnmd.sim.benchmark import BenchResult
+    from gnnmd.sim.plots import ns_per_day_figure
+
+    row = BenchResult(system="chignolin", beads=49, replicas=1, steps=1, warmup_steps=0, dt_fs=4.0,
+                      backend="reference", device="cpu", dtype="float32", engine="replica-runner",
+                      model="default", model_trained=False, ns_per_day=1.0, ns_per_day_per_replica=1.0,
+                      steps_per_second=1.0, ms_per_step=1.0, peak_memory_mb=1.0, peak_memory_kind="x",
+                      final_mean_temperature_k=300.0)  # fmt: skip
+    backends = ["reference", "fused", "fused16", "tabulated", "other"]
+    rows = [replace(row, backend=b, replicas=r, ns_per_day=r * (i + 1.0))
+            for i, b in enumerate(backends) for r in (1, 8)]  # fmt: skip
+    figure = ns_per_day_figure(rows)
+    (axes,) = figure.axes
+    lines = axes.get_lines()
+    assert len(lines) == 5
+    assert len({(line.get_marker(), line.get_linestyle()) for line in lines}) == 5
+    figure.canvas.draw()
+    legend = axes.get_legend().get_window_extent()
+    assert legend.x0 >= axes.get_window_extent().x1  # beside the data, not over it
