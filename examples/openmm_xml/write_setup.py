@@ -1,4 +1,4 @@
-"""Write an OpenMM XML set-up of a gnnmd CG system (step 1 of 2; step 2 is run_setup.py).
+"""Write an OpenMM XML set-up of a gnnmd CG system (step 1 of 2; step 2 is the set-up's own run.py).
 
     python examples/openmm_xml/write_setup.py [--system chignolin] [--out out/openmm_xml]
 

@@ -14,6 +14,9 @@ file              content
                   reading trajectories with mdtraj
 ``gnnmd-setup.json``  provenance: model, trained or not, system, replicas, units,
                   versions, and what the running side must be able to import
+``run.py``        a plain-OpenMM script that runs the set-up (no gnnmd import;
+                  source: :mod:`gnnmd.openmm.setup_script`)
+``README.md``     what to install on the running machine and how to run it
 ================  ============================================================
 
 The running side needs ``torch`` (the pinned 2.9.x, imported **before**
@@ -45,7 +48,15 @@ from gnnmd.openmm.topology import openmm_topology
 from gnnmd.sim.integrators import LangevinSettings
 from gnnmd.systems import System, load_system
 
-SETUP_FILES = ("system.xml", "integrator.xml", "state.xml", "cg.pdb", "gnnmd-setup.json")
+SETUP_FILES = (
+    "system.xml",
+    "integrator.xml",
+    "state.xml",
+    "cg.pdb",
+    "gnnmd-setup.json",
+    "run.py",
+    "README.md",
+)
 #: What a plain OpenMM script needs to load and run the set-up.
 RUNTIME_REQUIREMENTS = [
     "torch 2.9.x, imported before openmm (openmm-torch's plugin needs torch's libraries loaded)",
@@ -114,6 +125,8 @@ def write_xml_setup(
         "state.xml": openmm.XmlSerializer.serialize(state),
         "cg.pdb": _pdb_text(openmm_topology(system.topology.replicate(replicas), box_nm), positions),
         "gnnmd-setup.json": json.dumps(provenance, indent=2) + "\n",
+        "run.py": Path(__file__).with_name("setup_script.py").read_text(),
+        "README.md": _readme(provenance),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +135,34 @@ def write_xml_setup(
         _write_text(out / name, text)
         written[name] = out / name
     return written
+
+
+def _readme(provenance: dict) -> str:
+    """How to run the set-up on a machine without gnnmd."""
+    requirements = "\n".join(f"- {line}" for line in provenance["runtime_requirements"])
+    trained = "trained" if provenance["trained"] else "UNTRAINED (not a physical model)"
+    size = f"{provenance['system']} x {provenance['replicas']} ({provenance['particles']} particles)"
+    return f"""# OpenMM set-up: {size}
+
+Written by `gnnmd openmm-xml` with model `{provenance["model"]}` ({trained}), kernel backend
+`{provenance.get("backend")}` ({provenance.get("implementation")}). Units: nm, ps, kJ/mol, amu, K.
+
+## Run it
+
+    python run.py --steps 1000 --every 100      # writes trajectory.dcd and energy.csv here
+
+## What the running machine needs
+
+{requirements}
+
+## The one rule in your own scripts
+
+Import `torch` before `openmm` (then `import openmmtorch`). Imported the other way round, the
+TorchForce plugin fails to load silently and creating the Context fails with "Specified a
+Platform for a Context which does not support all required kernels";
+`openmm.Platform.getPluginLoadFailures()` then names the cause. `run.py` follows the rule and
+checks it.
+"""
 
 
 def _initial_state(

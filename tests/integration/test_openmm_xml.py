@@ -21,7 +21,6 @@ from tests.conftest import perturbed
 from tests.integration.test_openmm_forces import evaluate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "openmm_xml"
-RUNNER = EXAMPLE / "run_setup.py"
 
 
 def load_writer():
@@ -57,7 +56,7 @@ def poisoned_gnnmd(tmp_path) -> Path:
 
 
 def test_openmm_xml_setup_runs_in_plain_openmm(chignolin, tmp_path, poisoned_gnnmd):
-    """Both examples: write_setup.py (runs `gnnmd openmm-xml`), then run_setup.py without gnnmd."""
+    """write_setup.py (runs `gnnmd openmm-xml`), then the set-up's own run.py without gnnmd."""
     out = tmp_path / "setup"
     assert load_writer().main(["--system", "chignolin", "--replicas", "2", "--out", str(out)]) == 0
     provenance = json.loads((out / "gnnmd-setup.json").read_text())
@@ -76,7 +75,8 @@ def test_openmm_xml_setup_runs_in_plain_openmm(chignolin, tmp_path, poisoned_gnn
 
     # One torch thread: see the one_torch_thread fixture.
     environment = {**os.environ, "PYTHONPATH": str(poisoned_gnnmd), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(RUNNER), str(out), "--steps", "20", "--every", "10"]
+    assert "Import `torch` before `openmm`" in (out / "README.md").read_text()
+    command = [sys.executable, str(out / "run.py"), "--steps", "20", "--every", "10"]
     completed = subprocess.run(
         command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300
     )
@@ -148,3 +148,11 @@ def test_tabulated_xml_setup_runs_in_plain_openmm_with_the_op_library(chignolin,
     np.testing.assert_allclose(np.load(out / "forces.npy"), expected_forces, rtol=1e-4, atol=1e-3)
     missing = subprocess.run([*run, "-"], env=environment, capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "gnnmd::tabulated_conv" in missing.stderr, missing.stderr[-2000:]
+    # The set-up's own run.py loads the library named in gnnmd-setup.json, or says what is missing.
+    runner = [sys.executable, str(out / "run.py")]
+    ran = subprocess.run([*runner, "--steps", "4", "--every", "2"], env=environment, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert ran.returncode == 0 and "4 steps of 49 particles" in ran.stdout, ran.stderr[-2000:]
+    wrong = subprocess.run([sys.executable, str(out / "run.py"), "--ops-library", str(tmp_path / "none.so")],
+                           env=environment, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert wrong.returncode != 0 and "pass --ops-library PATH" in wrong.stderr
