@@ -20,7 +20,7 @@ import copy
 import json
 import os
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -92,6 +92,9 @@ class ExportedEnergyForces(ExportedEnergy):
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
         """positions (N, 3) nm -> (energy () kJ/mol, forces (N, 3) kJ/mol/nm)."""
+        return self.energy_forces(positions, box)
+
+    def energy_forces(self, positions: Tensor, box: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         x = self.checked(positions.detach()).requires_grad_(True)
         energy = self.potential(x, self.batch(), self.boxes(box)).sum()
         gradient = torch.autograd.grad([energy], [x], allow_unused=True)[0]
@@ -100,27 +103,63 @@ class ExportedEnergyForces(ExportedEnergy):
         return energy, -gradient
 
 
+class ExportedSubsetForces(ExportedEnergyForces):
+    """The potential on a subset of a larger System's particles (openmm-ml's ``createMixedSystem``).
+
+    Takes the positions (M, 3) nm of all M particles, evaluates the model on
+    ``particles`` (in that order) and returns forces (M, 3) kJ/mol/nm that are
+    zero on every other particle.
+    """
+
+    def __init__(self, potential: CGPotential, batch: GraphBatch, particles: Tensor, total: int) -> None:
+        super().__init__(potential, batch)
+        self.register_buffer("particles", particles)
+        self.total = int(total)
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
+        """positions (M, 3) nm -> (energy () kJ/mol of the subset, forces (M, 3) kJ/mol/nm)."""
+        if positions.shape[0] != self.total:
+            raise ValueError(
+                "this module acts on " + str(self.num_particles) + " of " + str(self.total)
+                + " particles; it got positions of shape " + str(positions.shape)
+            )
+        energy, forces = self.energy_forces(positions[self.particles], box)
+        everything = torch.zeros(positions.shape, dtype=forces.dtype, device=forces.device)
+        return energy, everything.index_copy(0, self.particles, forces)
+
+
 def export_potential(
     model: CGPotential,
     topology: CGTopology,
     replicas: int = 1,
     forces: bool = False,
     dtype: torch.dtype = torch.float32,
+    subset: Optional[Tuple[Sequence[int], int]] = None,
 ) -> torch.jit.ScriptModule:
     """A TorchScript module of ``model`` bound to ``replicas`` copies of ``topology``.
 
-    Bead i of replica r is particle r * n_beads + i. Raises BeadTypeError when
-    the model does not cover the topology.
+    Bead i of replica r is particle r * n_beads + i. With ``subset`` = (particle
+    indices, total particles) the module takes all the System's positions and acts on
+    those particles only (forces are returned; see :class:`ExportedSubsetForces`).
+    Raises BeadTypeError when the model does not cover the topology.
     """
     if replicas < 1:
         raise ValueError(f"replicas must be at least 1, got {replicas}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     batch = model.pack([topology] * replicas)
-    wrapper_class = ExportedEnergyForces if forces else ExportedEnergy
     # A copy: casting the wrapper to ``dtype`` must not change the caller's model.
-    wrapper = wrapper_class(copy.deepcopy(model), batch).to(dtype).eval()
-    return torch.jit.script(wrapper)
+    potential = copy.deepcopy(model)
+    if subset is not None:
+        particles, total = torch.as_tensor(list(subset[0]), dtype=torch.int64), int(subset[1])
+        if len(particles) != batch.types.shape[0] or len(set(particles.tolist())) != len(particles):
+            raise ValueError(f"subset: {len(particles)} particles given; one distinct one per bead needed")
+        if len(particles) and not (0 <= int(particles.min()) and int(particles.max()) < total):
+            raise ValueError(f"subset: particle indices must lie in [0, {total})")
+        wrapper: nn.Module = ExportedSubsetForces(potential, batch, particles, total)
+    else:
+        wrapper = (ExportedEnergyForces if forces else ExportedEnergy)(potential, batch)
+    return torch.jit.script(wrapper.to(dtype).eval())
 
 
 def save_exported(

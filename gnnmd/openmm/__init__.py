@@ -22,7 +22,7 @@ TorchForce is built.
 from gnnmd.openmm.platforms import PLATFORMS, PRECISIONS, PlatformSpec, resolve_platform
 from gnnmd.openmm.simulation import create_simulation, energy_and_forces, trajectory_reporter
 from gnnmd.openmm.system import ROUTES, create_system
-from gnnmd.openmm.topology import cg_topology_from_openmm, openmm_topology
+from gnnmd.openmm.topology import cg_topology_from_openmm, coarse_grain, openmm_topology
 from gnnmd.openmm.xml import write_xml_setup
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "ROUTES",
     "PlatformSpec",
     "cg_topology_from_openmm",
+    "coarse_grain",
     "create_simulation",
     "create_system",
     "energy_and_forces",

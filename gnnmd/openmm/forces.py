@@ -92,17 +92,19 @@ def torch_force(
     replicas: int = 1,
     dtype: torch.dtype = torch.float32,
     periodic: bool = False,
+    subset: tuple[list[int], int] | None = None,
 ) -> openmm.Force:
     """A TorchForce running ``model`` on ``replicas`` copies of ``topology`` (module built in memory).
 
     The module returns (energy kJ/mol, forces (N, 3) kJ/mol/nm) for positions
     (N, 3) nm, N = replicas × n_beads; it is embedded in the force, so an XML
-    file of the System carries it.
+    file of the System carries it. With ``subset`` = (particle indices, System
+    particles) it acts on those particles of a larger System only.
     """
     openmmtorch = import_openmmtorch()
     pack_replicas(model, topology, replicas)  # the clear error for a vocabulary mismatch
     # export_potential casts the module it is given in place: hand it a copy.
-    module = export_potential(_copy_model(model), topology, replicas, forces=True, dtype=dtype)
+    module = export_potential(_copy_model(model), topology, replicas, forces=True, dtype=dtype, subset=subset)
     force = openmmtorch.TorchForce(module)
     force.setOutputsForces(True)
     force.setUsesPeriodicBoundaryConditions(periodic)

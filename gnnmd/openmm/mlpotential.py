@@ -21,10 +21,14 @@ imports this module while it is itself being imported (entry points are read
 at the end of ``openmmml.mlpotential``), so this module must not import
 openmmml back.
 
-``createMixedSystem`` is refused: its ML subset is a set of atoms inside an
-all-atom force field, while gnnmd's particles are CG beads (one per mapped
-backbone atom, with no hydrogens or side chains), so there is no consistent
-way to couple the two descriptions.
+All-atom models (every type an element, such as ``ala2-allatom``) follow
+openmm-ml's contract for atomistic potentials: ``createSystem(topology)`` on an
+all-atom topology (element masses kept, every pair inside the cutoff), and
+``createMixedSystem(topology, mm_system, ml_atoms)``, where the gnnmd force acts
+on the ML atoms only (route ``"torch"``). For CG models ``createMixedSystem`` is
+refused: their particles are CG beads (one per mapped backbone atom, no
+hydrogens or side chains), which cannot be coupled to an all-atom force field;
+``gnnmd.openmm.coarse_grain`` maps an all-atom topology to the CG system instead.
 """
 
 from __future__ import annotations
@@ -37,10 +41,14 @@ import openmm.app
 import openmm.unit
 
 from gnnmd.errors import TopologyError
-from gnnmd.openmm.forces import check_box
-from gnnmd.openmm.platforms import DEFAULT_PLATFORM, PlatformSpec, resolve_platform
+from gnnmd.openmm.forces import check_box, torch_force
+from gnnmd.openmm.platforms import DEFAULT_PLATFORM, PlatformSpec, check_torch_plugin, resolve_platform
 from gnnmd.openmm.system import DEFAULT_ROUTE, check_route, gnnmd_force, model_cutoff_nm, resolve_model
 from gnnmd.openmm.topology import cg_topology_from_openmm
+from gnnmd.topology import custom_topology
+
+#: Element symbols: a model whose every type is one reads elements (an all-atom model).
+ELEMENTS = frozenset(e.symbol for e in openmm.app.element.Element._elements_by_symbol.values())
 
 #: The keywords MLPotential('gnnmd', ...) accepts, with their defaults.
 POTENTIAL_OPTIONS = {
@@ -81,6 +89,38 @@ class GnnmdPotentialImpl:
         self.route = check_route(route)
         self.spec = resolve_platform(platform, precision)
         self.model = resolve_model(model)
+        vocabulary = getattr(self.model, "vocabulary", ())
+        #: An all-atom model: its types are elements, read from the topology's atoms.
+        self.element_model = len(vocabulary) > 0 and all(t in ELEMENTS for t in vocabulary)
+
+    def _add_atomistic(
+        self, topology: openmm.app.Topology, system: openmm.System, atoms: Optional[Iterable[int]], group: int
+    ) -> None:
+        """The force of an all-atom model on ``atoms`` (all when None); the System's masses stay."""
+        everything = list(topology.atoms())
+        chosen = list(range(len(everything))) if atoms is None else [int(i) for i in atoms]
+        if not chosen:
+            raise ValueError("createMixedSystem: the ML subset is empty")
+        missing = [everything[i].name for i in chosen if everything[i].element is None]
+        if missing:
+            raise TopologyError(f"atoms {missing[:5]} have no element (an all-atom gnnmd model reads them)")
+        symbols = [everything[i].element.symbol for i in chosen]
+        masses = [everything[i].element.mass.value_in_unit(openmm.unit.amu) for i in chosen]
+        molecule = custom_topology("openmm-ml atoms", symbols, masses, [], source="openmm-ml topology")
+        box = topology.getPeriodicBoxVectors()
+        if box is not None:
+            vectors = np.array([list(v) for v in box.value_in_unit(openmm.unit.nanometer)], dtype=np.float64)
+            check_box(vectors, model_cutoff_nm(self.model), "MLPotential('gnnmd') topology box")
+        if atoms is None:
+            force = gnnmd_force(molecule, self.model, self.route, 1, self.spec, periodic=box is not None)
+        else:
+            if self.route != "torch":
+                raise ValueError("createMixedSystem runs gnnmd on the 'torch' route only (route='torch')")
+            check_torch_plugin(self.spec)
+            subset = (chosen, system.getNumParticles())
+            force = torch_force(self.model, molecule, 1, self.spec.model_dtype, box is not None, subset)
+        force.setForceGroup(group)
+        system.addForce(force)
 
     def addForces(  # noqa: N802 (openmm-ml's name)
         self,
@@ -92,11 +132,15 @@ class GnnmdPotentialImpl:
     ) -> None:
         """Set every particle's mass to its bead's and add the gnnmd force (see the module docstring)."""
         _refuse_unknown(f"MLPotential({self.name!r}).createSystem", args, ())
+        if self.element_model:
+            self._add_atomistic(topology, system, atoms, forceGroup)
+            return
         if atoms is not None:
             raise NotImplementedError(
-                "gnnmd does not support createMixedSystem: it is a coarse-grained potential whose particles "
-                "are CG beads, not atoms of an all-atom force field; build the whole CG system with "
-                "createSystem(cg_topology) instead"
+                "gnnmd's model is coarse-grained: its particles are CG beads, not atoms of an all-atom "
+                "force field, so createMixedSystem cannot couple them; build the whole CG system with "
+                "createSystem(cg_topology), from an all-atom topology with "
+                "gnnmd.openmm.coarse_grain(topology, positions)"
             )
         cg = cg_topology_from_openmm(topology, name="openmm-ml topology")
         if system.getNumParticles() != cg.n_beads:

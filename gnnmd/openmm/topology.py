@@ -26,6 +26,7 @@ from gnnmd.topology import (
     CGTopology,
     bonded_paths,
     canonical_residue_name,
+    map_to_cg,
 )
 
 #: Bonds within one residue of the 5-bead mapping, by bead name (as gnnmd.topology).
@@ -180,3 +181,39 @@ def cg_topology_from_openmm(
         atom_indices=np.arange(len(bead_names), dtype=np.int64),
         source=source,
     )
+
+
+def coarse_grain(
+    topology: openmm.app.Topology, positions, mapping: str = "5bead", periodic: bool = False
+) -> tuple[openmm.app.Topology, openmm.unit.Quantity]:
+    """An all-atom OpenMM topology and positions, mapped to CG beads for a CG gnnmd model.
+
+    The protein residues are kept (waters, ions and ligands are left out, as in
+    :func:`gnnmd.topology.map_to_cg`); each bead sits on its mapped atom. Use the
+    result with ``MLPotential("gnnmd", model=...).createSystem(cg_topology)``.
+
+    Args:
+        topology: the all-atom topology (e.g. ``PDBFile(...).topology``).
+        positions: its positions (a Quantity, or an (n_atoms, 3) array in nm).
+        mapping: ``"5bead"`` (N, CA, CB, C, O) or ``"ca"``.
+        periodic: keep the topology's periodic box. Off by default: CG models run in
+            implicit solvent, and a PDB's CRYST1 box (often the crystal's unit cell)
+            is then no simulation box.
+
+    Returns:
+        (CG topology, CG positions as a Quantity in nm).
+    """
+    xyz = positions.value_in_unit(openmm.unit.nanometer) if hasattr(positions, "value_in_unit") else positions
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if xyz.shape != (topology.getNumAtoms(), 3):
+        atoms = topology.getNumAtoms()
+        raise TopologyError(f"positions have shape {xyz.shape}; the topology has {atoms} atoms")
+    trajectory = mdtraj.Trajectory(xyz[None], mdtraj.Topology.from_openmm(topology))
+    cg, cg_positions = map_to_cg(trajectory, mapping, name="coarse-grained", source="OpenMM topology")
+    box = _box_nm(topology) if periodic else None
+    return openmm_topology(cg, box), cg_positions[0] * openmm.unit.nanometer
+
+
+def _box_nm(topology: openmm.app.Topology) -> np.ndarray | None:
+    box = topology.getPeriodicBoxVectors()
+    return None if box is None else np.array([list(v) for v in box.value_in_unit(openmm.unit.nanometer)])

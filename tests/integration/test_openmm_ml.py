@@ -91,7 +91,7 @@ def test_mixed_system_is_refused(chignolin):
         mm_system.addParticle(12.0)
     potential = MLPotential("gnnmd", model="default")
     with pytest.raises(
-        NotImplementedError, match="does not support createMixedSystem: it is a coarse-grained"
+        NotImplementedError, match=r"coarse-grained: .*createMixedSystem cannot couple them.*coarse_grain"
     ):
         potential.createMixedSystem(topology, mm_system, range(10))
 
@@ -158,3 +158,79 @@ def test_openmm_ml_needs_no_import_order(chignolin, tmp_path):
     completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
     assert "energy " in completed.stdout and "nan" not in completed.stdout
+
+
+def _ala2_pair():
+    """Two alanine dipeptides 3 nm apart (all atoms), an amber14 System of both, and one ala2 alone."""
+    from gnnmd.data.ala2_allatom import PDB_FILE
+
+    pdb = openmm.app.PDBFile(str(PDB_FILE))
+    modeller = openmm.app.Modeller(pdb.topology, pdb.positions)
+    shifted = [p + openmm.Vec3(3.0, 0.0, 0.0) * openmm.unit.nanometer for p in pdb.positions]
+    modeller.add(pdb.topology, shifted)
+    forcefield = openmm.app.ForceField("amber14-all.xml")
+    mm_system = forcefield.createSystem(modeller.topology, nonbondedMethod=openmm.app.NoCutoff)
+    return pdb, modeller, mm_system
+
+
+def _group_energy_forces(system, positions, group):
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(positions)
+    state = context.getState(getEnergy=True, getForces=True, groups={group})
+    energy = state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+    per_nm = openmm.unit.kilojoule_per_mole / openmm.unit.nanometer
+    forces = state.getForces(asNumpy=True).value_in_unit(per_nm)
+    return energy, forces
+
+
+def test_all_atom_models_follow_the_openmm_ml_contract():
+    """createSystem on an all-atom topology equals the model itself; createMixedSystem puts the model on
+    the ML atoms only (the other molecule feels no gnnmd force)."""
+    import torch
+    from openmmml import MLPotential
+
+    from gnnmd.models import load_model
+    from gnnmd.openmm.forces import FORCE_NAME
+    from gnnmd.topology import custom_topology
+
+    pdb, modeller, mm_system = _ala2_pair()
+    potential = MLPotential("gnnmd", model="ala2-allatom")
+    alone = potential.createSystem(pdb.topology)
+    for force in alone.getForces():
+        force.setForceGroup(5)
+    energy, forces = _group_energy_forces(alone, pdb.positions, 5)
+    model = load_model("ala2-allatom").double()
+    symbols = [atom.element.symbol for atom in pdb.topology.atoms()]
+    molecule = custom_topology("ala2", symbols, [1.0] * len(symbols), [])
+    x = torch.tensor(pdb.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer))
+    expected_energy, expected_forces = model.energy_and_forces(x, model.pack([molecule]))
+    # OpenMM runs the float32 model; the reference is float64: 1e-3 of the largest force.
+    assert energy == pytest.approx(float(expected_energy[0]), rel=1e-5, abs=1e-3)
+    expected = expected_forces.numpy()
+    np.testing.assert_allclose(forces, expected, rtol=0, atol=1e-3 * np.abs(expected).max())
+
+    mixed = potential.createMixedSystem(modeller.topology, mm_system, list(range(22)))
+    (gnnmd_force,) = [f for f in mixed.getForces() if f.getName() == FORCE_NAME]
+    gnnmd_force.setForceGroup(7)
+    mixed_energy, mixed_forces = _group_energy_forces(mixed, modeller.positions, 7)
+    assert mixed_energy == pytest.approx(energy, rel=1e-6)
+    np.testing.assert_allclose(mixed_forces[:22], forces, rtol=1e-5, atol=1e-4)
+    assert np.all(mixed_forces[22:] == 0.0)
+
+
+def test_coarse_grain_maps_an_all_atom_openmm_topology_for_cg_models(chignolin):
+    """An all-atom PDB through OpenMM -> coarse_grain -> createSystem: the shipped system's forces."""
+    from openmmml import MLPotential
+
+    from gnnmd.openmm import coarse_grain
+
+    pdb = openmm.app.PDBFile(str(chignolin.pdb_path))  # all atoms and 12 waters
+    topology, positions = coarse_grain(pdb.topology, pdb.positions)
+    assert topology.getNumAtoms() == chignolin.topology.n_beads
+    native = chignolin.positions_nm
+    np.testing.assert_allclose(positions.value_in_unit(openmm.unit.nanometer), native, atol=1e-6)
+    system = MLPotential("gnnmd", model="chignolin").createSystem(topology)
+    energy, forces = evaluate(system, native)
+    expected_energy, expected_forces = evaluate(create_system(chignolin.topology, "chignolin"), native)
+    assert energy == pytest.approx(expected_energy, rel=1e-6)
+    np.testing.assert_allclose(forces, expected_forces, rtol=1e-6, atol=1e-4)
