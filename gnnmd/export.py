@@ -120,8 +120,12 @@ class ExportedSubsetForces(ExportedEnergyForces):
         """positions (M, 3) nm -> (energy () kJ/mol of the subset, forces (M, 3) kJ/mol/nm)."""
         if positions.shape[0] != self.total:
             raise ValueError(
-                "this module acts on " + str(self.num_particles) + " of " + str(self.total)
-                + " particles; it got positions of shape " + str(positions.shape)
+                "this module acts on "
+                + str(self.num_particles)
+                + " of "
+                + str(self.total)
+                + " particles; it got positions of shape "
+                + str(positions.shape)
             )
         energy, forces = self.energy_forces(positions[self.particles], box)
         everything = torch.zeros(positions.shape, dtype=forces.dtype, device=forces.device)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -59,6 +60,12 @@ def _read_raw(path: Path, fmt: str, count: int) -> tuple[np.ndarray, np.ndarray 
     return xyz, time, step
 
 
+#: The DCD (CHARMM/AKMA) time unit in ps.
+AKMA_TIME_PS = 0.04888821
+#: Byte offsets in a DCD header of ISTART, NSAVC (int32) and DELTA (float32).
+_DCD_ISTART, _DCD_NSAVC, _DCD_DELTA = 12, 16, 44
+
+
 class TrajectoryWriter:
     """Frames of one replica, appended as the run goes.
 
@@ -66,14 +73,20 @@ class TrajectoryWriter:
         path: the .dcd or .xtc file.
         fmt: "dcd" or "xtc".
         keep_frames: frames of an existing file to keep (continuing a run); 0 starts afresh.
+        frame_interval_ps: time between frames, ps. XTC frames carry their own time;
+            a DCD file states it in its header (ISTART 0, NSAVC 1, DELTA = the interval
+            in AKMA units), so readers such as VMD and MDAnalysis see time in ps.
     """
 
-    def __init__(self, path: Path, fmt: str, keep_frames: int = 0) -> None:
+    def __init__(
+        self, path: Path, fmt: str, keep_frames: int = 0, frame_interval_ps: float | None = None
+    ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"trajectory format {fmt!r} is not one of {FORMATS}")
         self.path = Path(path)
         self.fmt = fmt
         self.frames = 0
+        self.frame_interval_ps = frame_interval_ps
         if keep_frames <= 0:
             self.file = self._open(self.path)
             return
@@ -123,6 +136,7 @@ class TrajectoryWriter:
         """Make every written frame durable (before a checkpoint counts it)."""
         if self.fmt == "xtc":
             self.file.flush()
+        self._stamp_time()
         fsync_path(self.path)
 
     def close(self) -> None:
@@ -130,6 +144,26 @@ class TrajectoryWriter:
             self.file.close()
         except Exception as error:  # a full disk again: the frames a checkpoint counts are synced
             raise write_failure(error, self.path, "closing the trajectory") from error
+        self._stamp_time()
+
+    def _stamp_time(self) -> None:
+        """Write the frame interval into a DCD header (mdtraj's writer leaves 1 AKMA unit per frame)."""
+        if self.fmt != "dcd" or self.frame_interval_ps is None or self.frames == 0:
+            return
+        with open(self.path, "r+b") as handle:  # only fields the writer never touches again
+            handle.seek(_DCD_ISTART)
+            handle.write(struct.pack("<ii", 0, 1))
+            handle.seek(_DCD_DELTA)
+            handle.write(struct.pack("<f", self.frame_interval_ps / AKMA_TIME_PS))
+
+
+def dcd_frame_interval_ps(path: Path) -> float:
+    """The time between frames (ps) that a DCD header states: NSAVC x DELTA (AKMA units)."""
+    with open(path, "rb") as handle:
+        header = handle.read(_DCD_DELTA + 4)
+    (nsavc,) = struct.unpack_from("<i", header, _DCD_NSAVC)
+    (delta,) = struct.unpack_from("<f", header, _DCD_DELTA)
+    return nsavc * delta * AKMA_TIME_PS
 
 
 class EnergyLog:

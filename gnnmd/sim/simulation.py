@@ -177,8 +177,9 @@ class Simulation:
         for replica, frames in zip(runner.replica_ids, keep, strict=True):
             stem = self.directory / replica_stem(replica)
             trajectory = TrajectoryWriter(
-                stem.with_suffix(f".{options.trajectory_format}"), options.trajectory_format, frames
-            )
+                stem.with_suffix(f".{options.trajectory_format}"), options.trajectory_format, frames,
+                frame_interval_ps=options.report_interval * runner.settings.timestep_ps,
+            )  # fmt: skip
             log = EnergyLog(stem.with_suffix(".csv"), runner.steps_done if resuming else None, columns)
             self.writers[replica] = (trajectory, log)
         self._last_good = (runner.steps_done, runner.positions.detach().clone())

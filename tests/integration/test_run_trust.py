@@ -204,6 +204,9 @@ def test_run_json_records_what_defines_the_run(tmp_path):
     assert checkpoint["extra"]["run_id"] == record["run_id"]
     trajectory = mdtraj.load(str(out / "replica_0001.dcd"), top=str(out / "chignolin.pdb"))  # no gnnmd
     assert trajectory.n_atoms == 49 and trajectory.n_frames == 2
+    from gnnmd.sim.reporters import dcd_frame_interval_ps
+
+    assert dcd_frame_interval_ps(out / "replica_0001.dcd") == pytest.approx(0.008, rel=1e-6)  # in its header
 
 
 def test_system_errors_are_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
