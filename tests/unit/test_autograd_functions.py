@@ -9,10 +9,6 @@ inside the cutoff; gradcheck's central differences with eps 1e-6, atol 1e-7, rto
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +16,7 @@ import torch
 
 from gnnmd.kernels.fused import FusedKernel, _ChunkedConv
 from gnnmd.nn.schnet import SchNet
+from tests.unit.test_triton_kernels import run_interpreted
 
 HERE = Path(__file__).parent
 SECOND_DERIVATIVE = "gives first derivatives only"
@@ -54,14 +51,7 @@ def test_chunked_fused_conv(graph):
 
 
 def test_triton_conv_under_the_interpreter(tmp_path):
-    output = tmp_path / "gradcheck.json"
-    environment = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, str(HERE / "triton_gradcheck.py"), str(output)],
-        capture_output=True, text=True, timeout=600, env=environment,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
-    results = json.loads(output.read_text())
+    results = run_interpreted("triton_gradcheck.py", tmp_path / "gradcheck.json")
     assert sorted(results) == ["fused", "tabulated"]
     for name, outcome in results.items():
         assert outcome["gradcheck"], name

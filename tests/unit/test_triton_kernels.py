@@ -22,16 +22,20 @@ import pytest
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(scope="module")
-def interpreted(tmp_path_factory):
-    output = tmp_path_factory.mktemp("triton") / "results.json"
+def run_interpreted(script: str, output: Path) -> dict:
+    """Run a helper script of this folder under TRITON_INTERPRET=1 (set before Triton is imported)."""
     environment = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, str(HERE / "triton_interpreted.py"), str(output)],
+        [sys.executable, str(HERE / script), str(output)],
         capture_output=True, text=True, timeout=600, env=environment,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(output.read_text())
+
+
+@pytest.fixture(scope="module")
+def interpreted(tmp_path_factory):
+    return run_interpreted("triton_interpreted.py", tmp_path_factory.mktemp("triton") / "results.json")
 
 
 @pytest.mark.parametrize(
