@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from gnnmd.cli.options import add_fallback_option, add_threads_option
-from gnnmd.errors import CheckpointError
+from gnnmd.cli.progress import print_summary, progress_bar
 from gnnmd.kernels import BACKENDS
-from gnnmd.sim import run_record
-from gnnmd.sim.reporters import FORMATS
+from gnnmd.sim import distributed, run_record
+from gnnmd.sim.committee import committee_monitor, committee_summary
+from gnnmd.sim.reporters import FORMATS, save_topologies
 from gnnmd.sim.runner import DEFAULT_SKIN_NM
 from gnnmd.sim.simulation import ON_FAILURE
 from gnnmd.units import NS_PER_PS, PS_PER_FS, SECONDS_PER_DAY
@@ -246,39 +247,6 @@ def _check_output(args: argparse.Namespace, plan: dict, world_size: int) -> tupl
     return record, run_record.compare(record, asked, accepted, args.output / run_record.RUN_FILE)
 
 
-def _check_checkpoint(path: Path, document: dict, record: dict, mine: list[int]) -> None:
-    """The checkpoint must belong to this run and account for every replica of this rank."""
-    run_id = document["extra"].get("run_id")
-    if run_id != record["run_id"]:
-        raise CheckpointError(
-            f"{path}: field 'extra.run_id' is {run_id!r} but {run_record.RUN_FILE} names run "
-            f"{record['run_id']!r}: the checkpoint belongs to another run"
-        )
-    held = [int(i) for i in document["replica_ids"]]
-    dropped = sorted(int(k) for k in document["extra"].get("dropped", {}))
-    if sorted(held + dropped) != sorted(mine):
-        raise CheckpointError(
-            f"{path}: field 'replica_ids' is {held} (dropped: {dropped}) but this process runs "
-            f"replicas {mine}: the checkpoint belongs to another run"
-        )
-
-
-def _on_root(info, action):
-    """Run ``action()`` on rank 0; every rank gets its result, or raises its error."""
-    from gnnmd.sim import distributed
-
-    outcome: tuple = ("ok", None)
-    if info.is_root:
-        try:
-            outcome = ("ok", action())
-        except Exception as error:  # handed to every rank, raised everywhere
-            outcome = ("error", error)
-    outcome = distributed.broadcast_from_root(outcome, info)
-    if outcome[0] == "error":
-        raise outcome[1]
-    return outcome[1]
-
-
 @contextmanager
 def _owned_folder(directory: Path, info) -> Iterator[None]:
     """Rank 0 holds the run folder's lock (taken before anything is written) for the whole job."""
@@ -290,7 +258,7 @@ def _owned_folder(directory: Path, info) -> Iterator[None]:
         lock.acquire()
         remove_temporary_files(directory)  # left by writes that a kill cut short
 
-    _on_root(info, take)
+    distributed.on_root(info, take)
     try:
         yield
     finally:
@@ -298,7 +266,6 @@ def _owned_folder(directory: Path, info) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gnnmd.sim import distributed
 
     info = distributed.rank_from_environment()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -335,16 +302,17 @@ def _run(args: argparse.Namespace, info) -> int:
     # Everything that can be refused is checked before the folder is touched.
     model = load_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
     plan["implementation"] = implementation_of(model, args.device)
-    committee = _committee(plan, plan["_systems"], info) if plan["committee"] is not None else None
+    committee = None
+    if plan["committee"] is not None:
+        committee = committee_monitor(plan, plan["_systems"], info.rank)
     with _owned_folder(args.output, info):
-        record, changes = _on_root(info, lambda: _check_output(args, plan, info.world_size))
+        record, changes = distributed.on_root(info, lambda: _check_output(args, plan, info.world_size))
         return _simulate(args, info, plan, model, committee, (record, changes))
 
 
 def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resume: tuple) -> int:
     """Run this rank's replicas; ``resume`` is (the run record or None, accepted changes)."""
     from gnnmd.models import is_trained
-    from gnnmd.sim import distributed
     from gnnmd.sim.benchmark import provenance
     from gnnmd.sim.checkpoint import atomic_write_bytes, load_checkpoint
     from gnnmd.sim.integrators import LangevinSettings
@@ -372,7 +340,7 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
     document = None
     if record is not None and options.checkpoint_path.exists():
         document = load_checkpoint(options.checkpoint_path)
-        _check_checkpoint(options.checkpoint_path, document, record, mine)
+        run_record.check_checkpoint(options.checkpoint_path, document, record, mine)
         mine = [int(i) for i in document["replica_ids"]]  # dropped replicas stay dropped
     system_of = [systems[i // args.replicas] for i in mine]
 
@@ -393,7 +361,7 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
         frictions_per_ps=per_replica(args.friction_per_ps),
         skin_nm=args.skin_nm, replica_ids=mine, cuda_graph=args.cuda_graph,
     )  # fmt: skip
-    run_id = record["run_id"] if record is not None else _on_root(info, run_record.new_run_id)
+    run_id = record["run_id"] if record is not None else distributed.on_root(info, run_record.new_run_id)
     extra = {"world_size": info.world_size, "run_id": run_id}
     if document is not None:
         accept = ("timestep_fs",) if "timestep_fs" in changes else ()
@@ -402,8 +370,8 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
         if record is None:  # a new run: its record exists before any of its outputs
             fresh = {**plan, "world_size": info.world_size, "run_id": run_id, "command": sys.argv,
                      "provenance": provenance(), "model_trained": is_trained(model)}  # fmt: skip
-            _on_root(info, lambda: _write_record(args.output, fresh))
-            _on_root(info, lambda: _write_topologies(args.output, systems))
+            distributed.on_root(info, lambda: run_record.write_record(args.output, fresh))
+            distributed.on_root(info, lambda: save_topologies(args.output, systems))
         simulation = Simulation(runner, options, committee=committee, extra=extra, overwrite=True)
     until = plan["steps"]
     if args.ns is not None:  # the run's length is in time: the time step may have changed on resume
@@ -415,10 +383,10 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
         updated = run_record.resumed(
             record, asked, changes, runner.steps_done, simulation.time_ps(), invocation
         )
-        _on_root(info, lambda: _write_record(args.output, updated))
+        distributed.on_root(info, lambda: run_record.write_record(args.output, updated))
     trained = is_trained(model)
     label = f"{total} replicas" + (f", rank 0 of {info.world_size}" if info.distributed else "")
-    with _progress(label, enabled=info.is_root and not args.no_progress) as progress:
+    with progress_bar(label, enabled=info.is_root and not args.no_progress) as progress:
         try:
             summary = simulation.run(until, progress)
         finally:
@@ -429,30 +397,14 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
     if info.is_root:
         report = _summary(plan, gathered, trained, info.world_size)
         if plan["committee"] is not None:
-            report["committee"] = _committee_summary(plan, gathered)
+            report["committee"] = committee_summary(plan, gathered)
             report["wall_time_includes"] = report["wall_time_includes"].replace(
                 "health checks,", "health checks, committee evaluations,"
             )
         text = json.dumps(report, indent=2) + "\n"
         atomic_write_bytes(args.output / SUMMARY_FILE, lambda f: f.write(text.encode()))
-        _print_summary(report, args.output)
+        print_summary(report, args.output)
     return 0
-
-
-def _write_topologies(directory: Path, systems: list) -> None:
-    """``<system>.pdb``: each system's CG topology (native positions), so that any tool reads the
-    trajectories without gnnmd (``mdtraj.load("replica_0000.dcd", top="chignolin.pdb")``)."""
-    from gnnmd.sim.reporters import save_frame_pdb
-
-    for system in systems:
-        save_frame_pdb(directory / f"{system.name}.pdb", system.topology, system.positions_nm)
-
-
-def _write_record(directory: Path, record: dict) -> None:
-    from gnnmd.sim.checkpoint import atomic_write_bytes
-
-    text = json.dumps(record, indent=2) + "\n"
-    atomic_write_bytes(directory / run_record.RUN_FILE, lambda f: f.write(text.encode()))
 
 
 def _summary(plan: dict, summaries: list, trained: bool, world_size: int) -> dict:
@@ -476,100 +428,3 @@ def _summary(plan: dict, summaries: list, trained: bool, world_size: int) -> dic
         "model_trained": trained,
         "wall_time_includes": "stepping, health checks, output writing and checkpoints (not setup)",
     }
-
-
-def _committee(plan: dict, systems: list, info):
-    """The committee monitor of this rank; its members are checked against the run's systems first."""
-    from gnnmd.models import load_model
-    from gnnmd.nn.committee import Committee
-    from gnnmd.sim.committee import CommitteeMonitor
-
-    # Evaluated once per report at most: the reference kernels, whatever --backend drives the run.
-    committee = Committee([load_model(name) for name in plan["committee"]], plan["committee"])
-    committee.pack([s.topology for s in systems])
-
-    def warn(line: str) -> None:
-        print(f"gnnmd simulate: rank {info.rank}: warning: {line}", file=sys.stderr)
-
-    return CommitteeMonitor(
-        committee, plan["committee_interval"], plan["committee_threshold_kj_mol_nm"], warn
-    )
-
-
-def _committee_summary(plan: dict, summaries: list) -> dict:
-    """Every replica's largest force disagreement (kJ/mol/nm) over the run, and those above the threshold."""
-    peaks = {replica: peak for s in summaries for replica, peak in (s.committee or {}).items()}
-    threshold = plan["committee_threshold_kj_mol_nm"]
-    above = [] if threshold is None else [r for r, peak in sorted(peaks.items()) if peak["rms"] > threshold]
-    return {
-        "members": plan["committee"],
-        "interval_steps": plan["committee_interval"],
-        "threshold_kj_mol_nm": threshold,
-        "max_rms_kj_mol_nm": {str(r): peak["rms"] for r, peak in sorted(peaks.items())},
-        "step_of_max_rms": {str(r): peak["rms_step"] for r, peak in sorted(peaks.items())},
-        "max_bead_kj_mol_nm": {str(r): peak["max"] for r, peak in sorted(peaks.items())},
-        "above_threshold": above,
-    }
-
-
-@contextmanager
-def _progress(label: str, enabled: bool) -> Iterator:
-    """A rich progress bar with live ns/day and ETA; yields the callback for Simulation.run."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps  {task.fields[rate]}"),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns) as bar:
-        task = bar.add_task(label, total=None, rate="")
-
-        def update(done: int, until: int, ns_per_day: float) -> None:
-            bar.update(task, completed=done, total=until, rate=f"{ns_per_day:,.1f} ns/day")
-
-        yield update
-
-
-def _print_summary(report: dict, directory: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="gnnmd simulate")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    rows = [
-        ("systems", ", ".join(report["systems"])),
-        ("replicas (at end)", f"{report['replicas']} ({report['replicas_at_end']})"),
-        ("time step", f"{report['timestep_fs']:g} fs"),
-        ("processes", str(report["world_size"])),
-        ("simulated (all replicas)", f"{report['simulated_ns']:.4g} ns"),
-        ("wall time", f"{report['wall_seconds']:.1f} s"),
-        ("ns/day (aggregate)", f"{report['ns_per_day']:.2f}"),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
-    console = Console()
-    console.print(table)
-    if not report["model_trained"]:
-        console.print(
-            f"model {report['model']!r}: UNTRAINED (priors from native structures, seeded random network)"
-        )
-    for replica, reason in report["dropped"].items():
-        console.print(f"replica {replica} dropped: {reason}")
-    committee = report.get("committee")
-    if committee is not None and committee["max_rms_kj_mol_nm"]:
-        rms = committee["max_rms_kj_mol_nm"]
-        worst = max(rms, key=rms.get)
-        step = committee["step_of_max_rms"][worst]
-        console.print(f"committee of {len(committee['members'])}: largest RMS force disagreement "
-                      f"{rms[worst]:.1f} kJ/mol/nm (replica {worst}, step {step})")  # fmt: skip
-        if committee["above_threshold"]:
-            console.print(f"replicas above the committee threshold: {committee['above_threshold']}")
-    console.print(f"outputs in {directory}")

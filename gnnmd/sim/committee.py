@@ -16,7 +16,8 @@ its shard, and the peaks are gathered with the throughputs.
 
 from __future__ import annotations
 
-from typing import Callable
+import sys
+from typing import Callable, Sequence
 
 from gnnmd.errors import CheckpointError
 from gnnmd.graph import GraphBatch
@@ -119,3 +120,36 @@ class CommitteeMonitor:
         self.window = {int(r): [float(x) for x in v] for r, v in state["window"].items()}
         self.largest = {int(r): dict(peak) for r, peak in state["largest"].items()}
         self.last_step = state["last_step"]
+
+
+def committee_monitor(plan: dict, systems: Sequence, rank: int) -> CommitteeMonitor:
+    """The committee monitor of ``gnnmd simulate``'s run plan; the members are checked against its systems.
+
+    Members run the reference kernels whatever backend drives the run (one evaluation per report).
+    """
+    from gnnmd.models import load_model
+
+    committee = Committee([load_model(name) for name in plan["committee"]], plan["committee"])
+    committee.pack([s.topology for s in systems])
+
+    def warn(line: str) -> None:
+        print(f"gnnmd simulate: rank {rank}: warning: {line}", file=sys.stderr)
+
+    threshold = plan["committee_threshold_kj_mol_nm"]
+    return CommitteeMonitor(committee, plan["committee_interval"], threshold, warn)
+
+
+def committee_summary(plan: dict, summaries: Sequence) -> dict:
+    """Every replica's largest force disagreement (kJ/mol/nm) over the run, and those above the threshold."""
+    peaks = {replica: peak for s in summaries for replica, peak in (s.committee or {}).items()}
+    threshold = plan["committee_threshold_kj_mol_nm"]
+    above = [] if threshold is None else [r for r, peak in sorted(peaks.items()) if peak["rms"] > threshold]
+    return {
+        "members": plan["committee"],
+        "interval_steps": plan["committee_interval"],
+        "threshold_kj_mol_nm": threshold,
+        "max_rms_kj_mol_nm": {str(r): peak["rms"] for r, peak in sorted(peaks.items())},
+        "step_of_max_rms": {str(r): peak["rms_step"] for r, peak in sorted(peaks.items())},
+        "max_bead_kj_mol_nm": {str(r): peak["max"] for r, peak in sorted(peaks.items())},
+        "above_threshold": above,
+    }

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -109,3 +109,21 @@ def finalize() -> None:
     """Tear the process group down if one was started."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def on_root(info: RankInfo, action: Callable[[], Any]) -> Any:
+    """Run ``action()`` on rank 0 only; every rank gets its result, or raises its error.
+
+    What only one process may do (take a folder's lock, write a run record) runs on rank 0,
+    and a refusal there stops every rank with the same error instead of leaving them waiting.
+    """
+    outcome: tuple = ("ok", None)
+    if info.is_root:
+        try:
+            outcome = ("ok", action())
+        except Exception as error:  # handed to every rank, raised everywhere
+            outcome = ("error", error)
+    outcome = broadcast_from_root(outcome, info)
+    if outcome[0] == "error":
+        raise outcome[1]
+    return outcome[1]

@@ -256,3 +256,10 @@ def save_frame_pdb(path: Path, topology: CGTopology, positions_nm: np.ndarray) -
         str(temporary)
     )
     os.replace(temporary, path)
+
+
+def save_topologies(directory: Path, systems: Sequence) -> None:
+    """``<system>.pdb`` for each system (CG topology at native positions) beside its trajectories,
+    so that any tool reads them without gnnmd: ``mdtraj.load("replica_0000.dcd", top="chignolin.pdb")``."""
+    for system in systems:
+        save_frame_pdb(Path(directory) / f"{system.name}.pdb", system.topology, system.positions_nm)

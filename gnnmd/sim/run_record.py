@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gnnmd.errors import CheckpointError
-from gnnmd.runfolder import RunFolderError
+from gnnmd.runfolder import RunFolderError, atomic_write_bytes
 
 RUN_FILE = "run.json"
 SCHEMA = "gnnmd-simulate"
@@ -122,3 +122,26 @@ def resumed(
     entry = {key: asked[key] for key in FREE_FIELDS if key in asked}
     updated["resumed"] = list(record.get("resumed", [])) + [{"from_step": int(step), **entry, **extra}]
     return updated
+
+
+def check_checkpoint(path: Path, document: dict, record: dict, replicas: list[int]) -> None:
+    """A checkpoint must belong to this run and account for every replica of this process."""
+    run_id = document["extra"].get("run_id")
+    if run_id != record["run_id"]:
+        raise CheckpointError(
+            f"{path}: field 'extra.run_id' is {run_id!r} but {RUN_FILE} names run "
+            f"{record['run_id']!r}: the checkpoint belongs to another run"
+        )
+    held = [int(i) for i in document["replica_ids"]]
+    dropped = sorted(int(k) for k in document["extra"].get("dropped", {}))
+    if sorted(held + dropped) != sorted(replicas):
+        raise CheckpointError(
+            f"{path}: field 'replica_ids' is {held} (dropped: {dropped}) but this process runs "
+            f"replicas {replicas}: the checkpoint belongs to another run"
+        )
+
+
+def write_record(directory: Path, record: dict) -> None:
+    """Write ``run.json`` atomically."""
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write_bytes(Path(directory) / RUN_FILE, lambda file: file.write(text.encode()))

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from gnnmd.sim.distributed import device_for, rank_from_environment
+from gnnmd.sim.distributed import on_root as run_on_root
 
 
 def local_device(device: str | torch.device) -> torch.device:
@@ -43,19 +44,7 @@ def init_from_environment(device: torch.device) -> tuple[int, int]:
 
 def on_root(action: Callable[[], Any]) -> Any:
     """Run ``action()`` on rank 0 only; every rank gets its result, or raises its error."""
-    outcome: tuple = ("ok", None)
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        try:
-            outcome = ("ok", action())
-        except Exception as error:  # handed to every rank, raised everywhere
-            outcome = ("error", error)
-    if dist.is_initialized():
-        box = [outcome]
-        dist.broadcast_object_list(box, src=0)
-        outcome = box[0]
-    if outcome[0] == "error":
-        raise outcome[1]
-    return outcome[1]
+    return run_on_root(rank_from_environment(), action)
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:

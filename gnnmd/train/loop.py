@@ -57,6 +57,8 @@ from gnnmd.runfolder import (
 from gnnmd.safe_load import load_tensors
 from gnnmd.train.batches import BatchLoader, ForceBatch
 from gnnmd.train.distributed import all_reduce_sum, init_from_environment, local_device, on_root
+from gnnmd.train.energies import fit_type_energies
+from gnnmd.train.plots import plot_learning_curve
 
 STATE_FILE = "train_state.pt"
 BEST_FILE = "best.pt"
@@ -65,8 +67,6 @@ METRIC_COLUMNS = (
     "epoch", "train_force_rmse", "val_force_rmse", "learning_rate", "seconds",
     "train_energy_rmse", "val_energy_rmse", "val_loss",
 )  # fmt: skip
-#: Training frames per molecule used to fit the per-type reference energies.
-TYPE_ENERGY_FRAMES = 256
 
 
 class TrainingError(GnnmdError, RuntimeError):
@@ -169,33 +169,6 @@ class ForceModel(nn.Module):
     def forward(self, positions: Tensor, graphs: GraphBatch) -> tuple[Tensor, Tensor]:
         """(N, 3) nm -> energies (G,) kJ/mol and forces (N, 3) kJ/mol/nm, differentiable in the parameters."""
         return self.potential.energy_and_forces(positions, graphs, create_graph=self.training)
-
-
-def fit_type_energies(
-    model: CGPotential, loader: BatchLoader, frames_by_molecule: Mapping[int, np.ndarray], dtype: torch.dtype
-) -> Tensor:
-    """Per-type reference energies (T,) kJ/mol that best explain the data's energy offsets.
-
-    For each molecule m the mean residual r_m = <E_ref - E_model> over (up to
-    TYPE_ENERGY_FRAMES of) its frames is explained as Σ_t n_mt e_t, with n_mt
-    the beads of type t in m, solved by least squares (the minimum-norm
-    solution when the molecules do not determine every type). The result is
-    added to the model's current ``type_energy``.
-    """
-    counts, residuals = [], []
-    with torch.no_grad():
-        for molecule, frames in sorted(frames_by_molecule.items()):
-            spread = np.linspace(0, len(frames) - 1, min(len(frames), TYPE_ENERGY_FRAMES))
-            chosen = frames[spread.astype(np.int64)]
-            batch = loader(np.unique(chosen), dtype)
-            predicted = model(batch.positions, batch.graphs)
-            residuals.append(float((batch.energies - predicted).double().mean()))
-            beads = loader.dataset.topologies[molecule].n_beads
-            types = batch.graphs.types[:beads].cpu().numpy()
-            counts.append(np.bincount(types, minlength=len(model.vocabulary)))
-    solution = np.linalg.lstsq(np.array(counts, dtype=np.float64), np.array(residuals), rcond=None)[0]
-    current = model.network.type_energy
-    return current + torch.as_tensor(solution, dtype=current.dtype, device=current.device)
 
 
 class Trainer:
@@ -509,25 +482,3 @@ class Trainer:
             writer.writeheader()
             writer.writerows(self.history)
         plot_learning_curve(self.history, self.output_dir / "learning_curve.png")
-
-
-def plot_learning_curve(history: list[dict], path: Path) -> None:
-    """Training and validation force RMSE (kJ/mol/nm) against epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    with_energies = any(row.get("val_energy_rmse") is not None for row in history)
-    figure, axes = plt.subplots(1, 2 if with_energies else 1, figsize=(10 if with_energies else 5, 3.5))
-    axes = list(np.atleast_1d(axes))
-    panels = [("force", "kJ/mol/nm")] + ([("energy", "kJ/mol")] if with_energies else [])
-    for axis, (quantity, unit) in zip(axes, panels, strict=True):
-        axis.plot(epochs, [row[f"train_{quantity}_rmse"] for row in history], "o-", label="training")
-        axis.plot(epochs, [row[f"val_{quantity}_rmse"] for row in history], "s-", label="validation")
-        axis.set(xlabel="epoch", ylabel=f"{quantity} RMSE ({unit})", title=f"{quantity} matching")
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
