@@ -87,12 +87,14 @@ class Sweep:
         status, error = run_cli(*args)
         after = snapshot(watch) if watch is not None else {}
         lost = "yes" if any(after.get(name) != digest for name, digest in before.items()) else "no"
-        line = error.strip().splitlines()[-1] if error.strip() else ""
+        # Warnings (e.g. the waters a structure file loses) come first; the error is one line.
+        lines = [line for line in error.strip().splitlines() if not line.startswith("gnnmd: warning:")]
+        line = lines[-1] if lines else ""
         if status is None:
             outcome = "TRACEBACK"
         elif status == 0:
             outcome = "SILENTLY WRONG"
-        elif status == 2 and len(error.strip().splitlines()) == 1 and expect in line:
+        elif status == 2 and len(lines) == 1 and expect in line:
             outcome = "clear error"
         else:
             outcome = f"exit {status}: unclear"
