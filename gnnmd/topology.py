@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import mdtraj
 import numpy as np
+from ase.data import chemical_symbols
 
 from gnnmd.errors import TopologyError
 
@@ -508,3 +509,13 @@ def custom_topology(
         atom_indices=np.arange(n, dtype=np.int64),
         source=source,
     )
+
+
+_ELEMENTS = frozenset(chemical_symbols[1:])
+
+
+def is_element_model(vocabulary: Sequence[str]) -> bool:
+    """Whether a model's types are all element symbols: an all-atom model, which reads each atom's element
+    (and takes every pair inside the cutoff) instead of CG bead types and bonds."""
+    return len(vocabulary) > 0 and all(t in _ELEMENTS for t in vocabulary)
+

@@ -44,14 +44,13 @@ from gnnmd.ase.convert import (
     atom_bonds,
     atom_types,
     atoms_topology,
-    is_element_model,
     model_input,
     restore_cg,
 )
 from gnnmd.errors import AtomsError, GnnmdError, SimulationError
 from gnnmd.models import load_model
 from gnnmd.nn.potential import CGPotential
-from gnnmd.topology import CGTopology
+from gnnmd.topology import CGTopology, is_element_model
 from gnnmd.units import energy_to_kj_per_mol, force_to_kj_per_mol_nm
 
 KJ_PER_MOL_PER_EV = energy_to_kj_per_mol("eV")

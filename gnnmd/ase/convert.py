@@ -40,12 +40,11 @@ import mdtraj
 import numpy as np
 from ase import Atoms
 from ase.constraints import FixBondLengths
-from ase.data import chemical_symbols
 from ase.geometry import minkowski_reduce
 
 from gnnmd.errors import AtomsError, BeadTypeError
 from gnnmd.systems import System
-from gnnmd.topology import BEAD_NAMES, CGTopology, custom_topology, map_to_cg
+from gnnmd.topology import BEAD_NAMES, CGTopology, custom_topology, is_element_model, map_to_cg
 from gnnmd.units import length_to_nm
 
 #: ``atoms.arrays`` key of the per-atom bead types of CG ``Atoms``.
@@ -53,7 +52,6 @@ BEAD_TYPES_ARRAY = "bead_types"
 #: ``atoms.info`` key of the (B, 2) bonded bead pairs of CG ``Atoms``.
 BONDS_INFO = "bead_bonds"
 NM_PER_ANGSTROM = length_to_nm("angstrom")
-_ELEMENTS = frozenset(chemical_symbols[1:])
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,11 +71,6 @@ class ModelInput:
     box_nm: np.ndarray | None
     rotation: np.ndarray
     volume_a3: float | None
-
-
-def is_element_model(vocabulary: Sequence[str]) -> bool:
-    """Whether a model's types are all element symbols (an all-atom model that reads atomic numbers)."""
-    return len(vocabulary) > 0 and all(t in _ELEMENTS for t in vocabulary)
 
 
 def atom_types(atoms: Atoms, vocabulary: Sequence[str], model_name: str) -> tuple[str, ...]:

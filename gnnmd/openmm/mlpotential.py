@@ -45,10 +45,7 @@ from gnnmd.openmm.forces import check_box, torch_force
 from gnnmd.openmm.platforms import DEFAULT_PLATFORM, PlatformSpec, check_torch_plugin, resolve_platform
 from gnnmd.openmm.system import DEFAULT_ROUTE, check_route, gnnmd_force, model_cutoff_nm, resolve_model
 from gnnmd.openmm.topology import cg_topology_from_openmm
-from gnnmd.topology import custom_topology
-
-#: Element symbols: a model whose every type is one reads elements (an all-atom model).
-ELEMENTS = frozenset(e.symbol for e in openmm.app.element.Element._elements_by_symbol.values())
+from gnnmd.topology import custom_topology, is_element_model
 
 #: The keywords MLPotential('gnnmd', ...) accepts, with their defaults.
 POTENTIAL_OPTIONS = {
@@ -89,9 +86,8 @@ class GnnmdPotentialImpl:
         self.route = check_route(route)
         self.spec = resolve_platform(platform, precision)
         self.model = resolve_model(model)
-        vocabulary = getattr(self.model, "vocabulary", ())
         #: An all-atom model: its types are elements, read from the topology's atoms.
-        self.element_model = len(vocabulary) > 0 and all(t in ELEMENTS for t in vocabulary)
+        self.element_model = is_element_model(getattr(self.model, "vocabulary", ()))
 
     def _add_atomistic(
         self, topology: openmm.app.Topology, system: openmm.System, atoms: Optional[Iterable[int]], group: int
