@@ -211,6 +211,13 @@ def kernel_provenance(model: CGPotential) -> dict:
     }
 
 
+def required_ops(model: CGPotential | str | os.PathLike) -> list[str]:
+    """The gnnmd ops a model, or an exported file (by its metadata), needs loaded in the process."""
+    if isinstance(model, (str, os.PathLike)):
+        return list(exported_metadata(model).get("ops", []))
+    return kernel_provenance(model)["ops"]
+
+
 def exported_metadata(path: str | os.PathLike) -> dict:
     """The provenance stored in an exported file by :func:`save_exported`."""
     import zipfile

@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gnnmd.cli.options import metadata_needs_ops, ops_instructions
-    from gnnmd.export import save_exported
+    from gnnmd.cli.options import ops_instructions
+    from gnnmd.export import required_ops, save_exported
     from gnnmd.models import is_trained, load_model
     from gnnmd.systems import load_system
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         f"{particles} particles, positions in nm -> energy in kJ/mol"
         + (" and forces in kJ/mol/nm" if args.forces else "")
     )
-    if metadata_needs_ops(path):
+    if required_ops(model):
         print(ops_instructions())
     if not is_trained(model):
         print(

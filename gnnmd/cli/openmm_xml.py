@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gnnmd.cli.options import ops_instructions
-    from gnnmd.kernels import implementation_of
+    from gnnmd.export import required_ops
     from gnnmd.models import is_trained
     from gnnmd.openmm.system import resolve_model
     from gnnmd.openmm.xml import write_xml_setup
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         "run it with plain OpenMM: import torch, then openmmtorch, then load the XML files (docs/openmm.md)"
     )
-    if not isinstance(model, (str, Path)) and implementation_of(model, "cpu") == "native-cpu":
+    if required_ops(model):  # an exported file's needs come from its own metadata
         print(ops_instructions())
     if not isinstance(model, (str, Path)) and not is_trained(model):
         print(

@@ -50,12 +50,6 @@ def ops_instructions() -> str:
     )
 
 
-def metadata_needs_ops(path) -> bool:
-    from gnnmd.export import exported_metadata
-
-    return bool(exported_metadata(path).get("ops"))
-
-
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", default="auto",

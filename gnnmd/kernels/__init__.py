@@ -88,11 +88,12 @@ def use_backend(
     resolve_backend(backend)
     if backend_of(model) != "reference":
         raise ValueError(f"convert from a reference model; this one already runs {backend_of(model)!r}")
-    native = backend != "tabulated" or _native_or_fallback(allow_fallback)
+    problem = _fallback_reason(allow_fallback) if backend == "tabulated" else None
+    native = problem is None
     converted = copy.deepcopy(model)
     network = converted.network
     network.backend = backend
-    network.fallback = None if native else _native_problem()
+    network.fallback = problem
     if backend == "reference":
         return converted
     for block in network.interactions:
@@ -123,23 +124,15 @@ def _kernel_for(backend: str, block, network, options: dict):
     return FusedKernel(block.filter_net, network.basis, network.envelope, weight_dtype=weight_dtype)
 
 
-def _native_problem() -> str | None:
+def _fallback_reason(allow_fallback: bool) -> str | None:
+    """None where the op library loads; else raise, or (allowed) say so once and return why."""
     from gnnmd.kernels import ops
 
     try:
         ops.load()
+        return None
     except ops.OpsUnavailableError as error:
-        return str(error)
-    return None
-
-
-def _native_or_fallback(allow_fallback: bool) -> bool:
-    """True where the op library loads; else raise, or (allowed) say so once and return False."""
-    from gnnmd.kernels import ops
-
-    problem = _native_problem()
-    if problem is None:
-        return True
+        problem = str(error)
     if not allow_fallback:
         raise ops.OpsUnavailableError(
             f"the tabulated backend's native kernel cannot run: {problem}. Pass --allow-fallback "
@@ -148,4 +141,4 @@ def _native_or_fallback(allow_fallback: bool) -> bool:
     if problem not in _FALLBACKS_SAID:
         _FALLBACKS_SAID.add(problem)
         print(f"gnnmd: tabulated backend falls back to pure torch: {problem}", file=sys.stderr)
-    return False
+    return problem
