@@ -178,7 +178,7 @@ class Simulation:
             stem = self.directory / replica_stem(replica)
             trajectory = TrajectoryWriter(
                 stem.with_suffix(f".{options.trajectory_format}"), options.trajectory_format, frames,
-                frame_interval_ps=options.report_interval * runner.settings.timestep_ps,
+                frame_interval_ps=self.report_interval_ps,
             )  # fmt: skip
             log = EnergyLog(stem.with_suffix(".csv"), runner.steps_done if resuming else None, columns)
             self.writers[replica] = (trajectory, log)
@@ -202,6 +202,11 @@ class Simulation:
                 f"{self.directory} already holds a run ({shown}); resume it with Simulation.resume, "
                 "or pass overwrite=True to replace it"
             )
+
+    @property
+    def report_interval_ps(self) -> float:
+        """Time between frames and log rows, ps (constant over a run, whatever its time steps)."""
+        return _report_interval_ps(self.options, self.runner)
 
     def time_ps(self) -> float:
         """Simulated time of the current step, ps."""
@@ -327,7 +332,7 @@ class Simulation:
             clock=list(self.clock),
             time_ps=self.time_ps(),
             report_interval=self.options.report_interval,
-            report_interval_ps=self.options.report_interval * self.runner.settings.timestep_ps,
+            report_interval_ps=self.report_interval_ps,
         )
         if self.committee is not None:
             recorded["committee"] = self.committee.state()
@@ -408,7 +413,7 @@ def _resumed_clock(
     time_ps = float(extra.get("time_ps", origin_ps + (step - origin_step) * old_fs * PS_PER_FS))
     new_fs = runner.settings.timestep_fs
     old_report_ps = extra.get("report_interval_ps")
-    new_report_ps = options.report_interval * runner.settings.timestep_ps
+    new_report_ps = _report_interval_ps(options, runner)
     if old_report_ps is not None and not _same_time(old_report_ps, new_report_ps):
         raise CheckpointError(
             f"{path}: field 'extra.report_interval_ps' is {old_report_ps:g} but this run reports every "
@@ -428,6 +433,10 @@ def _resumed_clock(
             "time step would shift the frame times; resume with the old time step to the next checkpoint"
         )
     return step, time_ps
+
+
+def _report_interval_ps(options: OutputOptions, runner: ReplicaRunner) -> float:
+    return options.report_interval * runner.settings.timestep_ps
 
 
 def _same_time(a: float, b: float) -> bool:
