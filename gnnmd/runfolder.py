@@ -55,10 +55,6 @@ class RunFolderLock:
         self.path = self.directory / name
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def acquire(self) -> RunFolderLock:
         """Take the lock or raise RunFolderBusyError (never waits)."""
         if self._fd is not None:

@@ -518,4 +518,3 @@ def is_element_model(vocabulary: Sequence[str]) -> bool:
     """Whether a model's types are all element symbols: an all-atom model, which reads each atom's element
     (and takes every pair inside the cutoff) instead of CG bead types and bonds."""
     return len(vocabulary) > 0 and all(t in _ELEMENTS for t in vocabulary)
-

@@ -233,17 +233,16 @@ class ForceDataset(torch.utils.data.Dataset):
     Args:
         path: the HDF5 file.
         molecules: names to use (default: all, sorted).
-        validate: scan every frame on open (shapes, finite values, plausible units; see
-            :mod:`gnnmd.data.validation`). Only a caller that just wrote the file should skip it.
+
+    Every frame is checked on open (shapes, finite values, plausible units; see
+    :mod:`gnnmd.data.validation`).
 
     Raises:
         DatasetError: naming the file, molecule, field, frame and value of the first problem;
             also for a damaged HDF5 file.
     """
 
-    def __init__(
-        self, path: str | os.PathLike, molecules: Sequence[str] | None = None, validate: bool = True
-    ) -> None:
+    def __init__(self, path: str | os.PathLike, molecules: Sequence[str] | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise DatasetError(f"{self.path}: no such dataset file")
@@ -253,7 +252,7 @@ class ForceDataset(torch.utils.data.Dataset):
             raise DatasetError(f"{self.path}: not an HDF5 file ({error})") from error
         try:
             with file:
-                counts = self._read_index(file, molecules, validate)
+                counts = self._read_index(file, molecules)
         except DatasetError:
             raise
         except Exception as error:  # h5py raises OSError, KeyError, ValueError... for damaged files
@@ -265,8 +264,8 @@ class ForceDataset(torch.utils.data.Dataset):
         self._file: h5py.File | None = None
         self._pid: int | None = None
 
-    def _read_index(self, file: h5py.File, molecules: Sequence[str] | None, validate: bool) -> list[int]:
-        """Molecules, topologies and frame counts; checks every frame when ``validate``."""
+    def _read_index(self, file: h5py.File, molecules: Sequence[str] | None) -> list[int]:
+        """Molecules, topologies and frame counts, after checking every frame."""
         _check_header(file, self.path)
         available = sorted(file.get("molecules", {}).keys())
         names = list(molecules) if molecules is not None else available
@@ -283,8 +282,7 @@ class ForceDataset(torch.utils.data.Dataset):
             group = file[f"molecules/{name}"]
             fields = ["coordinates", "forces"] + (["energies"] if has_energies else [])
             check_shapes(self.path, name, topology.n_beads, {f: group[f].shape for f in fields})
-            if validate:
-                scan_molecule(self.path, name, group, topology.bonds, fields)
+            scan_molecule(self.path, name, group, topology.bonds, fields)
         return [file[f"molecules/{m}/coordinates"].shape[0] for m in names]
 
     def __len__(self) -> int:
