@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-import numpy as np
 import openmm
 import openmm.app
 import openmm.unit
@@ -44,7 +43,7 @@ from gnnmd.errors import TopologyError
 from gnnmd.openmm.forces import check_box, torch_force
 from gnnmd.openmm.platforms import DEFAULT_PLATFORM, PlatformSpec, check_torch_plugin, resolve_platform
 from gnnmd.openmm.system import DEFAULT_ROUTE, check_route, gnnmd_force, model_cutoff_nm, resolve_model
-from gnnmd.openmm.topology import cg_topology_from_openmm
+from gnnmd.openmm.topology import cg_topology_from_openmm, periodic_box_nm
 from gnnmd.topology import custom_topology, is_element_model
 
 #: The keywords MLPotential('gnnmd', ...) accepts, with their defaults.
@@ -89,9 +88,9 @@ class GnnmdPotentialImpl:
         #: An all-atom model: its types are elements, read from the topology's atoms.
         self.element_model = is_element_model(getattr(self.model, "vocabulary", ()))
 
-    def _add_atomistic(
-        self, topology: openmm.app.Topology, system: openmm.System, atoms: Optional[Iterable[int]], group: int
-    ) -> None:
+    def _atomistic_force(
+        self, topology: openmm.app.Topology, system: openmm.System, atoms: Optional[Iterable[int]]
+    ) -> openmm.Force:
         """The force of an all-atom model on ``atoms`` (all when None); the System's masses stay."""
         everything = list(topology.atoms())
         chosen = list(range(len(everything))) if atoms is None else [int(i) for i in atoms]
@@ -103,20 +102,21 @@ class GnnmdPotentialImpl:
         symbols = [everything[i].element.symbol for i in chosen]
         masses = [everything[i].element.mass.value_in_unit(openmm.unit.amu) for i in chosen]
         molecule = custom_topology("openmm-ml atoms", symbols, masses, [], source="openmm-ml topology")
-        box = topology.getPeriodicBoxVectors()
-        if box is not None:
-            vectors = np.array([list(v) for v in box.value_in_unit(openmm.unit.nanometer)], dtype=np.float64)
-            check_box(vectors, model_cutoff_nm(self.model), "MLPotential('gnnmd') topology box")
+        periodic = self._periodic(topology)
         if atoms is None:
-            force = gnnmd_force(molecule, self.model, self.route, 1, self.spec, periodic=box is not None)
-        else:
-            if self.route != "torch":
-                raise ValueError("createMixedSystem runs gnnmd on the 'torch' route only (route='torch')")
-            check_torch_plugin(self.spec)
-            subset = (chosen, system.getNumParticles())
-            force = torch_force(self.model, molecule, 1, self.spec.model_dtype, box is not None, subset)
-        force.setForceGroup(group)
-        system.addForce(force)
+            return gnnmd_force(molecule, self.model, self.route, 1, self.spec, periodic=periodic)
+        if self.route != "torch":
+            raise ValueError("createMixedSystem runs gnnmd on the 'torch' route only (route='torch')")
+        check_torch_plugin(self.spec)
+        subset = (chosen, system.getNumParticles())
+        return torch_force(self.model, molecule, 1, self.spec.model_dtype, periodic, subset)
+
+    def _periodic(self, topology: openmm.app.Topology) -> bool:
+        """Whether the topology is periodic, after checking that its box holds the model's cutoff."""
+        box = periodic_box_nm(topology)
+        if box is not None:
+            check_box(box, model_cutoff_nm(self.model), "MLPotential('gnnmd') topology box")
+        return box is not None
 
     def addForces(  # noqa: N802 (openmm-ml's name)
         self,
@@ -126,11 +126,19 @@ class GnnmdPotentialImpl:
         forceGroup: int,  # noqa: N803 (openmm-ml's name)
         **args: Any,
     ) -> None:
-        """Set every particle's mass to its bead's and add the gnnmd force (see the module docstring)."""
+        """Add the gnnmd force (see the module docstring); a CG model also sets the bead masses."""
         _refuse_unknown(f"MLPotential({self.name!r}).createSystem", args, ())
         if self.element_model:
-            self._add_atomistic(topology, system, atoms, forceGroup)
-            return
+            force = self._atomistic_force(topology, system, atoms)
+        else:
+            force = self._cg_force(topology, system, atoms)
+        force.setForceGroup(forceGroup)
+        system.addForce(force)
+
+    def _cg_force(
+        self, topology: openmm.app.Topology, system: openmm.System, atoms: Optional[Iterable[int]]
+    ) -> openmm.Force:
+        """The force of a CG model on a CG topology; every particle gets its bead's mass."""
         if atoms is not None:
             raise NotImplementedError(
                 "gnnmd's model is coarse-grained: its particles are CG beads, not atoms of an all-atom "
@@ -145,10 +153,4 @@ class GnnmdPotentialImpl:
             )
         for index, mass in enumerate(cg.masses_amu):
             system.setParticleMass(index, float(mass))
-        box = topology.getPeriodicBoxVectors()
-        if box is not None:
-            vectors = np.array([list(v) for v in box.value_in_unit(openmm.unit.nanometer)], dtype=np.float64)
-            check_box(vectors, model_cutoff_nm(self.model), "MLPotential('gnnmd') topology box")
-        force = gnnmd_force(cg, self.model, self.route, 1, self.spec, periodic=box is not None)
-        force.setForceGroup(forceGroup)
-        system.addForce(force)
+        return gnnmd_force(cg, self.model, self.route, 1, self.spec, periodic=self._periodic(topology))

@@ -210,10 +210,11 @@ def coarse_grain(
         raise TopologyError(f"positions have shape {xyz.shape}; the topology has {atoms} atoms")
     trajectory = mdtraj.Trajectory(xyz[None], mdtraj.Topology.from_openmm(topology))
     cg, cg_positions = map_to_cg(trajectory, mapping, name="coarse-grained", source="OpenMM topology")
-    box = _box_nm(topology) if periodic else None
+    box = periodic_box_nm(topology) if periodic else None
     return openmm_topology(cg, box), cg_positions[0] * openmm.unit.nanometer
 
 
-def _box_nm(topology: openmm.app.Topology) -> np.ndarray | None:
+def periodic_box_nm(topology: openmm.app.Topology) -> np.ndarray | None:
+    """The topology's (3, 3) box vectors in nm, or None when it is not periodic."""
     box = topology.getPeriodicBoxVectors()
     return None if box is None else np.array([list(v) for v in box.value_in_unit(openmm.unit.nanometer)])
