@@ -180,8 +180,7 @@ def _check_beads(path: pathlib.Path, topology: CGTopology, positions_nm: np.ndar
         ]
         raise TopologyError(
             f"{path}: bonded beads {i} ({names[0]}) and {j} ({names[1]}) are {lengths[shortest]:.4f} nm "
-            "apart; "
-            "the structure's coordinates are degenerate (all zero, or atoms repeated)"
+            "apart; the structure's coordinates are degenerate (all zero, or atoms repeated)"
         )
 
 

@@ -2,10 +2,11 @@
 
 torch's OpenMP workers spin while they wait for work. On a machine whose cores
 are partly taken by other processes, two spinning threads on two cores slow a
-small simulation step down several times (measured: chignolin × 1, 2 cores, one
-busy process: 17.8 ms/step with 2 threads, 5.9 ms with 1; idle: 5.0 and 5.4 ms;
-benchmarks/RESULTS.md). ``auto`` therefore takes the CPUs this process may run on
-minus the ones the recent load average says are busy, and at least one.
+small simulation step down many times (measured: chignolin × 1, 2 cores, one
+busy process: 82.5 ms/step with 2 threads, 5.7 ms with 1; idle: 4.6 and 5.2 ms;
+benchmarks/RESULTS.md, ``benchmarks/threads_under_load.sh``). ``auto`` therefore
+takes the CPUs this process may run on minus the ones the recent load average says
+are busy, and at least one.
 """
 
 from __future__ import annotations
