@@ -115,6 +115,12 @@ def _describe_holder(path: Path, patience_s: float = 1.0) -> str:
     return f"pid {holder.get('pid')} on {holder.get('host')} ({command})"
 
 
+def claim(lock: RunFolderLock) -> None:
+    """Take a run folder's lock, then remove what writes killed half-way left behind (only the owner may)."""
+    lock.acquire()
+    remove_temporary_files(lock.directory)
+
+
 def remove_temporary_files(directory: str | os.PathLike) -> list[Path]:
     """Delete the ``.*.tmp`` files that writes killed half-way leave behind; returns them.
 

@@ -250,15 +250,10 @@ def _check_output(args: argparse.Namespace, plan: dict, world_size: int) -> tupl
 @contextmanager
 def _owned_folder(directory: Path, info) -> Iterator[None]:
     """Rank 0 holds the run folder's lock (taken before anything is written) for the whole job."""
-    from gnnmd.runfolder import RunFolderLock, remove_temporary_files
+    from gnnmd.runfolder import RunFolderLock, claim
 
     lock = RunFolderLock(directory)
-
-    def take() -> None:
-        lock.acquire()
-        remove_temporary_files(directory)  # left by writes that a kill cut short
-
-    distributed.on_root(info, take)
+    distributed.on_root(info, lambda: claim(lock))
     try:
         yield
     finally:

@@ -50,8 +50,8 @@ from gnnmd.nn.potential import CGPotential
 from gnnmd.runfolder import (
     RunFolderLock,
     atomic_write_bytes,
+    claim,
     file_sha256,
-    remove_temporary_files,
     require_fresh,
 )
 from gnnmd.safe_load import load_tensors
@@ -351,8 +351,7 @@ class Trainer:
             lock.release()
 
     def _open_folder(self, lock: RunFolderLock, resume: bool) -> None:
-        lock.acquire()
-        remove_temporary_files(self.output_dir)
+        claim(lock)
         if resume and not (self.output_dir / STATE_FILE).is_file():
             require_fresh(self.output_dir, STATE_FILE, "")
 
