@@ -72,3 +72,7 @@ class NeighborCapacityError(GnnmdError, RuntimeError):
 
 class IPUUnavailableError(GnnmdError, RuntimeError):
     """The IPU path cannot run here: PopTorch (Graphcore's Poplar SDK) is missing."""
+
+
+class ImportModelError(GnnmdError, ValueError):
+    """A model from another library cannot be imported as the same model (names the option and value)."""

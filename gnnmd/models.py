@@ -129,9 +129,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def load_model(
-    name_or_path: str | os.PathLike = DEFAULT_MODEL, backend: str = "reference", allow_fallback: bool = False
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    backend: str = "reference",
+    allow_fallback: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> CGPotential:
-    """Load a shipped model by name or a checkpoint by path (float32, CPU, eval mode).
+    """Load a shipped model by name or a checkpoint by path (CPU, eval mode).
+
+    ``dtype`` is the model's floating-point type; float64 reads weights stored in
+    float64 (imported models keep their source's) without rounding them to float32.
 
     ``backend`` picks the kernel backend (see :mod:`gnnmd.kernels`); anything but
     ``reference`` gives a frozen model for simulation. A backend whose fast kernel
@@ -148,8 +154,10 @@ def load_model(
             priors = PriorSet(
                 spec["prior_types"], spec["bead_to_prior_type"], spec["tables"], config.cutoff_nm
             )
-        model = CGPotential(config, checkpoint["vocabulary"], priors)
+        model = CGPotential(config, checkpoint["vocabulary"], priors).to(dtype)
         model.network.load_state_dict(checkpoint["network"])
+        if priors is not None:
+            _restore_prior_values(model, checkpoint["priors"]["tables"])
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"{path}: inconsistent checkpoint contents ({error})") from error
     _require_finite(path, model)
@@ -164,6 +172,16 @@ def load_model(
     converted = use_backend(model, backend, allow_fallback=allow_fallback)
     converted.metadata, converted.source = model.metadata, model.source
     return converted
+
+
+def _restore_prior_values(model: CGPotential, tables: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Copy the stored prior parameters in at the model's precision (the prior set rounds them to the
+    default dtype when it is built; a float64 model keeps stored float64 values exactly)."""
+    with torch.no_grad():
+        for term, table in tables.items():
+            for name, value in table.items():
+                if name != "keys":
+                    getattr(getattr(model.priors, term), name).copy_(value)
 
 
 class UntrainedModelWarning(UserWarning):
@@ -264,3 +282,14 @@ def untrained_model(
 #: Factor on the untrained network's last layer: keeps random forces to a few
 #: kJ/mol/nm so that dynamics with the untrained default model stay stable.
 UNTRAINED_READOUT_SCALE = 0.1
+
+
+def vocabulary_mapping(vocabulary: list[str]) -> str | None:
+    """The CG mapping a model's bead types imply: ``"ca"`` when every type is a residue's CA bead
+    (``"TYR.CA"``, e.g. an imported TorchMD CG model), else None (a system's own mapping)."""
+    return "ca" if vocabulary and all(name.endswith(".CA") for name in vocabulary) else None
+
+
+def model_mapping(name_or_path: str | os.PathLike) -> str | None:
+    """:func:`vocabulary_mapping` of a shipped model or checkpoint, read without building the model."""
+    return vocabulary_mapping(list(read_checkpoint(model_path(name_or_path))["vocabulary"]))

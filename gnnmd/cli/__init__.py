@@ -14,7 +14,18 @@ import sys
 import warnings
 from typing import Sequence
 
-from gnnmd.cli import bench, data, export, listing, openmm_xml, ops_library, simulate, train, validate
+from gnnmd.cli import (
+    bench,
+    data,
+    export,
+    import_model,
+    listing,
+    openmm_xml,
+    ops_library,
+    simulate,
+    train,
+    validate,
+)
 from gnnmd.errors import GnnmdError
 
 SUBCOMMANDS = {
@@ -27,6 +38,7 @@ SUBCOMMANDS = {
     "train": (train, "force-match a potential to a dataset (torchrun for several processes)"),
     "validate": (validate, "simulate a model and compare it with reference data"),
     "openmm-xml": (openmm_xml, "write system/integrator/state XML that plain OpenMM runs (TorchForce)"),
+    "import": (import_model, "import a model trained with another library (TorchMD-Net) as a checkpoint"),
     "ops-library": (ops_library, "print the path of the compiled op library (torch.ops.load_library)"),
 }
 

@@ -169,7 +169,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gnnmd.kernels import resolve_backend, use_backend
-    from gnnmd.models import load_model
+    from gnnmd.models import load_model, vocabulary_mapping
     from gnnmd.sim.benchmark import report
     from gnnmd.systems import load_system
     from gnnmd.threads import apply_threads
@@ -181,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     reference = load_model(args.model)
     # Converted once per backend (tabulating takes seconds), shared by every case.
     models = {backend: use_backend(reference, backend, args.allow_fallback) for backend in args.backend}
-    systems = {name: load_system(name) for name in args.system}
+    mapping = vocabulary_mapping(reference.vocabulary)
+    systems = {name: load_system(name, mapping) for name in args.system}
     cases, skipped = expand(args)
     measured = []
     for case in cases:

@@ -28,11 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gnnmd.cli.options import ops_instructions
     from gnnmd.export import required_ops, save_exported
-    from gnnmd.models import is_trained, load_model
+    from gnnmd.models import is_trained, load_model, vocabulary_mapping
     from gnnmd.systems import load_system
 
     model = load_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
-    system = load_system(args.system)
+    system = load_system(args.system, vocabulary_mapping(model.vocabulary))
     path = save_exported(
         model,
         system.topology,

@@ -39,15 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gnnmd.cli.options import ops_instructions
     from gnnmd.export import required_ops
-    from gnnmd.models import is_trained
+    from gnnmd.models import is_trained, vocabulary_mapping
     from gnnmd.openmm.system import resolve_model
     from gnnmd.openmm.xml import write_xml_setup
     from gnnmd.systems import load_system
 
     if args.replicas < 1:
         raise ValueError(f"--replicas must be at least 1, got {args.replicas}")
-    system = load_system(args.system)
     model = resolve_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
+    system = load_system(args.system, vocabulary_mapping(model.vocabulary))
     box = np.diag(args.box_nm) if args.box_nm else None
     settings = langevin_settings(args)
     written = write_xml_setup(

@@ -152,6 +152,7 @@ def _steps_of(value_ps: float, timestep_ps: float, name: str, allow_zero: bool =
 
 def _plan(args: argparse.Namespace) -> dict:
     """The run description (run.json) from the command line."""
+    from gnnmd.models import model_mapping
     from gnnmd.systems import load_system
 
     if args.replicas < 1:
@@ -161,7 +162,8 @@ def _plan(args: argparse.Namespace) -> dict:
     names = [name for name in args.systems.split(",") if name]
     if not names:
         raise ValueError(f"no system named in {args.systems!r}")
-    systems = [load_system(name) for name in names]
+    mapping = model_mapping(args.model)
+    systems = [load_system(name, mapping) for name in names]
     total = len(systems) * args.replicas
     timestep_ps = args.dt_fs * PS_PER_FS
     steps = args.steps if args.steps is not None else _steps_of(args.ns / NS_PER_PS, timestep_ps, "--ns")

@@ -64,7 +64,7 @@ def implementation_of(model: CGPotential, device: Any = "cpu") -> str:
             return "triton-cuda"
         return "torch"
     if backend == "tabulated":
-        implementation = model.network.interactions[0].kernel.implementation
+        implementation = model.network.convolutions()[0].kernel.implementation
         return implementation + (" (fallback)" if getattr(model.network, "fallback", None) else "")
     return "torch-chunked"
 
@@ -96,7 +96,7 @@ def use_backend(
     network.fallback = problem
     if backend == "reference":
         return converted
-    for block in network.interactions:
+    for block in network.convolutions():
         block.uses_basis = False
         block.kernel = _kernel_for(backend, block, network, {**options, "native": native})
     if backend == "fused16":

@@ -595,6 +595,9 @@ def fused_weights(kernel, dtype: torch.dtype) -> tuple[list[Tensor], float, int,
     from gnnmd.kernels.quantize import QuantizedLinear
     from gnnmd.nn.basis import GaussianBasis
 
+    unsupported = fused_unsupported(kernel)
+    if unsupported:
+        raise ValueError(f"the fused Triton kernel does not implement {unsupported}; use tabulated")
     first, activation, second = kernel.filter_net
     tensors = []
     for layer in (first, second):
@@ -607,12 +610,27 @@ def fused_weights(kernel, dtype: torch.dtype) -> tuple[list[Tensor], float, int,
     basis = kernel.basis
     if isinstance(basis, GaussianBasis):
         centers = basis.centers.to(dtype)
-        widths = torch.full_like(centers, -basis.coefficient)
+        widths = 0.5 / basis.widths.to(dtype) ** 2  # the kernel's β in exp(-β (r - μ)²)
         alpha, basis_id = 0.0, 0
     else:
         centers, widths, alpha, basis_id = basis.means.to(dtype), basis.betas.to(dtype), basis.alpha, 1
     act = ACTIVATION_IDS[type(activation).__name__]
     return tensors + [centers.contiguous(), widths.contiguous()], float(alpha), act, basis_id, half
+
+
+def fused_unsupported(kernel) -> str:
+    """What of ``kernel``'s filter the fused Triton kernel cannot compute ("" when it computes all of it)."""
+    layers = list(kernel.filter_net)
+    if len(layers) != 3:
+        return f"a filter network of {len(layers)} layers (it computes Linear, activation, Linear)"
+    name = type(layers[1]).__name__
+    if name not in ACTIVATION_IDS:
+        return f"the activation {name} (it computes {sorted(ACTIVATION_IDS)})"
+    if getattr(kernel.basis, "envelope", None) is not None:
+        return "a radial basis multiplied by the cutoff envelope (TorchMD-Net's ExpNormal)"
+    if kernel.envelope.lower_nm > 0.0:
+        return f"a lower cutoff ({kernel.envelope.lower_nm} nm)"
+    return ""
 
 
 def fused_conv(h: Tensor, pairs: Tensor, distances: Tensor, kernel) -> Tensor:

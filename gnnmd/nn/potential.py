@@ -19,7 +19,7 @@ from gnnmd.config import from_mapping
 from gnnmd.graph import GraphBatch, pack
 from gnnmd.neighbors import within_cutoff
 from gnnmd.nn.basis import RADIAL_BASES
-from gnnmd.nn.priors import PriorSet
+from gnnmd.nn.priors import PRIOR_TERMS, PriorSet
 from gnnmd.nn.schnet import ACTIVATIONS, SchNet
 from gnnmd.topology import CGTopology
 
@@ -35,10 +35,21 @@ class PotentialConfig:
         num_rbf: number of radial basis functions.
         rbf: "gaussian" or "expnormal".
         cutoff_nm: cutoff of the network and the repulsion prior, nm.
-        activation: "tanh" (CGSchNet), "ssp" (SchNet) or "silu".
+        activation: "tanh" (CGSchNet), "ssp" (SchNet), "silu", "sigmoid" or "mish".
         exclusion_order: pairs within this many bonds are left to the bonded
             priors and seen by neither the network nor the repulsion (2: 1-2 and 1-3).
         use_priors: whether the model has physical priors.
+        lower_cutoff_nm: pairs closer than this contribute nothing to the network (TorchMD-Net's
+            ``cutoff_lower``), nm.
+        rbf_envelope: the radial basis is multiplied by the cosine cutoff (TorchMD-Net's ExpNormal).
+        neighbor_embedding: TorchMD-Net's neighbour embedding before the interaction blocks.
+        readout_hidden_layers: extra hidden layers of the readout MLP.
+        repulsion_exclusions: bonded separations (1: bonds, 2: 1-3, 3: 1-4 pairs) the repulsion
+            prior leaves out beyond those ``exclusion_order`` removes from every pair list:
+            TorchMD's priors exclude the bonded pairs its force terms list from the repulsion,
+            while its networks see every pair. Needs a bonded graph without rings.
+        repulsion_shift: shift the repulsion to zero at the cutoff (False: TorchMD's unshifted form).
+        prior_terms: the prior terms that contribute (a subset of ``PRIOR_TERMS``).
     """
 
     hidden_channels: int = 128
@@ -50,6 +61,13 @@ class PotentialConfig:
     activation: str = "tanh"
     exclusion_order: int = 2
     use_priors: bool = True
+    lower_cutoff_nm: float = 0.0
+    rbf_envelope: bool = False
+    neighbor_embedding: bool = False
+    readout_hidden_layers: int = 0
+    repulsion_exclusions: Tuple[int, ...] = ()
+    repulsion_shift: bool = True
+    prior_terms: Tuple[str, ...] = PRIOR_TERMS
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_filters", "num_rbf"):
@@ -65,6 +83,24 @@ class PotentialConfig:
             raise ValueError(f"cutoff_nm must be positive, got {self.cutoff_nm}")
         if self.exclusion_order not in (0, 1, 2, 3):
             raise ValueError(f"exclusion_order must be 0, 1, 2 or 3, got {self.exclusion_order}")
+        if not 0.0 <= self.lower_cutoff_nm < self.cutoff_nm:
+            raise ValueError(f"lower_cutoff_nm must lie in [0, cutoff_nm), got {self.lower_cutoff_nm}")
+        if self.rbf_envelope and self.rbf != "expnormal":
+            raise ValueError("rbf_envelope is defined for the 'expnormal' basis only")
+        if self.readout_hidden_layers < 0:
+            raise ValueError(f"readout_hidden_layers must be >= 0, got {self.readout_hidden_layers}")
+        terms = tuple(term for term in PRIOR_TERMS if term in set(self.prior_terms))
+        unknown = sorted(set(self.prior_terms) - set(PRIOR_TERMS))
+        if unknown:
+            raise ValueError(f"prior_terms {unknown} are not among {PRIOR_TERMS}")
+        object.__setattr__(self, "prior_terms", terms)
+        extra = tuple(sorted(set(int(order) for order in self.repulsion_exclusions)))
+        object.__setattr__(self, "repulsion_exclusions", extra)
+        if any(order <= self.exclusion_order or order > 3 for order in extra):
+            raise ValueError(
+                f"repulsion_exclusions must lie in {self.exclusion_order + 1}..3 (separations up to "
+                f"exclusion_order are in no pair list), got {list(extra)}"
+            )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PotentialConfig:
@@ -72,7 +108,10 @@ class PotentialConfig:
         return from_mapping(cls, values, "model config")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["repulsion_exclusions"] = list(self.repulsion_exclusions)
+        values["prior_terms"] = list(self.prior_terms)
+        return values
 
 
 class CGPotential(nn.Module):
@@ -103,9 +142,17 @@ class CGPotential(nn.Module):
             cutoff_nm=config.cutoff_nm,
             rbf=config.rbf,
             act=config.activation,
+            lower_cutoff_nm=config.lower_cutoff_nm,
+            rbf_envelope=config.rbf_envelope,
+            neighbor_embedding=config.neighbor_embedding,
+            readout_hidden_layers=config.readout_hidden_layers,
         )
         # TorchScript needs a module here either way; an unused empty set costs nothing.
         self.priors = priors if priors is not None else _empty_priors(len(self.vocabulary), config.cutoff_nm)
+        # The config is where these live (it travels in checkpoints); the prior set computes them.
+        self.priors.repulsion.shift = bool(config.repulsion_shift)
+        self.priors.repulsion_exclusions = list(config.repulsion_exclusions)
+        self.priors.terms = list(config.prior_terms)
 
     def forward(self, positions: Tensor, batch: GraphBatch, box: Optional[Tensor] = None) -> Tensor:
         """Per-graph potential energy.
@@ -150,7 +197,7 @@ class CGPotential(nn.Module):
         bead_energy = self.network(batch.types, pairs, distances)
         num_graphs = batch.ptr.shape[0] - 1
         energy = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device)
-        energy = energy.index_add(0, batch.graph_index, bead_energy)
+        energy = energy.index_add(0, batch.graph_index, bead_energy) + self.network.molecule_energy
         if self.use_priors:
             energy = energy + self.priors(positions, batch, pairs, distances, box)
         return energy

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from gnnmd.kernels.reference import ReferenceKernel, aggregate_pairs
 from gnnmd.nn.basis import CosineCutoff, radial_basis
 
-ACTIVATIONS = ("tanh", "ssp", "silu")
+ACTIVATIONS = ("tanh", "ssp", "silu", "sigmoid", "mish")
 
 
 class ShiftedSoftplus(nn.Module):
@@ -46,6 +46,10 @@ def activation(name: str) -> nn.Module:
         return ShiftedSoftplus()
     if name == "silu":
         return nn.SiLU()
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    if name == "mish":
+        return nn.Mish()
     raise ValueError(f"unknown activation {name!r}; allowed: {ACTIVATIONS}")
 
 
@@ -87,6 +91,36 @@ class InteractionBlock(nn.Module):
         return x + self.dense(self.act(self.f2out(aggregated)))
 
 
+class NeighborEmbedding(nn.Module):
+    """TorchMD-Net's neighbour embedding: x_i ← combine([x_i, Σ_j (proj(rbf(r_ij)) · C(r_ij)) ⊙ e(z_j)]).
+
+    A second type embedding e, summed over neighbours through a linear filter of
+    the radial basis, and merged with the bead's own features. The sum has the
+    form of a continuous-filter convolution (a filter that depends on distance
+    alone), so every kernel backend computes it like an interaction block's.
+    """
+
+    def __init__(self, num_types: int, hidden_channels: int, num_rbf: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_types, hidden_channels)
+        #: The filter W(r) = filter_net(rbf(r)) · C(r); one linear layer here.
+        self.filter_net = nn.Sequential(nn.Linear(num_rbf, hidden_channels))
+        self.combine = nn.Linear(2 * hidden_channels, hidden_channels)
+        self.kernel: nn.Module = ReferenceKernel()
+        self.uses_basis = True
+
+    def forward(
+        self, x: Tensor, types: Tensor, rbf: Tensor, envelope: Tensor, pairs: Tensor, distances: Tensor
+    ) -> Tensor:
+        """(N, H) features from (N, H) features and (N,) types; pairs as for :class:`InteractionBlock`."""
+        h = self.embedding(types)
+        if self.uses_basis:
+            aggregated = aggregate_pairs(h, self.filter_net(rbf) * envelope[:, None], pairs)
+        else:
+            aggregated = self.kernel(h, pairs, distances)
+        return self.combine(torch.cat([x, aggregated], dim=1))
+
+
 class SchNet(nn.Module):
     """The SchNet network: bead energies from types and pair distances.
 
@@ -98,7 +132,11 @@ class SchNet(nn.Module):
         num_rbf: number of radial basis functions.
         cutoff_nm: interaction cutoff in nm.
         rbf: radial basis kind, "gaussian" or "expnormal".
-        act: activation, "tanh", "ssp" or "silu".
+        act: activation, one of :data:`ACTIVATIONS`.
+        lower_cutoff_nm: lower cutoff in nm (pairs closer contribute nothing).
+        rbf_envelope: multiply the basis by the cosine cutoff (TorchMD-Net's ExpNormal).
+        neighbor_embedding: add TorchMD-Net's neighbour embedding before the blocks.
+        readout_hidden_layers: extra (H/2 → H/2) layers in the readout MLP.
     """
 
     def __init__(
@@ -111,11 +149,18 @@ class SchNet(nn.Module):
         cutoff_nm: float = 2.0,
         rbf: str = "gaussian",
         act: str = "tanh",
+        lower_cutoff_nm: float = 0.0,
+        rbf_envelope: bool = False,
+        neighbor_embedding: bool = False,
+        readout_hidden_layers: int = 0,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_types, hidden_channels)
-        self.basis = radial_basis(rbf, cutoff_nm, num_rbf)
-        self.envelope = CosineCutoff(cutoff_nm)
+        self.basis = radial_basis(rbf, cutoff_nm, num_rbf, lower_cutoff_nm, rbf_envelope)
+        self.envelope = CosineCutoff(cutoff_nm, lower_cutoff_nm)
+        self.neighbor_embedding = (
+            NeighborEmbedding(num_types, hidden_channels, num_rbf) if neighbor_embedding else None
+        )
         self.interactions = nn.ModuleList(
             [InteractionBlock(hidden_channels, num_filters, num_rbf, act) for _ in range(num_interactions)]
         )
@@ -123,14 +168,21 @@ class SchNet(nn.Module):
         self.backend = "reference"
         #: Why a requested fast kernel fell back to its pure-torch twin (``allow_fallback``), or None.
         self.fallback: Optional[str] = None
-        self.readout = nn.Sequential(
-            nn.Linear(hidden_channels, hidden_channels // 2),
-            activation(act),
-            nn.Linear(hidden_channels // 2, 1),
-        )
+        half = hidden_channels // 2
+        layers: list[nn.Module] = [nn.Linear(hidden_channels, half), activation(act)]
+        for _ in range(readout_hidden_layers):
+            layers += [nn.Linear(half, half), activation(act)]
+        self.readout = nn.Sequential(*layers, nn.Linear(half, 1))
         #: Reference energy of each bead type, kJ/mol: fitted to the data's energies before
         #: energy training (zero for force-only models, whose energy zero is arbitrary).
         self.register_buffer("type_energy", torch.zeros(num_types))
+        #: Energy added once per molecule, kJ/mol (an imported model's data mean; else zero).
+        self.register_buffer("molecule_energy", torch.zeros(()))
+
+    def convolutions(self) -> list[nn.Module]:
+        """The modules whose pair sums a kernel backend computes: the neighbour embedding, then the blocks."""
+        front = [self.neighbor_embedding] if self.neighbor_embedding is not None else []
+        return front + list(self.interactions)
 
     def forward(self, types: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
         """Per-bead energies.
@@ -140,7 +192,8 @@ class SchNet(nn.Module):
             pairs: (2, E) int64 interacting pairs i<j (inside the cutoff).
             distances: (E,) nm.
         Returns:
-            (N,) kJ/mol, the network's energy contribution of each bead.
+            (N,) kJ/mol, the network's energy contribution of each bead
+            (:attr:`molecule_energy` not included: it is added per molecule).
         """
         x = self.embedding(types)
         if self.backend == "reference":
@@ -150,11 +203,14 @@ class SchNet(nn.Module):
             # The backend's kernels take the distances themselves; nothing per edge is stored here.
             rbf = distances.new_zeros(0, 0)
             envelope = distances.new_zeros(0)
+        if self.neighbor_embedding is not None:
+            x = self.neighbor_embedding(x, types, rbf, envelope, pairs, distances)
         for block in self.interactions:
             x = block(x, rbf, envelope, pairs, distances)
         return self.readout(x).squeeze(-1) + self.type_energy[types]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[override]
-        # Checkpoints from before per-type reference energies hold none: theirs are zero.
+        # Checkpoints from before per-type and per-molecule reference energies hold none: theirs are zero.
         state_dict.setdefault(prefix + "type_energy", torch.zeros_like(self.type_energy))
+        state_dict.setdefault(prefix + "molecule_energy", torch.zeros_like(self.molecule_energy))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -12,9 +12,11 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
+from gnnmd.errors import BeadTypeError
 from gnnmd.graph import GraphBatch
 from gnnmd.nn.priors.base import TypeKeyedTerm, check_coverage
 from gnnmd.nn.priors.bonded import FourierDihedrals, HarmonicAngles, HarmonicBonds
+from gnnmd.nn.priors.geometry import bond_lengths
 from gnnmd.nn.priors.repulsion import Repulsion
 
 PRIOR_TERMS = ("bonds", "angles", "dihedrals", "repulsion")
@@ -57,6 +59,12 @@ class PriorSet(nn.Module):
         self.angles = HarmonicAngles(count, *split("angles"))
         self.dihedrals = FourierDihedrals(count, *split("dihedrals"))
         self.repulsion = Repulsion(count, *split("repulsion"), cutoff_nm=cutoff_nm)
+        #: Bonded separations (1, 2, 3) inside the pair list that the repulsion leaves out
+        #: (set from the model config; see PotentialConfig.repulsion_exclusions).
+        self.repulsion_exclusions: List[int] = []
+        #: The terms that contribute (set from the model config; a model without, e.g., an angle
+        #: term neither computes angles nor needs parameters for them).
+        self.terms: List[str] = list(PRIOR_TERMS)
 
     def term_types(self, batch: GraphBatch, terms: Tensor) -> Tensor:
         """(M, k) prior types of the beads of M terms (M, k)."""
@@ -84,16 +92,43 @@ class PriorSet(nn.Module):
         num_graphs = batch.ptr.shape[0] - 1
         energy = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device)
         graph = batch.graph_index
-        bonds = self.bonds(positions, batch.bonds, self.term_types(batch, batch.bonds), graph, box)
-        angles = self.angles(positions, batch.angles, self.term_types(batch, batch.angles), graph, box)
-        dihedrals = self.dihedrals(
-            positions, batch.dihedrals, self.term_types(batch, batch.dihedrals), graph, box
-        )
-        energy = energy.index_add(0, graph[batch.bonds[:, 0]], bonds)
-        energy = energy.index_add(0, graph[batch.angles[:, 0]], angles)
-        energy = energy.index_add(0, graph[batch.dihedrals[:, 0]], dihedrals)
+        if "bonds" in self.terms:
+            bonds = self.bonds(positions, batch.bonds, self.term_types(batch, batch.bonds), graph, box)
+            energy = energy.index_add(0, graph[batch.bonds[:, 0]], bonds)
+        if "angles" in self.terms:
+            angles = self.angles(positions, batch.angles, self.term_types(batch, batch.angles), graph, box)
+            energy = energy.index_add(0, graph[batch.angles[:, 0]], angles)
+        if "dihedrals" in self.terms:
+            dihedrals = self.dihedrals(
+                positions, batch.dihedrals, self.term_types(batch, batch.dihedrals), graph, box
+            )
+            energy = energy.index_add(0, graph[batch.dihedrals[:, 0]], dihedrals)
+        if "repulsion" not in self.terms:
+            return energy
         pair_types = self.term_types(batch, pairs.t())
-        return energy.index_add(0, graph[pairs[0]], self.repulsion(distances, pair_types))
+        energy = energy.index_add(0, graph[pairs[0]], self.repulsion(distances, pair_types))
+        for separation in self.repulsion_exclusions:
+            energy = energy - self._excluded_repulsion(positions, batch, separation, num_graphs, box)
+        return energy
+
+    def _excluded_repulsion(
+        self, positions: Tensor, batch: GraphBatch, separation: int, num_graphs: int, box: Optional[Tensor]
+    ) -> Tensor:
+        """(G,) repulsion of the bonded pairs ``separation`` bonds apart that lie inside the cutoff:
+        they are in the pair list (the network sees them) but the repulsion leaves them out."""
+        if separation == 1:
+            ends = batch.bonds
+        elif separation == 2:
+            ends = batch.angles[:, 0::2]
+        else:
+            ends = batch.dihedrals[:, 0::3]
+        distances = bond_lengths(positions, ends, batch.graph_index, box)
+        inside = distances < self.repulsion.cutoff_nm
+        # Outside pairs get a harmless distance: they are masked, but must not divide by zero.
+        safe = torch.where(inside, distances, torch.full_like(distances, self.repulsion.cutoff_nm))
+        values = self.repulsion(safe, self.term_types(batch, ends)) * inside.to(distances.dtype)
+        zero = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device)
+        return zero.index_add(0, batch.graph_index[ends[:, 0]], values)
 
     @torch.jit.unused
     def check(self, batch: GraphBatch, source: str) -> None:
@@ -105,9 +140,29 @@ class PriorSet(nn.Module):
             "repulsion": (self.repulsion, batch.pairs.t()),
         }
         for label, (term, indices) in terms.items():
-            check_coverage(term, self.term_types(batch, indices), self.prior_types, label, source)
+            if f"{label}s" in self.terms or label in self.terms:
+                check_coverage(term, self.term_types(batch, indices), self.prior_types, label, source)
+        if self.repulsion_exclusions and "repulsion" in self.terms:
+            _check_tree(batch, source)
 
     @torch.jit.unused
     def tables(self) -> Dict[str, Dict[str, Tensor]]:
         """Every term's key table and parameters, for checkpoints."""
         return {name: getattr(self, name).table() for name in PRIOR_TERMS}
+
+
+# TorchScript types these attributes from the class annotations (an empty list has no type of its
+# own); set as objects, since postponed annotations are strings TorchScript does not evaluate.
+PriorSet.__annotations__.update({"repulsion_exclusions": List[int], "terms": List[str]})
+
+
+def _check_tree(batch: GraphBatch, source: str) -> None:
+    """Repulsion exclusions subtract each bonded pair once; a pair reached by two bonded paths
+    (a ring) would be subtracted twice: refuse it."""
+    ends = torch.cat([batch.bonds, batch.angles[:, 0::2], batch.dihedrals[:, 0::3]])
+    ends = torch.sort(ends, dim=1).values
+    if torch.unique(ends, dim=0).shape[0] != ends.shape[0]:
+        raise BeadTypeError(
+            f"{source}: a bead pair is reached by two bonded paths (a ring); this model's repulsion "
+            "exclusions (TorchMD's) are defined for bonded graphs without rings"
+        )

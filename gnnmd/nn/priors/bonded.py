@@ -58,13 +58,17 @@ class HarmonicAngles(TypeKeyedTerm):
 
 
 class FourierDihedrals(TypeKeyedTerm):
-    """E = Σₙ₌₁..M aₙ cos(nφ) + bₙ sin(nφ), per dihedral (mlcg's form without constant).
+    """E = c + Σₙ₌₁..M aₙ cos(nφ) + bₙ sin(nφ), per dihedral (mlcg's form).
 
     Parameters per prior-type quadruple: ``cos_coefficients`` and
-    ``sin_coefficients``, each (M,) kJ/mol.
+    ``sin_coefficients``, each (M,) kJ/mol, and ``constant`` (kJ/mol; zero unless
+    given: it moves no force, only the energy zero, e.g. TorchMD's k (1 + cos(nφ - φ₀))).
     """
 
     def __init__(self, num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> None:
+        parameters = dict(parameters)
+        if "constant" not in parameters:
+            parameters["constant"] = torch.zeros(keys.shape[0])
         super().__init__(4, num_prior_types, keys, parameters)
 
     def forward(
@@ -81,4 +85,4 @@ class FourierDihedrals(TypeKeyedTerm):
         b = self.sin_coefficients[row]
         harmonics = torch.arange(1, a.shape[1] + 1, dtype=positions.dtype, device=positions.device)
         phase = dihedral_angles(positions, dihedrals, graph_index, box)[:, None] * harmonics
-        return (a * torch.cos(phase) + b * torch.sin(phase)).sum(dim=1)
+        return (a * torch.cos(phase) + b * torch.sin(phase)).sum(dim=1) + self.constant[row]

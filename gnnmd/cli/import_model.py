@@ -1,0 +1,51 @@
+"""``gnnmd import LIBRARY MODEL ... -o OUT.pt``: a model trained elsewhere as a gnnmd checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from gnnmd.units import ENERGY_UNITS, LENGTH_UNITS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    libraries = parser.add_subparsers(dest="library", required=True, metavar="LIBRARY")
+    tmn = libraries.add_parser(
+        "torchmd-net",
+        help="a TorchMD-Net graph-network (SchNet) checkpoint, with TorchMD priors",
+        description="Import a TorchMD-Net graph-network checkpoint (Lightning-style .ckpt).",
+    )
+    tmn.add_argument("checkpoint", help="TorchMD-Net checkpoint (.ckpt)")
+    tmn.add_argument("--topology", required=True, help="TorchMD CG PSF, or a PDB (ca mapping)")
+    tmn.add_argument(
+        "--types",
+        help="TYPES.json {PSF atom type: embedding index}; default: the TorchMD CG convention "
+        "(PSF types CA + one-letter code: CAA 1, CAG 2, CAF 3, CAY 4, ... as torchmd-cg writes them)",
+    )
+    tmn.add_argument("--priors", help="TorchMD force-field YAML whose terms become the model's priors")
+    tmn.add_argument(
+        "--prior-terms",
+        help="comma-separated TorchMD force terms to take from --priors (bonds, angles, dihedrals, "
+        "repulsioncg); default: every term the file has, its lj section as RepulsionCG",
+    )
+    tmn.add_argument("--length-unit", default="angstrom", choices=LENGTH_UNITS, help="model length unit (Å)")
+    tmn.add_argument("--energy-unit", default="kcal/mol", choices=ENERGY_UNITS, help="model energy unit")
+    tmn.add_argument("-o", "--output", required=True, help="gnnmd checkpoint to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gnnmd.interop.importing import import_torchmdnet
+
+    terms = [t for t in args.prior_terms.split(",") if t] if args.prior_terms else None
+    model, topology = import_torchmdnet(
+        args.checkpoint, args.topology, args.output, types=args.types, priors=args.priors, terms=terms,
+        length_unit=args.length_unit, energy_unit=args.energy_unit, allow_pickle=True,
+    )  # fmt: skip
+    config = model.config
+    print(
+        f"imported {args.checkpoint} -> {args.output}: TorchMD-Net graph-network, "
+        f"{config.num_interactions} blocks x {config.hidden_channels} features, cutoff "
+        f"{config.cutoff_nm:g} nm, {len(model.vocabulary)} bead types, priors: "
+        f"{', '.join(config.prior_terms) if config.use_priors else 'none'}; checked on {topology.source} "
+        f"({topology.n_beads} beads); units converted from {args.length_unit}, {args.energy_unit}"
+    )
+    return 0

@@ -1,0 +1,129 @@
+"""``gnnmd import``: a source model plus its topology in, an ordinary gnnmd checkpoint out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from gnnmd.errors import ImportModelError
+from gnnmd.interop import provenance, read_source_file, torchmd_priors, torchmdnet
+from gnnmd.interop.psf import read_psf
+from gnnmd.models import save_checkpoint
+from gnnmd.nn.potential import CGPotential
+from gnnmd.topology import CGTopology
+
+
+def import_torchmdnet(
+    checkpoint: str | os.PathLike,
+    topology: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    types: str | os.PathLike | None = None,
+    priors: str | os.PathLike | None = None,
+    terms: Sequence[str] | None = None,
+    length_unit: str = "angstrom",
+    energy_unit: str = "kcal/mol",
+    allow_pickle: bool = False,
+) -> tuple[CGPotential, CGTopology]:
+    """A TorchMD-Net graph-network checkpoint (and TorchMD priors) as a gnnmd model (float64).
+
+    Args:
+        checkpoint: the TorchMD-Net ``.ckpt`` file.
+        topology: a TorchMD CG PSF, or a PDB read with gnnmd's ``ca`` mapping.
+        output: where to write the gnnmd checkpoint (None: do not write).
+        types: TYPES.json, {PSF atom type: embedding index}; None: the TorchMD CG convention
+            (PSF types ``CA`` + one-letter code, embeddings of :data:`torchmdnet.TORCHMD_CG_EMBEDDINGS`).
+        priors: a TorchMD force-field YAML whose terms are added as priors.
+        terms: TorchMD force terms to take from it (default: every term it has; ``lj`` as RepulsionCG).
+        length_unit, energy_unit: the units the model and force field were made in.
+        allow_pickle: unpickle a checkpoint that holds Python objects (says so on stderr).
+    Returns:
+        (model, the topology as gnnmd reads it).
+    """
+    checkpoint, topology = Path(checkpoint), Path(topology)
+    type_map = torchmdnet.types_from_file(Path(types)) if types else torchmdnet.torchmd_cg_types()
+    torchmd_type_of = {name: name for name in type_map} if types else _convention_torchmd_types()
+    document = torchmd_priors.read_force_field(Path(priors)) if priors else None
+    cg = _read_topology(topology, bool(types), torchmd_priors.masses(document) if document else {})
+    raw = read_source_file(checkpoint, "torchmd-net", allow_pickle)
+    prior_set, options = None, None
+    if document is not None:
+        chosen = [t.lower() for t in terms] if terms else torchmd_priors.default_terms(document)
+        cutoff_nm = _cutoff_nm(raw, checkpoint, length_unit)
+        prior_set, exact, wanted, exclusions = torchmd_priors.build_priors(
+            Path(priors),
+            document,
+            list(type_map),
+            torchmd_type_of,
+            chosen,
+            cutoff_nm,
+            length_unit,
+            energy_unit,
+        )
+        options = {"terms": wanted, "repulsion_exclusions": exclusions, "exact": exact}
+    model = torchmdnet.convert(raw, checkpoint, type_map, length_unit, energy_unit, prior_set, options)
+    model.pack([cg])  # every bead type and prior term of the topology is covered, or this raises
+    model.metadata = _metadata(checkpoint, raw, length_unit, energy_unit, priors, options)
+    if output is not None:
+        save_checkpoint(model, output, model.metadata)
+    return model, cg
+
+
+def _convention_torchmd_types() -> dict[str, str]:
+    return {bead: psf for psf, bead in torchmdnet.TORCHMD_CG_PSF_TYPES.items()}
+
+
+def _read_topology(path: Path, custom_types: bool, masses: dict[str, float]) -> CGTopology:
+    if path.suffix.lower() == ".psf":
+        return read_psf(path, _bead_type_function(path, custom_types), masses)
+    if custom_types:
+        raise ImportModelError(
+            f"{path}: with --types the topology must be a PSF (its atom types are the map's keys); "
+            "a PDB is read with gnnmd's 'ca' mapping and the TorchMD CG convention"
+        )
+    from gnnmd.systems import load_system
+
+    return load_system(str(path), mapping="ca").topology
+
+
+def _bead_type_function(path: Path, custom_types: bool):
+    def bead_type(psf_type: str, residue: str) -> str:
+        if custom_types:
+            return psf_type
+        if psf_type not in torchmdnet.TORCHMD_CG_PSF_TYPES:
+            raise ImportModelError(
+                f"{path}: PSF atom type {psf_type!r} (residue {residue}) is not one of the TorchMD CG "
+                f"convention's {sorted(torchmdnet.TORCHMD_CG_PSF_TYPES)}; give --types TYPES.json"
+            )
+        return torchmdnet.TORCHMD_CG_PSF_TYPES[psf_type]
+
+    return bead_type
+
+
+def _cutoff_nm(raw, source: Path, length_unit: str) -> float:
+    from gnnmd.units import length_to_nm
+
+    try:
+        return float(raw["hyper_parameters"]["cutoff_upper"]) * length_to_nm(length_unit)
+    except (KeyError, TypeError, ValueError):
+        raise ImportModelError(f"{source}: hyper_parameters has no 'cutoff_upper'") from None
+
+
+def _metadata(checkpoint: Path, raw, length_unit: str, energy_unit: str, priors, options) -> dict:
+    args = raw["hyper_parameters"]
+    source = provenance(
+        "torchmd-net", checkpoint, length_unit, energy_unit,
+        model=args.get("model"), precision=args.get("precision"),
+        max_num_neighbors=args.get("max_num_neighbors"),
+    )  # fmt: skip
+    if priors is not None:
+        source["priors"] = provenance(
+            "torchmd", priors, length_unit, energy_unit, terms=list(options["terms"])
+        )
+        source["priors"]["repulsion"] = "unshifted, within the network cutoff"
+    return {
+        "name": checkpoint.stem,
+        "trained": True,
+        "description": f"TorchMD-Net {args.get('model')} imported from {checkpoint.name}",
+        "imported_from": source,
+    }
