@@ -23,6 +23,7 @@ $(OPS): $(INSTALLED) $(wildcard gnnmd/kernels/csrc/*.cpp) gnnmd/kernels/build.py
 
 $(TEST_INSTALLED): $(INSTALLED) $(OPS)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps schnetpack==2.1.1
 	touch $@
 
 run: $(INSTALLED) $(OPS)

@@ -5,11 +5,11 @@ Usage (2 cores, nothing else heavy running)::
 
     python benchmarks/torchmdnet_vs_gnnmd.py --replicas 64 --steps 20 --rounds 3 [--workdir out/tmn_bench]
 
-What is run, identically on both sides: chignolin (CLN025) with TorchMD's CA mapping, a
+What is run, identically on both sides: a shipped protein (default chignolin) with TorchMD's CA mapping, a
 TorchMD-Net graph-network of the benchmark size (128 features, 5 blocks, 128 Gaussians, 20 Å
 cosine cutoff, tanh, random weights with a small readout), priors from a TorchMD force-field
 YAML (harmonic bonds at the native lengths, RepulsionCG), 1 fs Langevin at 300 K, float32.
-Rounds interleave the two engines; each row is the median over rounds. gnnmd is timed with
+Rounds interleave the two engines; each row is the median over rounds; both run 2 threads. gnnmd is timed with
 ``gnnmd bench`` in a subprocess (its own warm-up), torchmd in this process after warm-up steps.
 """
 
@@ -40,7 +40,7 @@ ARGS = dict(
 )  # fmt: skip
 
 
-def write_inputs(workdir: Path) -> dict[str, Path]:
+def write_inputs(workdir: Path, name: str) -> dict[str, Path]:
     """PSF, force field, TorchMD-Net checkpoint, and the gnnmd import of them."""
     import parmed
     from torchmdnet.models.model import create_model
@@ -50,14 +50,14 @@ def write_inputs(workdir: Path) -> dict[str, Path]:
     from gnnmd.systems import load_system
 
     workdir.mkdir(parents=True, exist_ok=True)
-    system = load_system("chignolin", "ca")
+    system = load_system(name, "ca")
     structure = parmed.Structure()
     for i, residue in enumerate(system.topology.residue_names):
         atom = parmed.Atom(name="CA", type=f"CA{ONE_LETTER[residue]}", mass=12.0)
         structure.add_atom(atom, residue, i + 1, "A")
     for i in range(len(structure.atoms) - 1):
         structure.bonds.append(parmed.Bond(structure.atoms[i], structure.atoms[i + 1]))
-    psf = workdir / "chignolin_ca.psf"
+    psf = workdir / f"{name}_ca.psf"
     parmed.charmm.CharmmPsfFile.from_structure(structure).write_psf(str(psf))
     x = system.positions_nm * 10.0
     kinds = sorted({a.type for a in structure.atoms})
@@ -66,6 +66,7 @@ def write_inputs(workdir: Path) -> dict[str, Path]:
         "atomtypes": kinds,
         "bonds": {"(X, X)": {"k0": 50.0, "req": float(lengths.mean())}},
         "lj": {kind: {"sigma": 4.0, "epsilon": 1.0} for kind in kinds},
+        "masses": {kind: 12.0 for kind in kinds},
     }
     force_field = workdir / "priors.yaml"
     force_field.write_text(yaml.safe_dump(document))
@@ -97,12 +98,19 @@ def torchmd_ms_per_step(files: dict[str, Path], replicas: int, steps: int, warmu
     psf = parmed.charmm.CharmmPsfFile(str(files["psf"]))
     n = len(psf.atoms)
     bonds = np.array([[b.atom1.idx, b.atom2.idx] for b in psf.bonds])
+    none = {
+        "angles": np.zeros((0, 3), int),
+        "dihedrals": np.zeros((0, 4), int),
+        "impropers": np.zeros((0, 4), int),
+    }
     mol = types.SimpleNamespace(
         numAtoms=n, atomtype=np.array([a.type for a in psf.atoms]), charge=np.zeros(n), masses=None,
-        bonds=bonds, angles=np.zeros((0, 3), int), dihedrals=np.zeros((0, 4), int), impropers=np.zeros((0, 4), int),
+        bonds=bonds,
+        **none,
     )  # fmt: skip
     terms = ["bonds", "repulsioncg"]
-    parameters = Parameters(ForceField.create(mol, str(files["force_field"])), mol, terms, precision=torch.float32)
+    force_field = ForceField.create(mol, str(files["force_field"]))
+    parameters = Parameters(force_field, mol, terms, precision=torch.float32)
     parameters.A, parameters.B = parameters.get_AB()  # torchmd 1.1.2 builds them for "lj" only
     embeddings = torch.tensor([TORCHMD_CG_EMBEDDINGS[a.residue.name] for a in psf.atoms]).repeat(replicas, 1)
     external = External(str(files["checkpoint"]), embeddings, device="cpu")
@@ -118,10 +126,12 @@ def torchmd_ms_per_step(files: dict[str, Path], replicas: int, steps: int, warmu
     return (time.perf_counter() - start) / steps * 1e3
 
 
-def gnnmd_ms_per_step(imported: Path, backend: str, replicas: int, steps: int, warmup: int, out: Path) -> float:
-    command = [sys.executable, "-m", "gnnmd.cli", "bench", "--model", str(imported), "--system", "chignolin",
-               "--replicas", str(replicas), "--steps", str(steps), "--warmup", str(warmup), "--dt-fs", str(DT_FS),
-               "--backend", backend, "--json", str(out)]  # fmt: skip
+def gnnmd_ms_per_step(
+    imported: Path, system: str, backend: str, replicas: int, steps: int, warmup: int, out: Path
+) -> float:
+    command = [sys.executable, "-m", "gnnmd.cli", "bench", "--model", str(imported), "--system", system,
+               "--replicas", str(replicas), "--steps", str(steps), "--warmup", str(warmup),
+               "--dt-fs", str(DT_FS), "--backend", backend, "--threads", "2", "--json", str(out)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, cwd=out.parent)
     row = json.loads(out.read_text())["benchmarks"][0]
     return float(row["ms_per_step"]) if "ms_per_step" in row else 1e3 / float(row["steps_per_second"])
@@ -129,6 +139,7 @@ def gnnmd_ms_per_step(imported: Path, backend: str, replicas: int, steps: int, w
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", default="chignolin", help="shipped system, read with the ca mapping")
     parser.add_argument("--replicas", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -137,19 +148,26 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("out/tmn_bench"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    files = write_inputs(args.workdir.resolve())
+    files = write_inputs(args.workdir.resolve(), args.system)
     files["positions_angstrom.npy"] = args.workdir.resolve() / "positions_angstrom.npy"
     backends = [b for b in args.backends.split(",") if b]
     samples: dict[str, list[float]] = {"torchmd + TorchMD-Net": []} | {f"gnnmd {b}": [] for b in backends}
     for _ in range(args.rounds):
-        samples["torchmd + TorchMD-Net"].append(torchmd_ms_per_step(files, args.replicas, args.steps, args.warmup))
+        samples["torchmd + TorchMD-Net"].append(
+            torchmd_ms_per_step(files, args.replicas, args.steps, args.warmup)
+        )
         for backend in backends:
             out = args.workdir.resolve() / f"bench_{backend}.json"
-            ms = gnnmd_ms_per_step(files["imported"], backend, args.replicas, args.steps, args.warmup, out)
+            ms = gnnmd_ms_per_step(
+                files["imported"], args.system, backend, args.replicas, args.steps, args.warmup, out
+            )
             samples[f"gnnmd {backend}"].append(ms)
     baseline = statistics.median(samples["torchmd + TorchMD-Net"])
-    print(f"chignolin (CA, 10 beads) x {args.replicas} replicas, {args.steps} steps x {args.rounds} rounds, "
-          f"dt {DT_FS} fs, float32, 2 threads")  # fmt: skip
+    from gnnmd.systems import load_system
+
+    beads = load_system(args.system, "ca").topology.n_beads
+    print(f"{args.system} ({beads} CA beads) x {args.replicas} replicas, {args.steps} steps x {args.rounds} "
+          f"rounds, dt {DT_FS} fs, float32, 2 threads")  # fmt: skip
     print(f"{'engine':<28}{'ms/step':>10}{'ns/day':>10}{'vs torchmd':>12}")
     for name, values in samples.items():
         ms = statistics.median(values)

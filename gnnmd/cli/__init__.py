@@ -38,7 +38,7 @@ SUBCOMMANDS = {
     "train": (train, "force-match a potential to a dataset (torchrun for several processes)"),
     "validate": (validate, "simulate a model and compare it with reference data"),
     "openmm-xml": (openmm_xml, "write system/integrator/state XML that plain OpenMM runs (TorchForce)"),
-    "import": (import_model, "import a model trained with another library (TorchMD-Net) as a checkpoint"),
+    "import": (import_model, "import a TorchMD-Net or SchNetPack model as a gnnmd checkpoint"),
     "ops-library": (ops_library, "print the path of the compiled op library (torch.ops.load_library)"),
 }
 

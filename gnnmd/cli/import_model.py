@@ -30,9 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tmn.add_argument("--length-unit", default="angstrom", choices=LENGTH_UNITS, help="model length unit (Å)")
     tmn.add_argument("--energy-unit", default="kcal/mol", choices=ENERGY_UNITS, help="model energy unit")
     tmn.add_argument("-o", "--output", required=True, help="gnnmd checkpoint to write")
+    spk = libraries.add_parser(
+        "schnetpack",
+        help="a SchNetPack SchNet NeuralNetworkPotential saved with torch.save(model)",
+        description="Import a SchNetPack SchNet model file (unpickled: import only files you trust).",
+    )
+    spk.add_argument("model", help="SchNetPack model file (torch.save of the whole model)")
+    spk.add_argument("--length-unit", default="angstrom", choices=LENGTH_UNITS, help="model length unit (Å)")
+    spk.add_argument("--energy-unit", default="kcal/mol", choices=ENERGY_UNITS, help="model energy unit")
+    spk.add_argument("--elements", help="comma-separated atomic numbers to keep (default: all)")
+    spk.add_argument("-o", "--output", required=True, help="gnnmd checkpoint to write")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.library == "schnetpack":
+        return _run_schnetpack(args)
     from gnnmd.interop.importing import import_torchmdnet
 
     terms = [t for t in args.prior_terms.split(",") if t] if args.prior_terms else None
@@ -47,5 +59,21 @@ def run(args: argparse.Namespace) -> int:
         f"{config.cutoff_nm:g} nm, {len(model.vocabulary)} bead types, priors: "
         f"{', '.join(config.prior_terms) if config.use_priors else 'none'}; checked on {topology.source} "
         f"({topology.n_beads} beads); units converted from {args.length_unit}, {args.energy_unit}"
+    )
+    return 0
+
+
+def _run_schnetpack(args: argparse.Namespace) -> int:
+    from gnnmd.interop.importing import import_schnetpack
+
+    elements = [int(z) for z in args.elements.split(",") if z] if args.elements else None
+    model = import_schnetpack(
+        args.model, args.output, args.length_unit, args.energy_unit, elements, allow_pickle=True
+    )
+    config = model.config
+    print(
+        f"imported {args.model} -> {args.output}: SchNetPack SchNet, {config.num_interactions} blocks x "
+        f"{config.hidden_channels} features, cutoff {config.cutoff_nm:g} nm, elements "
+        f"{' '.join(model.vocabulary)}; units converted from {args.length_unit}, {args.energy_unit}"
     )
     return 0

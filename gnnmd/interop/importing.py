@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from gnnmd.errors import ImportModelError
-from gnnmd.interop import provenance, read_source_file, torchmd_priors, torchmdnet
+from gnnmd.interop import provenance, read_source_file, schnetpack, torchmd_priors, torchmdnet
 from gnnmd.interop.psf import read_psf
 from gnnmd.models import save_checkpoint
 from gnnmd.nn.potential import CGPotential
@@ -48,7 +48,7 @@ def import_torchmdnet(
     raw = read_source_file(checkpoint, "torchmd-net", allow_pickle)
     prior_set, options = None, None
     if document is not None:
-        chosen = [t.lower() for t in terms] if terms else torchmd_priors.default_terms(document)
+        chosen = [t.lower() for t in terms] if terms is not None else torchmd_priors.default_terms(document)
         cutoff_nm = _cutoff_nm(raw, checkpoint, length_unit)
         prior_set, exact, wanted, exclusions = torchmd_priors.build_priors(
             Path(priors),
@@ -127,3 +127,30 @@ def _metadata(checkpoint: Path, raw, length_unit: str, energy_unit: str, priors,
         "description": f"TorchMD-Net {args.get('model')} imported from {checkpoint.name}",
         "imported_from": source,
     }
+
+
+def import_schnetpack(
+    model_file: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    length_unit: str = "angstrom",
+    energy_unit: str = "kcal/mol",
+    elements: Sequence[int] | None = None,
+    allow_pickle: bool = False,
+) -> CGPotential:
+    """A SchNetPack SchNet ``NeuralNetworkPotential`` (saved with ``torch.save(model)``) as a gnnmd
+    all-atom model (float64, element vocabulary). Unpickling the file needs SchNetPack installed and
+    ``allow_pickle`` (a pickle can run code; the import command says so)."""
+    model_file = Path(model_file)
+    source = schnetpack.read_model(model_file, allow_pickle)
+    model = schnetpack.convert(
+        source, model_file, length_unit, energy_unit, list(elements) if elements else None
+    )
+    model.metadata = {
+        "name": model_file.stem,
+        "trained": True,
+        "description": f"SchNetPack SchNet imported from {model_file.name}",
+        "imported_from": provenance("schnetpack", model_file, length_unit, energy_unit),
+    }
+    if output is not None:
+        save_checkpoint(model, output, model.metadata)
+    return model

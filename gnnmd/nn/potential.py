@@ -50,6 +50,8 @@ class PotentialConfig:
             while its networks see every pair. Needs a bonded graph without rings.
         repulsion_shift: shift the repulsion to zero at the cutoff (False: TorchMD's unshifted form).
         prior_terms: the prior terms that contribute (a subset of ``PRIOR_TERMS``).
+        readout_activation: the readout MLP's activation when it differs from ``activation``
+            (SchNetPack's default: shifted softplus in the blocks, SiLU in the readout).
     """
 
     hidden_channels: int = 128
@@ -68,6 +70,7 @@ class PotentialConfig:
     repulsion_exclusions: Tuple[int, ...] = ()
     repulsion_shift: bool = True
     prior_terms: Tuple[str, ...] = PRIOR_TERMS
+    readout_activation: Optional[str] = None
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_filters", "num_rbf"):
@@ -77,8 +80,10 @@ class PotentialConfig:
             raise ValueError(f"num_interactions must be >= 0, got {self.num_interactions}")
         if self.rbf not in RADIAL_BASES:
             raise ValueError(f"rbf {self.rbf!r} is not one of {RADIAL_BASES}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation {self.activation!r} is not one of {ACTIVATIONS}")
+        for name in ("activation", "readout_activation"):
+            value = getattr(self, name)
+            if value not in ACTIVATIONS and not (name == "readout_activation" and value is None):
+                raise ValueError(f"{name} {value!r} is not one of {ACTIVATIONS}")
         if not self.cutoff_nm > 0:
             raise ValueError(f"cutoff_nm must be positive, got {self.cutoff_nm}")
         if self.exclusion_order not in (0, 1, 2, 3):
@@ -146,6 +151,7 @@ class CGPotential(nn.Module):
             rbf_envelope=config.rbf_envelope,
             neighbor_embedding=config.neighbor_embedding,
             readout_hidden_layers=config.readout_hidden_layers,
+            readout_act=config.readout_activation,
         )
         # TorchScript needs a module here either way; an unused empty set costs nothing.
         self.priors = priors if priors is not None else _empty_priors(len(self.vocabulary), config.cutoff_nm)

@@ -137,6 +137,7 @@ class SchNet(nn.Module):
         rbf_envelope: multiply the basis by the cosine cutoff (TorchMD-Net's ExpNormal).
         neighbor_embedding: add TorchMD-Net's neighbour embedding before the blocks.
         readout_hidden_layers: extra (H/2 → H/2) layers in the readout MLP.
+        readout_act: the readout's activation (default: ``act``).
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class SchNet(nn.Module):
         rbf_envelope: bool = False,
         neighbor_embedding: bool = False,
         readout_hidden_layers: int = 0,
+        readout_act: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_types, hidden_channels)
@@ -169,9 +171,10 @@ class SchNet(nn.Module):
         #: Why a requested fast kernel fell back to its pure-torch twin (``allow_fallback``), or None.
         self.fallback: Optional[str] = None
         half = hidden_channels // 2
-        layers: list[nn.Module] = [nn.Linear(hidden_channels, half), activation(act)]
+        readout_act = readout_act or act
+        layers: list[nn.Module] = [nn.Linear(hidden_channels, half), activation(readout_act)]
         for _ in range(readout_hidden_layers):
-            layers += [nn.Linear(half, half), activation(act)]
+            layers += [nn.Linear(half, half), activation(readout_act)]
         self.readout = nn.Sequential(*layers, nn.Linear(half, 1))
         #: Reference energy of each bead type, kJ/mol: fitted to the data's energies before
         #: energy training (zero for force-only models, whose energy zero is arbitrary).

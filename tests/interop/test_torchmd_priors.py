@@ -182,3 +182,13 @@ def test_requested_term_missing_from_the_force_field_is_refused(tmp_path, chigno
     force_field.write_text(yaml.safe_dump(document))
     with pytest.raises(ImportModelError, match="angles"):
         import_torchmdnet(checkpoint, psf, priors=force_field, terms=["bonds", "angles"])
+
+
+def test_no_terms_means_no_priors(chignolin_files):
+    _, psf, force_field, checkpoint = chignolin_files
+    model, topology = import_torchmdnet(checkpoint, psf, priors=force_field, terms=[])
+    assert model.config.prior_terms == ()
+    positions = torch.tensor(load_system("chignolin", "ca").positions_nm)
+    energy, forces = model.energy_and_forces(positions, model.pack([topology]))
+    # The network's output weights are zero in this fixture: without priors nothing is left.
+    assert float(energy.abs().max()) == 0.0 and float(forces.abs().max()) == 0.0
