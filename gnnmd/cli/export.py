@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -12,7 +13,9 @@ from gnnmd.cli.options import add_backend_options
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="shipped model name (see `gnnmd models`) or checkpoint path")
     parser.add_argument(
-        "--system", default="chignolin", help="shipped system name or PDB path (default: chignolin)"
+        "--system",
+        default="chignolin",
+        help="shipped system name, PDB path, or an imported TorchMD model's PSF (default: chignolin)",
     )
     parser.add_argument("-o", "--output", required=True, help="output TorchScript file")
     parser.add_argument(
@@ -32,18 +35,27 @@ def run(args: argparse.Namespace) -> int:
     from gnnmd.systems import load_system
 
     model = load_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
-    system = load_system(args.system, vocabulary_mapping(model.vocabulary))
+    if args.system.lower().endswith(".psf"):
+        from gnnmd.interop.psf import psf_topology_for_model
+
+        masses = model.metadata.get("bead_masses_amu", {})
+        topology = psf_topology_for_model(Path(args.system), model.vocabulary, masses)
+        name = topology.name
+    else:
+        system = load_system(args.system, vocabulary_mapping(model.vocabulary))
+        topology, name = system.topology, system.name
+    model.pack([topology])  # every bead type and prior term covered, or a clear error
     path = save_exported(
         model,
-        system.topology,
+        topology,
         args.output,
         replicas=args.replicas,
         forces=args.forces,
         dtype=getattr(torch, args.dtype),
     )
-    particles = system.topology.n_beads * args.replicas
+    particles = topology.n_beads * args.replicas
     print(
-        f"wrote {path}: {args.model} on {system.name} x {args.replicas} replica(s), "
+        f"wrote {path}: {args.model} on {name} x {args.replicas} replica(s), "
         f"{particles} particles, positions in nm -> energy in kJ/mol"
         + (" and forces in kJ/mol/nm" if args.forces else "")
     )

@@ -64,6 +64,9 @@ def import_torchmdnet(
     model = torchmdnet.convert(raw, checkpoint, type_map, length_unit, energy_unit, prior_set, options)
     model.pack([cg])  # every bead type and prior term of the topology is covered, or this raises
     model.metadata = _metadata(checkpoint, raw, length_unit, energy_unit, priors, options)
+    # Masses travel with the model: TorchMD's PSF files leave them 0 (its force field holds them).
+    masses = zip(cg.bead_types, cg.masses_amu, strict=True)
+    model.metadata["bead_masses_amu"] = {bead: float(mass) for bead, mass in masses}
     if output is not None:
         save_checkpoint(model, output, model.metadata)
     return model, cg

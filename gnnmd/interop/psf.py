@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from gnnmd.errors import TopologyError
+from gnnmd.nn.priors.base import canonical_tuple
 from gnnmd.topology import CUSTOM_MAPPING, CGTopology
 
 
@@ -71,14 +72,34 @@ def _mass(path: Path, index: int, atom, masses: Mapping[str, float]) -> float:
 
 
 def _terms(rows: list[tuple[int, ...]], order: int) -> np.ndarray:
-    """Canonical orientation (first index below last; dihedrals by (i, j) vs (l, k)), sorted, unique."""
-    oriented = []
-    for row in rows:
-        flip = row[::-1]
-        if order == 4:
-            oriented.append(flip if (row[0], row[1]) > (row[3], row[2]) else row)
-        else:
-            oriented.append(flip if row[0] > row[-1] else row)
+    """Each term in gnnmd's orientation (the one CGTopology stores), sorted, unique."""
+    oriented = [canonical_tuple(tuple(row)) for row in rows]
     if not oriented:
         return np.zeros((0, order), dtype=np.int64)
     return np.unique(np.array(oriented, dtype=np.int64), axis=0)
+
+
+def psf_topology_for_model(path: Path, vocabulary: list[str], masses_amu: Mapping[str, float]) -> CGTopology:
+    """A PSF's topology typed for a model: a PSF atom type that is in the vocabulary is its own
+    bead type; otherwise the TorchMD CG convention names it (``CAY`` -> ``TYR.CA``).
+
+    ``masses_amu`` (per bead type, as an imported checkpoint records them) fills in massless atoms.
+    """
+    from gnnmd.interop.torchmdnet import TORCHMD_CG_PSF_TYPES
+
+    known = set(vocabulary)
+    conventional = {psf: bead for psf, bead in TORCHMD_CG_PSF_TYPES.items() if bead in known}
+
+    def bead_type(psf_type: str, residue: str) -> str:
+        if psf_type in known:
+            return psf_type
+        if psf_type in conventional:
+            return conventional[psf_type]
+        raise TopologyError(
+            f"{path}: PSF atom type {psf_type!r} (residue {residue}) is neither a bead type of the model "
+            "nor a TorchMD CG convention type of one"
+        )
+
+    by_psf_type = {psf: masses_amu[bead] for psf, bead in conventional.items() if bead in masses_amu}
+    by_psf_type.update({name: mass for name, mass in masses_amu.items() if name in known})
+    return read_psf(Path(path), bead_type, by_psf_type)

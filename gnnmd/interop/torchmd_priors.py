@@ -24,6 +24,7 @@ import torch
 
 from gnnmd.errors import ImportModelError
 from gnnmd.nn.priors import PriorSet
+from gnnmd.nn.priors.base import canonical_tuple
 from gnnmd.units import energy_to_kj_per_mol, length_to_nm
 
 #: TorchMD force terms and the gnnmd prior term each becomes.
@@ -113,7 +114,7 @@ def _resolve(path: Path, section: Mapping, order: int, prior_types: list[str], l
         for combo in itertools.product(*options):
             if any(name not in prior_types for name in combo):
                 raise ImportModelError(f"{path}: {label} entry {raw!r} uses a type not in 'atomtypes'")
-            key = _canonical(tuple(prior_types.index(n) for n in combo))
+            key = canonical_tuple(tuple(prior_types.index(n) for n in combo))
             previous = chosen.get(key)
             if previous is None or wildcards < previous[0]:
                 chosen[key] = (wildcards, params, str(raw))
@@ -131,14 +132,6 @@ def _tuple_names(raw: Any, order: int, path: Path, label: str) -> tuple[str, ...
     if len(names) != order:
         raise ImportModelError(f"{path}: {label} entry {raw!r} should name {order} atom types")
     return names
-
-
-def _canonical(types: tuple[int, ...]) -> tuple[int, ...]:
-    """gnnmd's orientation of a tuple (see gnnmd.nn.priors.base.canonical_tuples)."""
-    flipped = types[::-1]
-    if len(types) == 4:
-        return flipped if (types[0], types[1]) > (types[3], types[2]) else types
-    return flipped if types[0] > types[-1] else types
 
 
 def _keys(keys: list[tuple[int, ...]], count: int) -> torch.Tensor:

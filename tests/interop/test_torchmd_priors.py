@@ -154,6 +154,13 @@ def test_cli_import_writes_a_checkpoint_gnnmd_runs(tmp_path, chignolin_files, ca
              "--warmup", "1", "--backend", "tabulated", "--json", str(tmp_path / "b.json")]  # fmt: skip
     assert main(bench) == 0
     assert main(["export", str(out), "--system", "chignolin", "-o", str(tmp_path / "m.pt")]) == 0
+    # The PSF itself is a topology for export (masses recorded at import fill its massless atoms).
+    exported_file = tmp_path / "p.pt"
+    export = ["export", str(out), "--system", str(psf), "--dtype", "float64", "-o", str(exported_file)]
+    assert main(export) == 0
+    exported = torch.jit.load(str(exported_file))
+    expected = loaded.energy_and_forces(positions, batch)[0]
+    torch.testing.assert_close(exported(positions), expected[0], rtol=1e-6, atol=1e-6)
 
 
 def test_dihedral_without_period_is_refused(tmp_path, chignolin_files):

@@ -39,6 +39,14 @@ def canonical_tuples(types: Tensor) -> Tensor:
     return torch.where(swap[:, None], flipped, types)
 
 
+def canonical_tuple(term: tuple[int, ...]) -> tuple[int, ...]:
+    """:func:`canonical_tuples` for one tuple of plain ints (bead or type indices)."""
+    flipped = term[::-1]
+    if len(term) == 4:
+        return flipped if (term[0], term[1]) > (term[3], term[2]) else term
+    return flipped if term[0] > term[-1] else term
+
+
 def tuple_keys(types: Tensor, num_prior_types: int) -> Tensor:
     """(M, k) canonical prior-type tuples -> (M,) int64 keys."""
     keys = torch.zeros(types.shape[0], dtype=torch.int64, device=types.device)
