@@ -26,6 +26,7 @@ Units: positions in nm, masses in amu (see :mod:`gnnmd.topology`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import tomllib
@@ -55,7 +56,9 @@ class System:
         topology: the CG topology.
         positions_nm: (n_beads, 3) float64, native structure in nm.
         description: free text.
-        pdb_path: the all-atom PDB file it was mapped from.
+        pdb_path: the all-atom PDB file it was mapped from (for a PSF topology: the PSF).
+        coordinates_path: where the positions came from when not from ``pdb_path`` (a
+            trajectory beside a PSF), else None.
     """
 
     name: str
@@ -63,6 +66,24 @@ class System:
     positions_nm: np.ndarray
     description: str
     pdb_path: pathlib.Path
+    coordinates_path: pathlib.Path | None = None
+
+    def source_files(self) -> list[pathlib.Path]:
+        """The files that define this system (hashed into run records)."""
+        return [self.pdb_path] + ([self.coordinates_path] if self.coordinates_path else [])
+
+    def source(self) -> str:
+        """The defining files, as one string for records: ``a.pdb`` or ``cg.psf + cg.xtc``."""
+        return " + ".join(str(path) for path in self.source_files())
+
+    def source_sha256(self) -> str:
+        """SHA-256 of the structure file; of the files' digests in order when there are two."""
+        from gnnmd.runfolder import file_sha256
+
+        digests = [file_sha256(path) for path in self.source_files()]
+        if len(digests) == 1:
+            return digests[0]
+        return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 def systems_dir() -> pathlib.Path:

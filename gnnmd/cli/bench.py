@@ -29,7 +29,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from gnnmd.cli.options import add_fallback_option, add_langevin_options, add_threads_option, langevin_settings
+from gnnmd.cli.options import (
+    add_coordinates_option,
+    add_fallback_option,
+    add_langevin_options,
+    add_threads_option,
+    langevin_settings,
+)
 from gnnmd.kernels import BACKENDS
 from gnnmd.sim.runner import DEFAULT_SKIN_NM
 
@@ -81,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     axis("--backend", str, ["reference"], BACKENDS, "kernel backends (default: reference)")
     add_fallback_option(parser)
     add_threads_option(parser)
+    add_coordinates_option(parser)
     axis("--device", str, ["cpu"], DEVICES,
          "devices; ipu: Graphcore IPU via PopTorch, replica runner, float32 (default: cpu)")  # fmt: skip
     axis("--dtype", str, ["float32"], DTYPES, "precisions (default: float32)")
@@ -168,10 +175,10 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gnnmd.cli.options import load_systems_for_model
     from gnnmd.kernels import resolve_backend, use_backend
-    from gnnmd.models import load_model, vocabulary_mapping
+    from gnnmd.models import load_model
     from gnnmd.sim.benchmark import report
-    from gnnmd.systems import load_system
     from gnnmd.threads import apply_threads
 
     _validate(args)
@@ -181,8 +188,8 @@ def run(args: argparse.Namespace) -> int:
     reference = load_model(args.model)
     # Converted once per backend (tabulating takes seconds), shared by every case.
     models = {backend: use_backend(reference, backend, args.allow_fallback) for backend in args.backend}
-    mapping = vocabulary_mapping(reference.vocabulary)
-    systems = {name: load_system(name, mapping) for name in args.system}
+    loaded = load_systems_for_model(list(args.system), args.model, args.coordinates)
+    systems = dict(zip(args.system, loaded, strict=True))
     cases, skipped = expand(args)
     measured = []
     for case in cases:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gnnmd.sim.integrators import LangevinSettings
 
@@ -56,3 +57,32 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
         help="CPU threads for torch: a count, or auto = CPUs not kept busy by other work (1-minute load "
         "average), at least 1 (default: auto; spinning threads on shared cores are slow)",
     )  # fmt: skip
+
+
+def add_coordinates_option(parser: argparse.ArgumentParser) -> None:
+    """--coordinates: positions for a system given as a PSF topology."""
+    parser.add_argument(
+        "--coordinates",
+        type=Path,
+        help="positions for a PSF --system (an imported TorchMD topology): XTC, DCD or PDB, first frame",
+    )
+
+
+def load_systems_for_model(names: list[str], model: str, coordinates: Path | None) -> list:
+    """Systems as ``model`` reads them: a CA model maps PDB files with the ``ca`` mapping; a PSF
+    (an imported TorchMD topology) takes its positions from ``coordinates``."""
+    from gnnmd.interop.psf import psf_system
+    from gnnmd.models import model_path, read_checkpoint, vocabulary_mapping
+    from gnnmd.systems import load_system
+
+    checkpoint = read_checkpoint(model_path(model))
+    vocabulary = list(checkpoint["vocabulary"])
+    masses = checkpoint["metadata"].get("bead_masses_amu", {})
+    if coordinates is not None and not any(name.lower().endswith(".psf") for name in names):
+        raise ValueError("--coordinates is for a PSF --system; PDB files and shipped systems carry positions")
+    return [
+        psf_system(Path(name), coordinates, vocabulary, masses)
+        if name.lower().endswith(".psf")
+        else load_system(name, vocabulary_mapping(vocabulary))
+        for name in names
+    ]

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gnnmd.cli.options import add_fallback_option, add_threads_option
+from gnnmd.cli.options import add_coordinates_option, add_fallback_option, add_threads_option
 from gnnmd.cli.progress import print_summary, progress_bar
 from gnnmd.kernels import BACKENDS
 from gnnmd.sim import distributed, run_record
@@ -43,7 +43,9 @@ def _floats(text: str) -> list[float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("systems", metavar="SYSTEM[,SYSTEM...]", help="shipped system names or PDB paths")
+    parser.add_argument(
+        "systems", metavar="SYSTEM[,SYSTEM...]", help="shipped names, PDB paths, or a PSF with --coordinates"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument(
         "--model", default="default", help="shipped model name or checkpoint path (default: default)"
@@ -56,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_fallback_option(parser)
     add_threads_option(parser)
+    add_coordinates_option(parser)
     parser.add_argument("--replicas", type=int, default=1, help="replicas of each system (default: 1)")
     length = parser.add_mutually_exclusive_group(required=True)
     length.add_argument("--ns", type=float, help="simulated time per replica, ns")
@@ -152,8 +155,7 @@ def _steps_of(value_ps: float, timestep_ps: float, name: str, allow_zero: bool =
 
 def _plan(args: argparse.Namespace) -> dict:
     """The run description (run.json) from the command line."""
-    from gnnmd.models import model_mapping
-    from gnnmd.systems import load_system
+    from gnnmd.cli.options import load_systems_for_model
 
     if args.replicas < 1:
         raise ValueError(f"--replicas must be at least 1, got {args.replicas}")
@@ -162,8 +164,7 @@ def _plan(args: argparse.Namespace) -> dict:
     names = [name for name in args.systems.split(",") if name]
     if not names:
         raise ValueError(f"no system named in {args.systems!r}")
-    mapping = model_mapping(args.model)
-    systems = [load_system(name, mapping) for name in names]
+    systems = load_systems_for_model(names, args.model, args.coordinates)
     total = len(systems) * args.replicas
     timestep_ps = args.dt_fs * PS_PER_FS
     steps = args.steps if args.steps is not None else _steps_of(args.ns / NS_PER_PS, timestep_ps, "--ns")
@@ -183,8 +184,8 @@ def _plan(args: argparse.Namespace) -> dict:
         "schema": run_record.SCHEMA,
         "schema_version": run_record.SCHEMA_VERSION,
         "systems": [s.name for s in systems],
-        "system_sources": [str(s.pdb_path) for s in systems],
-        "system_sha256": [file_sha256(s.pdb_path) for s in systems],
+        "system_sources": [s.source() for s in systems],
+        "system_sha256": [s.source_sha256() for s in systems],
         "replicas_per_system": args.replicas,
         "replica_systems": [s.name for s in systems for _ in range(args.replicas)],
         "model": args.model,

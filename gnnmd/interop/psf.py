@@ -8,13 +8,16 @@ taken as the file lists them: TorchMD's priors act on exactly those terms.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
 from gnnmd.errors import TopologyError
 from gnnmd.nn.priors.base import canonical_tuple
 from gnnmd.topology import CUSTOM_MAPPING, CGTopology
+
+if TYPE_CHECKING:
+    from gnnmd.systems import System
 
 
 def read_psf(
@@ -103,3 +106,31 @@ def psf_topology_for_model(path: Path, vocabulary: list[str], masses_amu: Mappin
     by_psf_type = {psf: masses_amu[bead] for psf, bead in conventional.items() if bead in masses_amu}
     by_psf_type.update({name: mass for name, mass in masses_amu.items() if name in known})
     return read_psf(Path(path), bead_type, by_psf_type)
+
+
+def psf_system(
+    path: Path, coordinates: Path | None, vocabulary: list[str], masses_amu: Mapping[str, float]
+) -> System:
+    """A simulatable system from a TorchMD CG PSF and a coordinates file (XTC, DCD, PDB: first frame)."""
+    import mdtraj
+
+    from gnnmd.systems import System
+
+    if coordinates is None:
+        raise TopologyError(f"{path}: a PSF holds no positions; give --coordinates (XTC, DCD or PDB)")
+    topology = psf_topology_for_model(Path(path), vocabulary, masses_amu)
+    try:
+        frames = mdtraj.load(str(coordinates), top=topology.to_mdtraj())
+    except Exception as error:  # mdtraj raises many types for unreadable or mismatched files
+        raise TopologyError(f"{coordinates}: not readable as coordinates of {path} ({error})") from None
+    positions = np.asarray(frames.xyz[0], dtype=np.float64)
+    if not np.isfinite(positions).all():
+        raise TopologyError(f"{coordinates}: the first frame holds non-finite positions")
+    return System(
+        name=Path(path).stem,
+        topology=topology,
+        positions_nm=positions,
+        description=f"TorchMD CG topology {Path(path).name}, first frame of {Path(coordinates).name}",
+        pdb_path=Path(path),
+        coordinates_path=Path(coordinates),
+    )

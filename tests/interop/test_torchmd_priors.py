@@ -199,3 +199,30 @@ def test_no_terms_means_no_priors(chignolin_files):
     energy, forces = model.energy_and_forces(positions, model.pack([topology]))
     # The network's output weights are zero in this fixture: without priors nothing is left.
     assert float(energy.abs().max()) == 0.0 and float(forces.abs().max()) == 0.0
+
+
+def test_simulate_and_bench_a_psf_with_coordinates(tmp_path, chignolin_files, capsys):
+    """TorchMD users hold a PSF and an XTC: gnnmd simulates and benches them as they are."""
+    import json
+
+    import mdtraj
+
+    system, psf, force_field, _ = chignolin_files
+    checkpoint = save_checkpoint(tmp_path / "trained.ckpt", seed=6, cutoff_upper=CUTOFF_ANGSTROM)
+    out = tmp_path / "imported.pt"
+    import_torchmdnet(checkpoint, psf, out, priors=force_field)
+    _, topology = import_torchmdnet(checkpoint, psf, priors=force_field)
+    coordinates = tmp_path / "start.xtc"
+    mdtraj.Trajectory(system.positions_nm[None], topology.to_mdtraj()).save_xtc(str(coordinates))
+    run = tmp_path / "run"
+    argv = ["simulate", str(psf), "--coordinates", str(coordinates), "--model", str(out), "--replicas", "2",
+            "--steps", "4", "--report-interval-ps", "0.004", "--dt-fs", "2", "--threads", "1",
+            "-o", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads((run / "run.json").read_text())
+    assert record["system_sources"] == [f"{psf} + {coordinates}"]
+    assert main(["bench", "--model", str(out), "--system", str(psf), "--coordinates", str(coordinates),
+                 "--replicas", "2", "--steps", "2", "--warmup", "1", "--threads", "1"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["bench", "--model", str(out), "--system", str(psf), "--steps", "2"]) == 2
+    assert "--coordinates" in capsys.readouterr().err
