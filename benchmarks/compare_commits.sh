@@ -15,6 +15,8 @@ extra=("$@")
 scratch="$(mktemp -d)"
 trap 'git -C "$root" worktree remove --force "$scratch/old" >/dev/null 2>&1 || true; rm -rf "$scratch"' EXIT
 git -C "$root" worktree add -q "$scratch/old" "$old"
+# The compiled op library is built per tree (it is not in git; a stamp ties it to its sources).
+(cd "$scratch/old" && PYTHONPATH="$scratch/old" "$root/.venv/bin/python" -m gnnmd.kernels.build > /dev/null 2>&1)
 cd "$scratch"  # not the repository: python -m would import the tree in the working directory
 for round in $(seq "$rounds"); do
   for side in old new; do
