@@ -9,9 +9,8 @@
 // Registered here, so that TorchScript (and openmm-torch's TorchForce, in C++) can call it:
 //   tabulated_conv           CPU kernel, autograd formula (C++), Meta kernel (shapes only)
 //   tabulated_conv_backward  CPU kernel, Meta kernel; first derivatives only
-// Threads: at::parallel_for over one contiguous pair range per thread, each accumulating into its
-// own (N, F) partial buffer (no atomics; buffers pooled between calls), reduced in parallel at the
-// end; torch's thread pool and thread count.
+// Threads: at::parallel_for over contiguous pair ranges, each thread accumulating into its
+// own (N, F) buffer (no atomics), summed at the end; torch's thread pool and thread count.
 // Vector width: the per-range loops are compiled for AVX-512, AVX2 and a portable baseline
 // (GCC target_clones), chosen at load time by the CPU that runs them.
 #include <ATen/ATen.h>
@@ -20,9 +19,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -163,74 +160,20 @@ void check_inputs(const at::Tensor& h, const at::Tensor& pairs, const at::Tensor
               "or float64; got ", h.scalar_type(), ", ", r.scalar_type(), ", ", coef.scalar_type());
 }
 
-// Scratch for the per-chunk partial sums, kept between calls: a fresh multi-megabyte buffer each
-// call costs page faults that, measured, took longer than zeroing it. A pool (not one buffer)
-// because the op may run in several threads at once (OpenMM contexts, autograd).
-class ScratchPool {
- public:
-  at::Tensor take(int64_t elements, const at::TensorOptions& options) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (size_t i = 0; i < free_.size(); ++i) {
-      if (free_[i].scalar_type() == options.dtype().toScalarType() && free_[i].numel() >= elements) {
-        at::Tensor buffer = free_[i];
-        free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
-        return buffer;
-      }
-    }
-    return at::empty({elements}, options);
-  }
-  void give(at::Tensor buffer) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (free_.size() < kKept) free_.push_back(std::move(buffer));
-  }
-
- private:
-  static constexpr size_t kKept = 4;
-  std::mutex mutex_;
-  std::vector<at::Tensor> free_;
-};
-
-ScratchPool& scratch_pool() {
-  static ScratchPool pool;
-  return pool;
-}
-
-// Runs range(begin, end, buffer) over [0, pairs) in one contiguous chunk per thread, each chunk
-// adding into its own (N, F) partial buffer (no atomics; a chunk zeroes its buffer itself, so
-// the zeroing runs in parallel and touches memory where it is used); returns the partials' sum,
-// reduced in parallel over rows into a fresh tensor shaped like `like`.
+// Runs range(begin, end, buffer) over [0, pairs) on torch's thread pool, each thread adding into its
+// own zeroed (N, F) buffer shaped like `like`; returns the buffers' sum.
 template <typename scalar_t, typename Range>
 at::Tensor per_thread_sum(const at::Tensor& like, int64_t pairs, Range range) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t rows = like.size(0), width = like.size(1), stride = rows * width;
-  // Enough pairs per chunk that the reduction stays small next to the work.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(threads, pairs / 256));
-  const int64_t per_chunk = (pairs + chunks - 1) / chunks;
-  at::Tensor out = at::empty({rows, width}, like.options());
-  if (chunks == 1) {
-    std::fill_n(out.data_ptr<scalar_t>(), stride, scalar_t(0));
-    range(0, pairs, out.data_ptr<scalar_t>());
-    return out;
-  }
-  at::Tensor scratch = scratch_pool().take(chunks * stride, like.options());
-  scalar_t* base = scratch.data_ptr<scalar_t>();
-  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
-    for (int64_t chunk = first; chunk < last; ++chunk) {
-      scalar_t* mine = base + chunk * stride;
-      std::fill_n(mine, stride, scalar_t(0));
-      range(chunk * per_chunk, std::min(pairs, (chunk + 1) * per_chunk), mine);
-    }
+  const int64_t stride = like.size(0) * like.size(1);
+  at::Tensor buffers = at::zeros({threads, like.size(0), like.size(1)}, like.options());
+  // Enough pairs per task that summing the buffers stays small next to the work.
+  const int64_t grain = std::max<int64_t>(256, pairs / threads + 1);
+  scalar_t* base = buffers.data_ptr<scalar_t>();
+  at::parallel_for(0, pairs, grain, [&](int64_t begin, int64_t end) {
+    range(begin, end, base + at::get_thread_num() * stride);
   });
-  scalar_t* total = out.data_ptr<scalar_t>();
-  at::parallel_for(0, rows, std::max<int64_t>(1, rows / threads), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin * width; i < end * width; ++i) {
-      scalar_t sum = base[i];
-      for (int64_t chunk = 1; chunk < chunks; ++chunk) sum += base[chunk * stride + i];
-      total[i] = sum;
-    }
-  });
-  scratch_pool().give(std::move(scratch));
-  return out;
+  return threads == 1 ? buffers[0] : buffers.sum(0);
 }
 
 at::Tensor tabulated_conv_cpu(const at::Tensor& features, const at::Tensor& pairs,
