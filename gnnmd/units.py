@@ -19,7 +19,8 @@ an acceleration in nm/ps², and kT/m (kJ/mol per amu) is a squared velocity in
 10 nm/ps².
 
 Other units appear only at the boundaries and are converted here:
-ASE uses Å and eV; the coarse-grained literature and mlcg use Å and kcal/mol.
+ASE uses Å and eV; the coarse-grained literature and mlcg use Å and kcal/mol;
+quantum chemistry (PySCF, tblite) uses bohr and hartree.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ PS_PER_FS = 1.0e-3
 KJ_PER_KCAL = 4.184
 #: 1 eV per particle in kJ/mol (CODATA 2018: e * N_A / 1000).
 KJ_PER_MOL_PER_EV = 96.48533212331002
+#: 1 hartree per particle in kJ/mol (CODATA 2018: E_h N_A / 1000).
+KJ_PER_MOL_PER_HARTREE = 2625.4996394798254
+#: The Bohr radius in nm (CODATA 2018).
+NM_PER_BOHR = 0.0529177210903
 #: Boltzmann constant in kJ/mol/K (R, CODATA 2018).
 BOLTZMANN_KJ_PER_MOL_K = 0.00831446261815324
 NS_PER_PS = 1.0e-3
