@@ -80,6 +80,20 @@ def _add_recompute(actions, output_help: str) -> None:
     recompute.add_argument("--mapping", choices=MAPPINGS, default="5bead", help="CG mapping (5bead)")
     recompute.add_argument("--name", help="molecule name in the dataset (default: the topology file's stem)")
     recompute.add_argument("-o", "--output", type=Path, required=True, help=output_help + "; resumable")
+    qm = actions.add_parser(
+        "qm", help="quantum-chemistry energies and forces (PySCF DFT/HF, tblite xTB) per frame; resumable"
+    )
+    qm.add_argument("input", type=Path, help="all-atom gnnmd dataset (.h5) or a file ASE reads (.xyz)")
+    qm.add_argument("-o", "--output", type=Path, required=True, help="dataset to write (progress: OUT.qm)")
+    qm.add_argument("--engine", choices=("pyscf", "tblite"), default="pyscf", help="label engine (pyscf)")
+    qm.add_argument("--method", default="b3lyp", help="pyscf: hf or a functional (b3lyp); tblite: GFN2-xTB")
+    qm.add_argument("--basis", default="sto-3g", help="pyscf basis set (sto-3g)")
+    qm.add_argument("--charge", type=int, default=0, help="total charge, e (0)")
+    qm.add_argument("--multiplicity", type=int, default=1, help="spin multiplicity 2S+1 (1)")
+    qm.add_argument("--every", type=int, default=1, help="label every N-th frame (1)")
+    qm.add_argument("--processes", type=int, default=1, help="worker processes on this machine (1)")
+    qm.add_argument("--molecule", help="molecule of a dataset holding several")
+    qm.add_argument("--max-cycle", type=int, default=100, help="SCF iterations before a frame is unconverged")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         path = generate(args)
     elif args.action == "recompute":
         path = recompute(args)
+    elif args.action == "qm":
+        return label_qm(args)
     else:
         from gnnmd.systems import load_system
 
@@ -100,6 +116,24 @@ def run(args: argparse.Namespace) -> int:
             energies_path=args.energies,
         )  # fmt: skip
     print(f"wrote {path}")
+    return 0
+
+
+def label_qm(args: argparse.Namespace) -> int:
+    from gnnmd.data.qm import QMSettings
+    from gnnmd.data.qm_labels import label
+
+    if args.processes < 1:
+        raise ValueError(f"--processes must be at least 1, got {args.processes}")
+    settings = QMSettings(
+        args.engine, args.method, args.basis, args.charge, args.multiplicity, max_cycle=args.max_cycle
+    )
+    summary = label(args.input, args.output, settings, args.every, args.processes, args.molecule)
+    print(
+        f"{args.output}: {summary['converged']} of {summary['frames']} frames converged "
+        f"({summary['computed']} computed now, {summary['seconds_per_label']:.2f} s per label); "
+        f"progress and per-frame records in {args.output}.qm"
+    )
     return 0
 
 

@@ -1,0 +1,207 @@
+"""``gnnmd data qm``: quantum-chemistry energies and forces for every frame of a source, resumable
+and parallel, merged into a gnnmd dataset.
+
+Frames come from a gnnmd all-atom dataset (element bead types) or any file ASE reads. Each
+labelled frame is written on its own, atomically, into a work folder beside the output
+(``OUT.h5.qm/frame-000123.npz``: energy, forces, convergence, SCF cycles, wall time), so a
+run killed at any moment loses at most the frames in flight. Frame ``i`` belongs to worker
+``i mod P``; a worker skips frames already done, so a resumed run, with any number of
+processes, finishes the same set of frames and the results do not depend on ``P``. When every
+frame is done the frames are merged in order into ``OUT.h5``: converged frames as labels
+(coordinates, forces, energies), every frame's convergence, cycles and wall time in the QM
+record (attribute ``qm`` of the molecule). The work folder records the settings and the
+source's SHA-256; a resume that differs in either is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from gnnmd.data.qm import QMInputError, QMSettings, check_frame, engine_for
+from gnnmd.runfolder import RunFolderLock, atomic_write_bytes, claim, file_sha256
+from gnnmd.topology import custom_topology
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Frames:
+    """The frames to label: (F, n) atomic numbers per atom (one molecule), (F, n, 3) nm."""
+
+    name: str
+    numbers: np.ndarray
+    positions_nm: np.ndarray
+    source_indices: np.ndarray
+
+
+def read_frames(path: Path, every: int = 1, molecule: str | None = None) -> Frames:
+    """Every ``every``-th frame of a gnnmd dataset molecule or of an ASE-readable file."""
+    if every < 1:
+        raise QMInputError(f"--every must be at least 1, got {every}")
+    if h5py.is_hdf5(path):
+        return _dataset_frames(path, every, molecule)
+    import ase.io
+
+    try:
+        images = ase.io.read(str(path), index=f"::{every}")
+    except Exception as error:  # ASE raises many types for unknown or damaged files
+        raise QMInputError(f"{path}: not a gnnmd dataset nor a file ASE reads ({error})") from None
+    numbers = images[0].numbers
+    for k, atoms in enumerate(images):
+        if not np.array_equal(atoms.numbers, numbers):
+            raise QMInputError(f"{path}: frame {k * every} has other atoms than frame 0")
+    positions = np.stack([atoms.positions for atoms in images]) * 0.1
+    indices = np.arange(len(images)) * every
+    return Frames(path.stem, numbers, positions, indices)
+
+
+def _dataset_frames(path: Path, every: int, molecule: str | None) -> Frames:
+    from ase.data import atomic_numbers
+
+    from gnnmd.data.dataset import ForceDataset
+
+    dataset = ForceDataset(path, [molecule] if molecule else None)
+    if len(dataset.topologies) != 1:
+        names = [t.name for t in dataset.topologies]
+        raise QMInputError(f"{path}: holds molecules {names}; name one with --molecule")
+    topology = dataset.topologies[0]
+    unknown = sorted({t for t in topology.bead_types if t not in atomic_numbers})
+    if unknown:
+        raise QMInputError(f"{path}: bead types {unknown} are not elements; QM labels need all-atom data")
+    count = len(dataset)
+    indices = np.arange(0, count, every)
+    coordinates, _ = dataset.frames(0, indices)
+    numbers = np.array([atomic_numbers[t] for t in topology.bead_types])
+    return Frames(topology.name, numbers, np.asarray(coordinates, dtype=np.float64), indices)
+
+
+def label(
+    source: Path,
+    output: Path,
+    settings: QMSettings,
+    every: int = 1,
+    processes: int = 1,
+    molecule: str | None = None,
+) -> dict:
+    """Label every selected frame (resuming what a previous run did) and write ``output``.
+
+    Returns a summary: frames, converged, newly computed, seconds per label.
+    """
+    frames = read_frames(source, every, molecule)
+    for k, index in enumerate(frames.source_indices):
+        check_frame(frames.numbers, frames.positions_nm[k], settings, f"{source} frame {index}")
+    work = Path(str(output) + ".qm")
+    lock = RunFolderLock(work)
+    claim(lock)
+    try:
+        _check_manifest(work, source, settings, every, molecule)
+        before = len(_done(work))
+        if processes == 1:
+            _worker(work, frames, settings, 0, 1, 1)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // processes)
+            context = multiprocessing.get_context("spawn")
+            tasks = [(work, frames, settings, k, processes, threads) for k in range(processes)]
+            with context.Pool(processes) as pool:
+                pool.starmap(_worker, tasks)
+        return _merge(work, output, frames, settings) | {"computed": len(_done(work)) - before}
+    finally:
+        lock.release()
+
+
+def _frame_file(work: Path, index: int) -> Path:
+    return work / f"frame-{index:06d}.npz"
+
+
+def _done(work: Path) -> set[int]:
+    return {int(p.stem.split("-")[1]) for p in work.glob("frame-*.npz")}
+
+
+def _worker(
+    work: Path, frames: Frames, settings: QMSettings, worker: int, workers: int, threads: int
+) -> None:
+    """Label frames ``worker``, ``worker + workers``, ... that are not done yet."""
+    if settings.engine == "pyscf" and workers > 1:
+        from pyscf import lib
+
+        lib.num_threads(threads)
+    engine = engine_for(settings)
+    done = _done(work)
+    for k in range(worker, len(frames.source_indices), workers):
+        if k in done:
+            continue
+        result = engine.label(frames.numbers, frames.positions_nm[k])
+
+        def write(handle, result=result) -> None:
+            np.savez(
+                handle, converged=result.converged, energy=result.energy_kj_per_mol,
+                forces=result.forces_kj_per_mol_nm, cycles=result.cycles, seconds=result.seconds,
+            )  # fmt: skip
+
+        atomic_write_bytes(_frame_file(work, k), write)
+
+
+def _check_manifest(
+    work: Path, source: Path, settings: QMSettings, every: int, molecule: str | None
+) -> None:
+    """Record what this work folder labels; a resume must label the same source the same way."""
+    manifest = {"source": str(source.resolve()), "source_sha256": file_sha256(source), "every": every,
+                "molecule": molecule, "settings": asdict(settings),
+                "engine_version": engine_for(settings).version()}  # fmt: skip
+    path = work / MANIFEST
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        changed = [key for key in manifest if key != "source" and recorded.get(key) != manifest[key]]
+        if changed:
+            key = changed[0]
+            raise QMInputError(
+                f"{work}: this labelling run was started with {key}={recorded.get(key)!r}, now "
+                f"{manifest[key]!r}; a resumed run must label the same frames the same way (use another "
+                "output to start anew)"
+            )
+        return
+    atomic_write_bytes(path, lambda handle: handle.write(json.dumps(manifest, indent=1).encode()))
+
+
+def _merge(work: Path, output: Path, frames: Frames, settings: QMSettings) -> dict:
+    """Write the dataset once every frame is done; returns the summary (nothing is written while
+    frames are missing)."""
+    count = len(frames.source_indices)
+    missing = sorted(set(range(count)) - _done(work))
+    if missing:
+        return {"frames": count, "missing": len(missing), "converged": None, "written": False}
+    records = [np.load(_frame_file(work, k), allow_pickle=False) for k in range(count)]
+    converged = np.array([bool(r["converged"]) for r in records])
+    from ase.data import atomic_masses, chemical_symbols
+
+    symbols = [chemical_symbols[z] for z in frames.numbers]
+
+    topology = custom_topology(frames.name, symbols, atomic_masses[frames.numbers], [], source=str(output))
+    keep = np.flatnonzero(converged)
+    if keep.size:
+        from gnnmd.data.dataset import write_molecule
+
+        forces = np.stack([records[k]["forces"] for k in keep])
+        energies = np.array([float(records[k]["energy"]) for k in keep])
+        temporary = output.with_name(f".{output.name}.tmp")
+        temporary.unlink(missing_ok=True)
+        description = f"{settings.engine} {settings.method}/{settings.basis} labels"
+        write_molecule(temporary, topology, frames.positions_nm[keep], forces, energies, description)
+        with h5py.File(temporary, "a") as file:
+            group = file[f"molecules/{frames.name}"]
+            group.attrs["qm"] = json.dumps(json.loads((work / MANIFEST).read_text()))
+            for name, values in (("source_frame", frames.source_indices), ("converged", converged),
+                                 ("scf_cycles", [int(r["cycles"]) for r in records]),
+                                 ("seconds", [float(r["seconds"]) for r in records])):  # fmt: skip
+                group.create_dataset(f"qm_frames/{name}", data=np.asarray(values))
+        os.replace(temporary, output)
+    seconds = np.array([float(r["seconds"]) for r in records])
+    return {"frames": count, "missing": 0, "converged": int(converged.sum()), "written": bool(keep.size),
+            "seconds_per_label": float(seconds.mean())}  # fmt: skip

@@ -1,0 +1,138 @@
+"""``gnnmd data qm``: labels equal the engine's, resume after kill -9 equals an uninterrupted run,
+two processes equal one, unconverged frames are recorded and not labelled, bad input is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.build
+import ase.io
+import h5py
+import numpy as np
+import pytest
+
+from gnnmd.cli import main
+from gnnmd.data.dataset import ForceDataset, write_molecule
+from gnnmd.data.qm import QMInputError, QMSettings, engine_for
+from gnnmd.data.qm_labels import label
+from gnnmd.topology import custom_topology
+
+pytest.importorskip("pyscf", reason="labels come from PySCF (test extras)")
+pytest.importorskip("tblite", reason="labels come from tblite (test extras)")
+
+TBLITE = QMSettings("tblite", "GFN2-xTB")
+
+
+def water_frames(path: Path, count: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        atoms = ase.build.molecule("H2O")
+        atoms.positions += rng.normal(0.0, 0.03, atoms.positions.shape)
+        frames.append(atoms)
+    ase.io.write(str(path), frames)
+    return path
+
+
+def labels(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dataset = ForceDataset(path)
+    coordinates, forces = dataset.frames(0)
+    return coordinates, forces, dataset.energies(0)
+
+
+def test_labels_are_the_engines(tmp_path):
+    source = water_frames(tmp_path / "water.xyz", 5)
+    out = tmp_path / "labels.h5"
+    summary = label(source, out, TBLITE, every=2)
+    assert summary["frames"] == 3 and summary["converged"] == 3
+    coordinates, forces, energies = labels(out)
+    engine = engine_for(TBLITE)
+    for k, atoms in enumerate(ase.io.read(str(source), index="::2")):
+        direct = engine.label(atoms.numbers, atoms.positions * 0.1)
+        np.testing.assert_allclose(coordinates[k], atoms.positions * 0.1, rtol=1e-6)
+        assert energies[k] == pytest.approx(direct.energy_kj_per_mol, rel=1e-12)
+        np.testing.assert_allclose(forces[k], direct.forces_kj_per_mol_nm, rtol=1e-5, atol=1e-4)
+    with h5py.File(out) as file:
+        group = file["molecules/water"]
+        record = json.loads(group.attrs["qm"])
+        assert record["settings"]["method"] == "GFN2-xTB" and record["engine_version"]
+        assert group["qm_frames/source_frame"][()].tolist() == [0, 2, 4]
+
+
+def test_two_processes_equal_one_and_a_finished_run_is_not_redone(tmp_path):
+    source = water_frames(tmp_path / "water.xyz", 6)
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    label(source, one, TBLITE, processes=1)
+    label(source, two, TBLITE, processes=2)
+    for a, b in zip(labels(one), labels(two), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert label(source, one, TBLITE)["computed"] == 0
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path):
+    source = water_frames(tmp_path / "water.xyz", 8)
+    killed = tmp_path / "killed.h5"
+    command = [sys.executable, "-m", "gnnmd.cli", "data", "qm", str(source), "-o", str(killed),
+               "--engine", "pyscf", "--method", "b3lyp"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    work = Path(str(killed) + ".qm")
+    deadline = time.time() + 120
+    while len(list(work.glob("frame-*.npz"))) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = len(list(work.glob("frame-*.npz")))
+    assert 2 <= done < 8 and not killed.exists()
+    settings = QMSettings("pyscf", "b3lyp", "sto-3g")
+    assert label(source, killed, settings)["computed"] == 8 - done
+    straight = tmp_path / "straight.h5"
+    label(source, straight, settings)
+    for a, b in zip(labels(killed), labels(straight), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-6)
+
+
+def test_unconverged_frames_are_recorded_not_labelled(tmp_path):
+    source = water_frames(tmp_path / "water.xyz", 2)
+    out = tmp_path / "labels.h5"
+    summary = label(source, out, QMSettings("pyscf", "b3lyp", "sto-3g", max_cycle=2))
+    assert summary["converged"] == 0 and not summary["written"] and not out.exists()
+    record = np.load(Path(str(out) + ".qm") / "frame-000000.npz", allow_pickle=False)
+    assert not bool(record["converged"]) and np.isnan(float(record["energy"]))
+
+
+def test_a_resume_with_other_settings_is_refused(tmp_path):
+    source = water_frames(tmp_path / "water.xyz", 2)
+    out = tmp_path / "labels.h5"
+    label(source, out, TBLITE)
+    with pytest.raises(QMInputError, match="settings"):
+        label(source, out, QMSettings("tblite", "GFN1-xTB"))
+
+
+def test_dataset_input_and_cli(tmp_path, capsys):
+    atoms = ase.build.molecule("CH3CH2OH")
+    topology = custom_topology("ethanol", atoms.get_chemical_symbols(), atoms.get_masses(), [])
+    positions = np.stack([atoms.positions * 0.1, atoms.positions * 0.1 + 0.001])
+    source = tmp_path / "ethanol.h5"
+    write_molecule(source, topology, positions, np.zeros_like(positions))
+    out = tmp_path / "labels.h5"
+    command = ["data", "qm", str(source), "-o", str(out), "--engine", "tblite", "--method", "GFN2-xTB"]
+    assert main(command) == 0
+    assert "2 of 2 frames converged" in capsys.readouterr().out
+    coordinates, forces, energies = labels(out)
+    assert coordinates.shape == (2, 9, 3) and np.isfinite(energies).all()
+
+
+def test_bad_frames_are_refused_by_name(tmp_path):
+    frames = [ase.build.molecule("H2O"), ase.build.molecule("H2O")]
+    frames[1].positions[1] = frames[1].positions[0] + 0.1
+    source = tmp_path / "water.xyz"
+    ase.io.write(str(source), frames)
+    with pytest.raises(QMInputError, match="water.xyz frame 1: atoms 0 and 1"):
+        label(source, tmp_path / "labels.h5", TBLITE)
+    assert main(["data", "qm", str(source), "-o", str(tmp_path / "x.h5"), "--multiplicity", "2"]) == 2
