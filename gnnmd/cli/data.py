@@ -93,6 +93,7 @@ def _add_recompute(actions, output_help: str) -> None:
     qm.add_argument("--every", type=int, default=1, help="label every N-th frame (1)")
     qm.add_argument("--processes", type=int, default=1, help="worker processes on this machine (1)")
     qm.add_argument("--molecule", help="molecule of a dataset holding several")
+    qm.add_argument("--topology", type=Path, help="topology (PDB) of a trajectory input (DCD, XTC, ...)")
     qm.add_argument("--max-cycle", type=int, default=100, help="SCF iterations before a frame is unconverged")
 
 
@@ -128,11 +129,18 @@ def label_qm(args: argparse.Namespace) -> int:
     settings = QMSettings(
         args.engine, args.method, args.basis, args.charge, args.multiplicity, max_cycle=args.max_cycle
     )
-    summary = label(args.input, args.output, settings, args.every, args.processes, args.molecule)
+    summary = label(
+        args.input, args.output, settings, args.every, args.processes, args.molecule, args.topology
+    )
+    from gnnmd.sim.distributed import rank_from_environment
+
+    if not rank_from_environment().is_root:  # under torchrun: rank 0 speaks for the job
+        return 0
     print(
         f"{args.output}: {summary['converged']} of {summary['frames']} frames converged "
         f"({summary['computed']} computed now, {summary['seconds_per_label']:.2f} s per label); "
         f"progress and per-frame records in {args.output}.qm"
+        + ("" if summary["written"] else "; no frame converged, so no dataset was written")
     )
     return 0
 

@@ -4,9 +4,10 @@ and parallel, merged into a gnnmd dataset.
 Frames come from a gnnmd all-atom dataset (element bead types) or any file ASE reads. Each
 labelled frame is written on its own, atomically, into a work folder beside the output
 (``OUT.h5.qm/frame-000123.npz``: energy, forces, convergence, SCF cycles, wall time), so a
-run killed at any moment loses at most the frames in flight. Frame ``i`` belongs to worker
-``i mod P``; a worker skips frames already done, so a resumed run, with any number of
-processes, finishes the same set of frames and the results do not depend on ``P``. When every
+run killed at any moment loses at most the frames in flight. Workers are ``--processes P`` on
+one machine or the ranks of ``torchrun``; frame ``i`` belongs to worker ``i mod P``; a worker
+skips frames already done, so a resumed run, with any number of processes, finishes the same
+set of frames and the results do not depend on ``P``. When every
 frame is done the frames are merged in order into ``OUT.h5``: converged frames as labels
 (coordinates, forces, energies), every frame's convergence, cycles and wall time in the QM
 record (attribute ``qm`` of the molecule). The work folder records the settings and the
@@ -26,6 +27,7 @@ import numpy as np
 
 from gnnmd.data.qm import QMInputError, QMSettings, check_frame, engine_for
 from gnnmd.runfolder import RunFolderLock, atomic_write_bytes, claim, file_sha256
+from gnnmd.sim.distributed import finalize, gather_to_root, initialize, on_root, rank_from_environment
 from gnnmd.topology import custom_topology
 
 MANIFEST = "manifest.json"
@@ -41,10 +43,15 @@ class Frames:
     source_indices: np.ndarray
 
 
-def read_frames(path: Path, every: int = 1, molecule: str | None = None) -> Frames:
-    """Every ``every``-th frame of a gnnmd dataset molecule or of an ASE-readable file."""
+def read_frames(
+    path: Path, every: int = 1, molecule: str | None = None, topology: Path | None = None
+) -> Frames:
+    """Every ``every``-th frame of a gnnmd dataset molecule, of a trajectory with its ``topology``
+    (any format mdtraj reads), or of a file ASE reads."""
     if every < 1:
         raise QMInputError(f"--every must be at least 1, got {every}")
+    if topology is not None:
+        return _trajectory_frames(path, topology, every)
     if h5py.is_hdf5(path):
         return _dataset_frames(path, every, molecule)
     import ase.io
@@ -60,6 +67,18 @@ def read_frames(path: Path, every: int = 1, molecule: str | None = None) -> Fram
     positions = np.stack([atoms.positions for atoms in images]) * 0.1
     indices = np.arange(len(images)) * every
     return Frames(path.stem, numbers, positions, indices)
+
+
+def _trajectory_frames(path: Path, topology: Path, every: int) -> Frames:
+    import mdtraj
+
+    try:
+        trajectory = mdtraj.load(str(path), top=str(topology), stride=every)
+    except Exception as error:  # mdtraj raises many types for unreadable or mismatched files
+        raise QMInputError(f"{path}: not readable with topology {topology} ({error})") from None
+    numbers = np.array([atom.element.number for atom in trajectory.topology.atoms])
+    indices = np.arange(trajectory.n_frames) * every
+    return Frames(path.stem, numbers, np.asarray(trajectory.xyz, dtype=np.float64), indices)
 
 
 def _dataset_frames(path: Path, every: int, molecule: str | None) -> Frames:
@@ -89,31 +108,47 @@ def label(
     every: int = 1,
     processes: int = 1,
     molecule: str | None = None,
+    topology: Path | None = None,
 ) -> dict:
     """Label every selected frame (resuming what a previous run did) and write ``output``.
 
     Returns a summary: frames, converged, newly computed, seconds per label.
     """
-    frames = read_frames(source, every, molecule)
+    frames = read_frames(source, every, molecule, topology)
     for k, index in enumerate(frames.source_indices):
         check_frame(frames.numbers, frames.positions_nm[k], settings, f"{source} frame {index}")
     work = Path(str(output) + ".qm")
+    info = rank_from_environment()
+    if info.distributed and processes > 1:
+        raise QMInputError("under torchrun each rank is one labelling process; leave --processes at 1")
+    initialize(info, "cpu")
     lock = RunFolderLock(work)
-    claim(lock)
+
+    def start() -> int:
+        claim(lock)  # rank 0 owns the folder; other ranks only add frame files to it
+        _check_manifest(work, source, settings, every, molecule, topology)
+        return len(_done(work))
+
     try:
-        _check_manifest(work, source, settings, every, molecule)
-        before = len(_done(work))
-        if processes == 1:
-            _worker(work, frames, settings, 0, 1, 1)
+        before = on_root(info, start)
+        if info.distributed:
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+            threads = max(1, (os.cpu_count() or 1) // local)
+            _worker(work, frames, settings, info.rank, info.world_size, threads)
+            gather_to_root(None, info)  # every rank's frames are on disk before rank 0 merges
+        elif processes == 1:
+            _worker(work, frames, settings, 0, 1, 0)
         else:
             threads = max(1, (os.cpu_count() or 1) // processes)
-            context = multiprocessing.get_context("spawn")
             tasks = [(work, frames, settings, k, processes, threads) for k in range(processes)]
-            with context.Pool(processes) as pool:
+            with multiprocessing.get_context("spawn").Pool(processes) as pool:
                 pool.starmap(_worker, tasks)
-        return _merge(work, output, frames, settings) | {"computed": len(_done(work)) - before}
+        summary = on_root(info, lambda: _merge(work, output, frames, settings))
+        return summary | {"computed": len(_done(work)) - before}
     finally:
-        lock.release()
+        if info.is_root:
+            lock.release()
+        finalize()
 
 
 def _frame_file(work: Path, index: int) -> Path:
@@ -128,7 +163,7 @@ def _worker(
     work: Path, frames: Frames, settings: QMSettings, worker: int, workers: int, threads: int
 ) -> None:
     """Label frames ``worker``, ``worker + workers``, ... that are not done yet."""
-    if settings.engine == "pyscf" and workers > 1:
+    if settings.engine == "pyscf" and threads > 0:  # processes share the cores
         from pyscf import lib
 
         lib.num_threads(threads)
@@ -149,11 +184,12 @@ def _worker(
 
 
 def _check_manifest(
-    work: Path, source: Path, settings: QMSettings, every: int, molecule: str | None
+    work: Path, source: Path, settings: QMSettings, every: int, molecule: str | None, topology: Path | None
 ) -> None:
     """Record what this work folder labels; a resume must label the same source the same way."""
     manifest = {"source": str(source.resolve()), "source_sha256": file_sha256(source), "every": every,
-                "molecule": molecule, "settings": asdict(settings),
+                "molecule": molecule, "topology_sha256": file_sha256(topology) if topology else None,
+                "settings": asdict(settings),
                 "engine_version": engine_for(settings).version()}  # fmt: skip
     path = work / MANIFEST
     if path.exists():

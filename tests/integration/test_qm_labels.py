@@ -136,3 +136,34 @@ def test_bad_frames_are_refused_by_name(tmp_path):
     with pytest.raises(QMInputError, match="water.xyz frame 1: atoms 0 and 1"):
         label(source, tmp_path / "labels.h5", TBLITE)
     assert main(["data", "qm", str(source), "-o", str(tmp_path / "x.h5"), "--multiplicity", "2"]) == 2
+
+
+def test_torchrun_ranks_equal_one_process(tmp_path):
+    source = water_frames(tmp_path / "water.xyz", 5)
+    single, ranked = tmp_path / "single.h5", tmp_path / "ranked.h5"
+    label(source, single, TBLITE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "gnnmd.cli", "data", "qm", str(source), "-o", str(ranked), "--engine", "tblite",
+               "--method", "GFN2-xTB"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("5 of 5 frames converged") == 1  # rank 0 reports
+    for a, b in zip(labels(single), labels(ranked), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_trajectory_with_topology(tmp_path):
+    import mdtraj
+
+    source = water_frames(tmp_path / "water.xyz", 3)
+    images = ase.io.read(str(source), index=":")
+    ase.io.write(str(tmp_path / "water.pdb"), images[0])
+    topology = mdtraj.load(str(tmp_path / "water.pdb")).topology
+    positions = np.stack([atoms.positions * 0.1 for atoms in images])
+    mdtraj.Trajectory(positions, topology).save_dcd(str(tmp_path / "water.dcd"))
+    out = tmp_path / "labels.h5"
+    assert label(tmp_path / "water.dcd", out, TBLITE, topology=tmp_path / "water.pdb")["converged"] == 3
+    from_xyz = tmp_path / "xyz.h5"
+    label(source, from_xyz, TBLITE)
+    np.testing.assert_allclose(labels(out)[2], labels(from_xyz)[2], rtol=1e-6)
