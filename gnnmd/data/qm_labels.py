@@ -16,6 +16,7 @@ source's SHA-256; a resume that differs in either is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -141,14 +142,35 @@ def label(
         else:
             threads = max(1, (os.cpu_count() or 1) // processes)
             tasks = [(work, frames, settings, k, processes, threads) for k in range(processes)]
-            with multiprocessing.get_context("spawn").Pool(processes) as pool:
-                pool.starmap(_worker, tasks)
+            # Workers read their OpenMP/BLAS thread counts from the environment when they start:
+            # without this each takes every core, and spinning threads of P processes collide.
+            with _environment(_THREAD_VARIABLES, str(threads)):
+                with multiprocessing.get_context("spawn").Pool(processes) as pool:
+                    pool.starmap(_worker, tasks)
         summary = on_root(info, lambda: _merge(work, output, frames, settings))
         return summary | {"computed": len(_done(work)) - before}
     finally:
         if info.is_root:
             lock.release()
         finalize()
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _environment(names: tuple[str, ...], value: str):
+    """Set environment variables for processes started inside the block; restore them after."""
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: value for name in names})
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def _frame_file(work: Path, index: int) -> Path:

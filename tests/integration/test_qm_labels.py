@@ -167,3 +167,17 @@ def test_trajectory_with_topology(tmp_path):
     from_xyz = tmp_path / "xyz.h5"
     label(source, from_xyz, TBLITE)
     np.testing.assert_allclose(labels(out)[2], labels(from_xyz)[2], rtol=1e-6)
+
+
+def test_a_second_labeller_is_refused_while_one_runs(tmp_path):
+    from gnnmd.runfolder import RunFolderBusyError, RunFolderLock
+
+    source = water_frames(tmp_path / "water.xyz", 2)
+    out = tmp_path / "labels.h5"
+    holder = RunFolderLock(Path(str(out) + ".qm")).acquire()  # another labeller, as far as this one sees
+    try:
+        with pytest.raises(RunFolderBusyError):
+            label(source, out, TBLITE)
+    finally:
+        holder.release()
+    assert label(source, out, TBLITE)["converged"] == 2
