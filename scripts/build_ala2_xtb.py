@@ -1,6 +1,6 @@
 """Quantum-chemistry labels to a trained all-atom model, end to end: alanine dipeptide at GFN2-xTB.
 
-    python scripts/build_ala2_xtb.py [--work out/ala2-xtb] [--epochs 60] [--md-ps 2]
+    python scripts/build_ala2_xtb.py [--work out/ala2-xtb] [--epochs 100] [--md-ps 2]
 
 1. Frames: the shipped alanine-dipeptide trajectory (2000 frames, gnnmd/reference_data/ala2_allatom).
 2. Labels: ``gnnmd data qm`` with tblite GFN2-xTB (energies and forces for every frame; resumable).
@@ -43,7 +43,7 @@ XTB = QMSettings("tblite", "GFN2-xTB")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / "out" / "ala2-xtb", help="scratch folder")
-    parser.add_argument("--epochs", type=int, default=60, help="maximum epochs (60)")
+    parser.add_argument("--epochs", type=int, default=100, help="maximum epochs (100)")
     parser.add_argument("--md-ps", type=float, default=2.0, help="ASE Langevin dynamics, ps (2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # reproducible reductions; the model is small
