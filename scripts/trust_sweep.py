@@ -264,6 +264,34 @@ def data_cases(sweep: Sweep) -> None:
                   "--forces", sweep.path("f_short.npy"), "-o", sweep.path("d.h5")])  # fmt: skip
 
 
+def import_cases(sweep: Sweep) -> None:
+    """gnnmd import and gnnmd data qm: foreign files, pickles, bad frames."""
+    import ase.build
+    import ase.io
+
+    tmn = ["import", "torchmd-net"]
+    torch.save({"weights": torch.zeros(3)}, sweep.path("not_tmn.ckpt"))
+    sweep.refused("import torchmd-net: not a checkpoint", [*tmn, sweep.path("not_tmn.ckpt"), "--topology",
+                  "chignolin", "-o", sweep.path("i.pt")], expect="not a TorchMD-Net checkpoint")  # fmt: skip
+    with open(sweep.path("exploit.ckpt"), "wb") as handle:
+        pickle.dump(Exploit(sweep.path("pwned")), handle)
+    sweep.refused("import schnetpack: a pickle exploit (not a model)", ["import", "schnetpack",
+                  sweep.path("exploit.ckpt"), "-o", sweep.path("s.pt")])  # fmt: skip
+    sweep.refused("import torchmd-net: a missing file", [*tmn, sweep.path("missing.ckpt"), "--topology",
+                  "chignolin", "-o", sweep.path("i.pt")], expect="no such")  # fmt: skip
+    frames = [ase.build.molecule("H2O"), ase.build.molecule("H2O")]
+    frames[1].positions[1] = frames[1].positions[0]
+    ase.io.write(str(sweep.path("overlap.xyz")), frames)
+    qm = ["data", "qm", sweep.path("overlap.xyz"), "-o", sweep.path("q.h5"), "--engine", "tblite",
+          "--method", "GFN2-xTB"]  # fmt: skip
+    sweep.refused("data qm: overlapping atoms", qm, expect="frame 1")
+    ase.io.write(str(sweep.path("water.xyz")), frames[:1])
+    sweep.refused("data qm: impossible multiplicity", ["data", "qm", sweep.path("water.xyz"), "-o",
+                  sweep.path("q2.h5"), "--multiplicity", "2"], expect="multiplicity 2")  # fmt: skip
+    sweep.refused("data qm: a CG dataset", ["data", "qm", sweep.path("good.h5"), "-o", sweep.path("q3.h5")],
+                  expect="not elements")  # fmt: skip
+
+
 def train_cases(sweep: Sweep) -> None:
     chignolin = load_system("chignolin")
     rng = np.random.default_rng(0)
@@ -328,6 +356,7 @@ def main_() -> None:
         simulate_cases(sweep)
         data_cases(sweep)
         train_cases(sweep)
+        import_cases(sweep)
         executed = sweep.path("pwned").exists()
     lines = ["| case | outcome | data lost | message |", "|---|---|---|---|"]
     lines += [f"| {r['case']} | {r['outcome']} | {r['data lost']} | {r['message'].replace('|', '/')} |"

@@ -40,6 +40,7 @@ def read_source_file(path: str | os.PathLike, library: str, allow_pickle: bool =
     except Exception as error:  # torch raises many types for unsafe, foreign or truncated files
         if not allow_pickle or not isinstance(error, pickle.UnpicklingError):
             raise ImportModelError(f"{path}: not a readable {library} file ({describe(error)})") from None
+    _refuse_foreign_globals(path, library)
     print(
         f"gnnmd import: unpickling {path} with the full unpickler (it holds Python objects of "
         f"{library}); a pickle can run code: import only files you trust",
@@ -49,6 +50,44 @@ def read_source_file(path: str | os.PathLike, library: str, allow_pickle: bool =
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:
         raise ImportModelError(f"{path}: not a readable {library} file ({describe(error)})") from None
+
+
+#: Modules whose objects a model file of the supported libraries may name (their classes, torch's).
+_ALLOWED_MODULES = ("schnetpack", "torch", "collections", "numpy", "_codecs", "torchmdnet", "mlcg")
+_ALLOWED_BUILTINS = frozenset({"set", "frozenset", "slice", "complex", "bytearray", "range"})
+
+
+def _refuse_foreign_globals(path: Path, library: str) -> None:
+    """Before the full unpickler runs: every object the pickle names must come from the model's
+    library or torch (read with pickletools, which runs nothing). A file naming anything else
+    (``builtins.open``, ``os.system``...) is refused, naming it."""
+    import pickletools
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ImportModelError(f"{path}: not a torch.save archive; {library} models are saved as one")
+    with zipfile.ZipFile(path) as archive:
+        for name in (n for n in archive.namelist() if n.endswith(".pkl")):
+            strings: list[str] = []
+            for opcode, argument, _ in pickletools.genops(archive.read(name)):
+                if isinstance(argument, str) and "UNICODE" in opcode.name:
+                    strings.append(argument)
+                named = None
+                if opcode.name == "GLOBAL":
+                    named = tuple(str(argument).split(" ", 1))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    named = (strings[-2], strings[-1])
+                if named is not None and not _allowed(*named):
+                    raise ImportModelError(
+                        f"{path}: the pickle names {named[0]}.{named[1]}, which no {library} model holds; "
+                        "refused before unpickling (it could run code)"
+                    )
+
+
+def _allowed(module: str, name: str) -> bool:
+    if module in ("builtins", "__builtin__"):
+        return name in _ALLOWED_BUILTINS
+    return module.split(".")[0] in _ALLOWED_MODULES
 
 
 def provenance(

@@ -159,7 +159,7 @@ REFUSED = {
     "cutoff_fn": lambda m: setattr(m.representation, "cutoff_fn", spk.nn.MollifierCutoff(CUTOFF)),
     "Atomwise.aggregation_mode": lambda m: setattr(m.output_modules[0], "aggregation_mode", "avg"),
     "activation": lambda m: setattr(
-        m.representation.interactions[0].filter_network[0], "activation", torch.sigmoid
+        m.representation.interactions[0].filter_network[0], "activation", spk.nn.activations.softplus_inverse
     ),
 }
 
@@ -186,3 +186,21 @@ def test_pyramid_readout_deeper_than_gnnmd_is_refused(tmp_path):
     torch.save(build(n_layers=3), path)
     with pytest.raises(ImportModelError, match="Atomwise.outnet"):
         import_schnetpack(Path(path), allow_pickle=True)
+
+
+class _Exploit:
+    """Unpickling it creates a file: proof that code ran."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        return (open, (self.sentinel, "w"))
+
+
+def test_a_pickle_naming_foreign_code_is_refused_before_unpickling(tmp_path):
+    path = tmp_path / "model"
+    torch.save({"model": _Exploit(tmp_path / "pwned")}, path)
+    with pytest.raises(ImportModelError, match="refused before unpickling"):
+        import_schnetpack(path, allow_pickle=True)
+    assert not (tmp_path / "pwned").exists()
