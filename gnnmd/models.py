@@ -157,7 +157,7 @@ def load_model(
         model = CGPotential(config, checkpoint["vocabulary"], priors).to(dtype)
         model.network.load_state_dict(checkpoint["network"])
         if priors is not None:
-            _restore_prior_values(model, checkpoint["priors"]["tables"])
+            model.priors.set_values(checkpoint["priors"]["tables"])
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"{path}: inconsistent checkpoint contents ({error})") from error
     _require_finite(path, model)
@@ -172,16 +172,6 @@ def load_model(
     converted = use_backend(model, backend, allow_fallback=allow_fallback)
     converted.metadata, converted.source = model.metadata, model.source
     return converted
-
-
-def _restore_prior_values(model: CGPotential, tables: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
-    """Copy the stored prior parameters in at the model's precision (the prior set rounds them to the
-    default dtype when it is built; a float64 model keeps stored float64 values exactly)."""
-    with torch.no_grad():
-        for term, table in tables.items():
-            for name, value in table.items():
-                if name != "keys":
-                    getattr(getattr(model.priors, term), name).copy_(value)
 
 
 class UntrainedModelWarning(UserWarning):
@@ -288,8 +278,3 @@ def vocabulary_mapping(vocabulary: list[str]) -> str | None:
     """The CG mapping a model's bead types imply: ``"ca"`` when every type is a residue's CA bead
     (``"TYR.CA"``, e.g. an imported TorchMD CG model), else None (a system's own mapping)."""
     return "ca" if vocabulary and all(name.endswith(".CA") for name in vocabulary) else None
-
-
-def model_mapping(name_or_path: str | os.PathLike) -> str | None:
-    """:func:`vocabulary_mapping` of a shipped model or checkpoint, read without building the model."""
-    return vocabulary_mapping(list(read_checkpoint(model_path(name_or_path))["vocabulary"]))

@@ -80,19 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train(data: Path, work: Path, epochs: int) -> Trainer:
+def train(
+    data: Path, work: Path, epochs: int, energy_weight: float = 0.0, metadata: dict | None = None
+) -> Trainer:
+    """The all-atom alanine-dipeptide training run (also scripts/build_ala2_xtb.py's, with energies)."""
     config = PotentialConfig.from_dict(json.loads(CONFIG.read_text()))
     dataset = ForceDataset(data)
     model = model_for_dataset(dataset, config, temperature_k=300.0, seed=0)
     settings = TrainingConfig(
         epochs=epochs, batch_size=32, learning_rate=1e-3, lr_decay_factor=0.5, lr_patience=4,
-        early_stopping_patience=12, validation_fraction=0.1, seed=0,
+        early_stopping_patience=12, validation_fraction=0.1, seed=0, energy_weight=energy_weight,
     )  # fmt: skip
-    metadata = {"name": NAME, "description": "all-atom alanine dipeptide (training run)"}
+    metadata = metadata or {"name": NAME, "description": "all-atom alanine dipeptide (training run)"}
     trainer = Trainer(model, dataset, settings, work / "train", "cpu", metadata)
     for row in trainer.run(resume=True):
+        energy = f", energy {row['val_energy_rmse']:.2f} kJ/mol" if energy_weight else ""
+        rate = row["learning_rate"]
         print(f"epoch {row['epoch']:3d}  train {row['train_force_rmse']:.1f}  "
-              f"val {row['val_force_rmse']:.1f} kJ/mol/nm  lr {row['learning_rate']:.2g}")  # fmt: skip
+              f"val {row['val_force_rmse']:.1f} kJ/mol/nm{energy}  lr {rate:.2g}")  # fmt: skip
     return trainer
 
 

@@ -24,18 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from build_ala2_allatom import train  # this folder: the shipped model's training recipe
 
 from gnnmd.data.ala2_allatom import import_ala2_allatom
 from gnnmd.data.dataset import ForceDataset, write_molecule
 from gnnmd.data.qm import QMSettings
 from gnnmd.data.qm_labels import label
 from gnnmd.models import load_model
-from gnnmd.nn.potential import PotentialConfig
-from gnnmd.train import Trainer, TrainingConfig
-from gnnmd.train.setup import model_for_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "scripts" / "ala2_allatom_config.json"
 TRAIN_FRAMES = 1800
 XTB = QMSettings("tblite", "GFN2-xTB")
 
@@ -61,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         topology = ForceDataset(labels).topologies[0]
         write_molecule(train_file, topology, coordinates[:TRAIN_FRAMES], forces[:TRAIN_FRAMES],
                        energies[:TRAIN_FRAMES], description="GFN2-xTB labels, frames 0-1799")  # fmt: skip
-    trainer = _train(train_file, args.work / "train", args.epochs)
+    # The shipped ala2-allatom model's training run, here with energies (weight 1) as well as forces.
+    metadata = {"name": "ala2-xtb", "description": "all-atom alanine dipeptide, GFN2-xTB labels"}
+    trainer = train(train_file, args.work, args.epochs, energy_weight=1.0, metadata=metadata)
     model = load_model(args.work / "train" / "best.pt", dtype=torch.float64)
     summary = {
         "labelling": labelling,
@@ -80,22 +79,6 @@ def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     coordinates, forces = dataset.frames(0)
     as_float64 = [np.asarray(values, dtype=np.float64) for values in (coordinates, forces)]
     return as_float64[0], as_float64[1], dataset.energies(0)
-
-
-def _train(data: Path, output: Path, epochs: int) -> Trainer:
-    config = PotentialConfig.from_dict(json.loads(CONFIG.read_text()))
-    dataset = ForceDataset(data)
-    model = model_for_dataset(dataset, config, temperature_k=300.0, seed=0)
-    settings = TrainingConfig(
-        epochs=epochs, batch_size=32, learning_rate=1e-3, lr_decay_factor=0.5, lr_patience=4,
-        early_stopping_patience=12, validation_fraction=0.1, seed=0, energy_weight=1.0,
-    )  # fmt: skip
-    metadata = {"name": "ala2-xtb", "description": "all-atom alanine dipeptide, GFN2-xTB labels"}
-    trainer = Trainer(model, dataset, settings, output, "cpu", metadata)
-    for row in trainer.run(resume=True):
-        print(f"epoch {row['epoch']:3d}  val force {row['val_force_rmse']:.1f} kJ/mol/nm  "
-              f"val energy {row['val_energy_rmse']:.2f} kJ/mol")  # fmt: skip
-    return trainer
 
 
 def _test(model, positions: np.ndarray, forces: np.ndarray, energies: np.ndarray) -> dict:

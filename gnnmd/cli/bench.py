@@ -188,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     reference = load_model(args.model)
     # Converted once per backend (tabulating takes seconds), shared by every case.
     models = {backend: use_backend(reference, backend, args.allow_fallback) for backend in args.backend}
-    loaded = load_systems_for_model(list(args.system), args.model, args.coordinates)
+    names = list(args.system)
+    loaded = load_systems_for_model(names, reference.vocabulary, reference.metadata, args.coordinates)
     systems = dict(zip(args.system, loaded, strict=True))
     cases, skipped = expand(args)
     measured = []

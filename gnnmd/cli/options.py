@@ -68,21 +68,23 @@ def add_coordinates_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_systems_for_model(names: list[str], model: str, coordinates: Path | None) -> list:
-    """Systems as ``model`` reads them: a CA model maps PDB files with the ``ca`` mapping; a PSF
-    (an imported TorchMD topology) takes its positions from ``coordinates``."""
+def load_systems_for_model(
+    names: list[str], vocabulary: list[str], metadata: dict, coordinates: Path | None
+) -> list:
+    """Systems as a model with ``vocabulary`` and ``metadata`` reads them: a CA model maps PDB files
+    with the ``ca`` mapping; a PSF (an imported TorchMD topology) takes its positions from
+    ``coordinates`` and its masses from the model's record where the PSF has none."""
     from gnnmd.interop.psf import psf_system
-    from gnnmd.models import model_path, read_checkpoint, vocabulary_mapping
+    from gnnmd.models import vocabulary_mapping
     from gnnmd.systems import load_system
 
-    checkpoint = read_checkpoint(model_path(model))
-    vocabulary = list(checkpoint["vocabulary"])
-    masses = checkpoint["metadata"].get("bead_masses_amu", {})
+    masses = metadata.get("bead_masses_amu", {})
+    mapping = vocabulary_mapping(vocabulary)
     if coordinates is not None and not any(name.lower().endswith(".psf") for name in names):
         raise ValueError("--coordinates is for a PSF --system; PDB files and shipped systems carry positions")
     return [
         psf_system(Path(name), coordinates, vocabulary, masses)
         if name.lower().endswith(".psf")
-        else load_system(name, vocabulary_mapping(vocabulary))
+        else load_system(name, mapping)
         for name in names
     ]

@@ -156,6 +156,7 @@ def _steps_of(value_ps: float, timestep_ps: float, name: str, allow_zero: bool =
 def _plan(args: argparse.Namespace) -> dict:
     """The run description (run.json) from the command line."""
     from gnnmd.cli.options import load_systems_for_model
+    from gnnmd.models import model_path, read_checkpoint
 
     if args.replicas < 1:
         raise ValueError(f"--replicas must be at least 1, got {args.replicas}")
@@ -164,7 +165,9 @@ def _plan(args: argparse.Namespace) -> dict:
     names = [name for name in args.systems.split(",") if name]
     if not names:
         raise ValueError(f"no system named in {args.systems!r}")
-    systems = load_systems_for_model(names, args.model, args.coordinates)
+    checkpoint = read_checkpoint(model_path(args.model))  # the model is built later, per rank
+    vocabulary, metadata = checkpoint["vocabulary"], checkpoint["metadata"]
+    systems = load_systems_for_model(names, vocabulary, metadata, args.coordinates)
     total = len(systems) * args.replicas
     timestep_ps = args.dt_fs * PS_PER_FS
     steps = args.steps if args.steps is not None else _steps_of(args.ns / NS_PER_PS, timestep_ps, "--ns")
@@ -176,7 +179,6 @@ def _plan(args: argparse.Namespace) -> dict:
     ):
         if len(values) not in (1, total):
             raise ValueError(f"{name} has {len(values)} values; give one, or one per replica ({total})")
-    from gnnmd.models import model_path
     from gnnmd.runfolder import file_sha256
 
     report_steps = _steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps")

@@ -144,7 +144,7 @@ class PySCFEngine:
         energy = solver.kernel()
         cycles = int(getattr(solver, "cycles", -1))
         if not solver.converged:
-            return _not_converged(numbers.size, cycles, time.perf_counter() - start)
+            return _not_converged(cycles, time.perf_counter() - start)
         gradient = solver.nuc_grad_method().kernel()
         return QMLabel(
             True, float(energy) * KJ_PER_MOL_PER_HARTREE, np.asarray(gradient) * _FORCE_PER_GRADIENT,
@@ -182,14 +182,14 @@ class TBLiteEngine:
         try:
             result = calculator.singlepoint()
         except TBLiteRuntimeError:
-            return _not_converged(numbers.size, s.max_cycle, time.perf_counter() - start)
+            return _not_converged(s.max_cycle, time.perf_counter() - start)
         return QMLabel(
             True, float(result.get("energy")) * KJ_PER_MOL_PER_HARTREE,
             np.asarray(result.get("gradient")) * _FORCE_PER_GRADIENT, -1, time.perf_counter() - start,
         )  # fmt: skip
 
 
-def _not_converged(atoms: int, cycles: int, seconds: float) -> QMLabel:
+def _not_converged(cycles: int, seconds: float) -> QMLabel:
     return QMLabel(False, float("nan"), np.zeros((0, 3)), cycles, seconds)
 
 

@@ -50,7 +50,7 @@ def import_torchmdnet(
     if document is not None:
         chosen = [t.lower() for t in terms] if terms is not None else torchmd_priors.default_terms(document)
         cutoff_nm = _cutoff_nm(raw, checkpoint, length_unit)
-        prior_set, exact, wanted, exclusions = torchmd_priors.build_priors(
+        prior_set, tables, wanted, exclusions = torchmd_priors.build_priors(
             Path(priors),
             document,
             list(type_map),
@@ -60,7 +60,7 @@ def import_torchmdnet(
             length_unit,
             energy_unit,
         )
-        options = {"terms": wanted, "repulsion_exclusions": exclusions, "exact": exact}
+        options = {"terms": wanted, "repulsion_exclusions": exclusions, "tables": tables}
     model = torchmdnet.convert(raw, checkpoint, type_map, length_unit, energy_unit, prior_set, options)
     model.pack([cg])  # every bead type and prior term of the topology is covered, or this raises
     model.metadata = _metadata(checkpoint, raw, length_unit, energy_unit, priors, options)

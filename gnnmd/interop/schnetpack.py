@@ -57,10 +57,9 @@ def convert(
     to_nm, to_kj = length_to_nm(length_unit), energy_to_kj_per_mol(energy_unit)
     block = representation.interactions[0]
     activation = _activation_of(block.filter_network[0], source)
-    if _activation_of(block.f2out[0], source) != activation:
-        require(
-            False, source, "activation", "different in filter and update layers", "one activation per block"
-        )
+    update = _activation_of(block.f2out[0], source)
+    require(update == activation, source, "activation", f"{activation} (filter), {update} (update)",
+            "gnnmd has one activation per block")  # fmt: skip
     readout_activation = _activation_of(atomwise.outnet[0], source)
     hidden = _readout_hidden_layers(atomwise, representation.n_atom_basis, source)
     cutoff = float(representation.cutoff_fn.cutoff) * to_nm

@@ -66,7 +66,8 @@ def build_priors(
     """The prior set of a model whose vocabulary is ``bead_types``.
 
     Returns:
-        (prior set, float64 tables for exact restoring, gnnmd prior terms, repulsion exclusions).
+        (prior set, its float64 tables (for ``PriorSet.set_values``), gnnmd prior terms, repulsion
+        exclusions).
     """
     unknown = sorted(set(terms) - set(FORCE_TERMS))
     if unknown:
@@ -88,17 +89,16 @@ def build_priors(
                 f"{path}: force term {term} is requested but section {_SECTIONS[term]!r} is empty"
             )
         tables[term] = _TABLES[term](path, section if term in wanted else {}, prior_types, to_nm, to_kj)
-    exact = {f"{term}.{name}": value for term, table in tables.items() for name, value in table.items()}
     priors = PriorSet(prior_types, bead_to_prior, tables, cutoff_nm)
     # TorchMD excludes from the repulsion the pairs its bonded terms list: bonds 1, angles 2, dihedrals 3.
     exclusions = tuple(
         order for order, term in ((1, "bonds"), (2, "angles"), (3, "dihedrals")) if term in wanted
     )
-    return priors, exact, wanted, exclusions
+    return priors, tables, wanted, exclusions
 
 
-def _resolve(path: Path, section: Mapping, order: int, prior_types: list[str], label: str) -> dict:
-    """Canonical prior-type tuple -> the YAML entry TorchMD would pick for it.
+def _resolve(path: Path, section: Mapping, order: int, prior_types: list[str], label: str) -> list:
+    """(canonical prior-type tuple, the YAML entry TorchMD would pick for it), sorted by tuple.
 
     Entries with wildcards are expanded over the listed types; fewer wildcards win. Two
     entries with as many wildcards that give one tuple different parameters (a term whose
@@ -123,7 +123,7 @@ def _resolve(path: Path, section: Mapping, order: int, prior_types: list[str], l
                     f"{path}: {label} entries {previous[2]!r} and {raw!r} give one type tuple different "
                     "parameters by orientation; gnnmd's terms are symmetric under reversal"
                 )
-    return {key: params for key, (_, params, _) in chosen.items()}
+    return sorted((key, params) for key, (_, params, _) in chosen.items())
 
 
 def _tuple_names(raw: Any, order: int, path: Path, label: str) -> tuple[str, ...]:
@@ -149,26 +149,22 @@ def _field(path: Path, params: Any, name: str, label: str, key: Any) -> float:
     return value
 
 
-def _sorted(resolved: dict) -> list:
-    return sorted(resolved.items())
-
-
 def _bonds(path: Path, section: Mapping, types: list[str], to_nm: float, to_kj: float) -> dict:
-    rows = _sorted(_resolve(path, section, 2, types, "bonds"))
+    rows = _resolve(path, section, 2, types, "bonds")
     k = [2.0 * _field(path, p, "k0", "bonds", key) * to_kj / to_nm**2 for key, p in rows]
     r0 = [_field(path, p, "req", "bonds", key) * to_nm for key, p in rows]
     return _table(rows, types, k=k, r0=r0)
 
 
 def _angles(path: Path, section: Mapping, types: list[str], to_nm: float, to_kj: float) -> dict:
-    rows = _sorted(_resolve(path, section, 3, types, "angles"))
+    rows = _resolve(path, section, 3, types, "angles")
     k = [2.0 * _field(path, p, "k0", "angles", key) * to_kj for key, p in rows]
     theta0 = [math.radians(_field(path, p, "theta0", "angles", key)) for key, p in rows]
     return _table(rows, types, k=k, theta0=theta0)
 
 
 def _dihedrals(path: Path, section: Mapping, types: list[str], to_nm: float, to_kj: float) -> dict:
-    rows = _sorted(_resolve(path, section, 4, types, "dihedrals"))
+    rows = _resolve(path, section, 4, types, "dihedrals")
     series = [_dihedral_terms(path, key, p) for key, p in rows]
     harmonics = max([1] + [int(n) for terms in series for _, _, n in terms])
     cos = torch.zeros(len(rows), harmonics, dtype=torch.float64)

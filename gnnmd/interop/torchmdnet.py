@@ -21,7 +21,7 @@ import dataclasses
 import math
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -82,7 +82,7 @@ def convert(
         length_unit, energy_unit: the units the model was trained in.
         priors: converted TorchMD priors to add (see :mod:`gnnmd.interop.torchmd_priors`), or None.
         prior_options: with priors: ``terms`` (gnnmd prior terms), ``repulsion_exclusions`` and
-            ``exact`` (float64 tables, "term.name" -> tensor, restored without rounding).
+            ``tables`` (the float64 prior tables, restored without rounding).
     """
     args, state = _parts(checkpoint, source)
     to_nm, to_kj = length_to_nm(length_unit), energy_to_kj_per_mol(energy_unit)
@@ -102,10 +102,8 @@ def convert(
     # float64 throughout: the checkpoint keeps the source's weights without rounding
     # (load_model(..., dtype=torch.float64) gets them back exactly).
     model = CGPotential(config, vocabulary, priors).double()
-    with torch.no_grad():
-        for name, value in options.get("exact", {}).items():
-            term, field = name.split(".")
-            getattr(getattr(model.priors, term), field).copy_(value)
+    if priors is not None:
+        model.priors.set_values(options["tables"])
     network_state = _network_state(args, state, rows, to_nm, to_kj, source)
     try:
         model.network.load_state_dict(network_state)
@@ -289,10 +287,3 @@ def types_from_file(path: Path) -> dict[str, int]:
             raise ImportModelError(f"{path}: type {name!r} maps to {index!r}, not an integer index")
     return dict(values)
 
-
-def used_types(types: Mapping[str, int], names: Sequence[str]) -> dict[str, int]:
-    """The entries of ``types`` whose names occur in ``names`` (unknown names raise)."""
-    unknown = sorted(set(names) - set(types))
-    if unknown:
-        raise ImportModelError(f"bead types {unknown} have no embedding index in the type map")
-    return {name: types[name] for name in types if name in set(names)}

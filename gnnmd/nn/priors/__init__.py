@@ -146,6 +146,17 @@ class PriorSet(nn.Module):
             _check_tree(batch, source)
 
     @torch.jit.unused
+    def set_values(self, tables: Dict[str, Dict[str, Tensor]]) -> None:
+        """Copy every term's parameters from ``tables`` (as :meth:`tables` gives them) at this set's
+        precision: the set rounds its tables to the default dtype when built, so a float64 model
+        takes stored float64 values back exactly this way. Key tables must already match."""
+        with torch.no_grad():
+            for term, table in tables.items():
+                for name, value in table.items():
+                    if name != "keys":
+                        getattr(getattr(self, term), name).copy_(value)
+
+    @torch.jit.unused
     def tables(self) -> Dict[str, Dict[str, Tensor]]:
         """Every term's key table and parameters, for checkpoints."""
         return {name: getattr(self, name).table() for name in PRIOR_TERMS}
