@@ -59,32 +59,26 @@ _ALLOWED_BUILTINS = frozenset({"set", "frozenset", "slice", "complex", "bytearra
 
 def _refuse_foreign_globals(path: Path, library: str) -> None:
     """Before the full unpickler runs: every object the pickle names must come from the model's
-    library or torch (read with pickletools, which runs nothing). A file naming anything else
-    (``builtins.open``, ``os.system``...) is refused, naming it."""
-    import pickletools
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        raise ImportModelError(f"{path}: not a torch.save archive; {library} models are saved as one")
-    with zipfile.ZipFile(path) as archive:
-        for name in (n for n in archive.namelist() if n.endswith(".pkl")):
-            strings: list[str] = []
-            for opcode, argument, _ in pickletools.genops(archive.read(name)):
-                if isinstance(argument, str) and "UNICODE" in opcode.name:
-                    strings.append(argument)
-                named = None
-                if opcode.name == "GLOBAL":
-                    named = tuple(str(argument).split(" ", 1))
-                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    named = (strings[-2], strings[-1])
-                if named is not None and not _allowed(*named):
-                    raise ImportModelError(
-                        f"{path}: the pickle names {named[0]}.{named[1]}, which no {library} model holds; "
-                        "refused before unpickling (it could run code)"
-                    )
+    library or torch. torch's own scanner reads the names (it runs nothing, follows the memo, and
+    rejects opcodes outside what ``torch.save`` writes); a file naming anything else
+    (``builtins.open``, ``os.system``...) or that the scanner cannot read is refused."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as error:  # not a torch.save archive, or opcodes torch.save never writes
+        raise ImportModelError(
+            f"{path}: not a torch.save archive whose objects can be listed before unpickling "
+            f"({describe(error)}); refused (a pickle could run code)"
+        ) from None
+    foreign = [name for name in names if not _allowed(name)]
+    if foreign:
+        raise ImportModelError(
+            f"{path}: the pickle names {foreign[0]}, which no {library} model holds; refused before "
+            "unpickling (it could run code)"
+        )
 
 
-def _allowed(module: str, name: str) -> bool:
+def _allowed(qualified: str) -> bool:
+    module, _, name = qualified.rpartition(".")
     if module in ("builtins", "__builtin__"):
         return name in _ALLOWED_BUILTINS
     return module.split(".")[0] in _ALLOWED_MODULES

@@ -204,3 +204,22 @@ def test_a_pickle_naming_foreign_code_is_refused_before_unpickling(tmp_path):
     with pytest.raises(ImportModelError, match="refused before unpickling"):
         import_schnetpack(path, allow_pickle=True)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_pickle_hiding_a_module_name_in_its_memo_is_refused(tmp_path):
+    """``builtins`` pushed once and fetched back from the memo for ``open``: a scan that only
+    follows the strings in order would read it as another module's."""
+    import zipfile
+
+    sentinel = str(tmp_path / "pwned")
+    data = (b"\x80\x04" + b"\x8c\x08builtins\x94" + b"0" + b"\x8c\x05torch\x94" + b"0" + b"h\x00"
+            + b"\x8c\x04open" + b"\x93" + b"\x8c" + bytes([len(sentinel)]) + sentinel.encode()
+            + b"\x85R.")  # fmt: skip
+    torch.save({"a": torch.zeros(1)}, tmp_path / "base.pt")
+    path = tmp_path / "model"
+    with zipfile.ZipFile(tmp_path / "base.pt") as source, zipfile.ZipFile(path, "w") as out:
+        for info in source.infolist():
+            out.writestr(info, data if info.filename.endswith("data.pkl") else source.read(info.filename))
+    with pytest.raises(ImportModelError, match="refused"):
+        import_schnetpack(path, allow_pickle=True)
+    assert not Path(sentinel).exists()
