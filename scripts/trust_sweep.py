@@ -277,6 +277,12 @@ def import_cases(sweep: Sweep) -> None:
         pickle.dump(Exploit(sweep.path("pwned")), handle)
     sweep.refused("import schnetpack: a pickle exploit (not a model)", ["import", "schnetpack",
                   sweep.path("exploit.ckpt"), "-o", sweep.path("s.pt")])  # fmt: skip
+    sweep.refused("import mlcg: a pickle exploit (raw pickle)", ["import", "mlcg", sweep.path("exploit.ckpt"),
+                  "-o", sweep.path("m.pt")], expect="not a readable mlcg model file")  # fmt: skip
+    torch.save({"model": Exploit(sweep.path("pwned"))}, sweep.path("exploit_zip.pt"))
+    sweep.refused("import mlcg: a pickle exploit (torch.save archive)", ["import", "mlcg",
+                  sweep.path("exploit_zip.pt"), "-o", sweep.path("m.pt")],
+                  expect="not a pickled mlcg model")  # fmt: skip
     sweep.refused("import torchmd-net: a missing file", [*tmn, sweep.path("missing.ckpt"), "--topology",
                   "chignolin", "-o", sweep.path("i.pt")], expect="no such")  # fmt: skip
     frames = [ase.build.molecule("H2O"), ase.build.molecule("H2O")]

@@ -40,11 +40,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spk.add_argument("--energy-unit", default="kcal/mol", choices=ENERGY_UNITS, help="model energy unit")
     spk.add_argument("--elements", help="comma-separated atomic numbers to keep (default: all)")
     spk.add_argument("-o", "--output", required=True, help="gnnmd checkpoint to write")
+    _add_mlcg(libraries)
+
+
+def _add_mlcg(libraries) -> None:
+    from gnnmd.interop.mlcg_priors import REPULSION_PAIRS
+
+    mlcg = libraries.add_parser(
+        "mlcg",
+        help="an mlcg CGSchNet model (SumOut of SchNet and priors) saved with torch.save(model)",
+        description="Import an mlcg CGSchNet model file. The file is read without mlcg and without "
+        "running its code: every class it names is read as a record.",
+    )
+    mlcg.add_argument("model", help="mlcg model file (torch.save of the whole model)")
+    mlcg.add_argument("--topology", help="a PDB to check the model covers (read with --mapping)")
+    mlcg.add_argument(
+        "--mapping", default="5bead", choices=("5bead", "ca"),
+        help="bead mapping: 5bead (N, CA, CB, C, O; mlcg's OPEPS_MAP types) or ca (mlcg's CA_MAP types)",
+    )  # fmt: skip
+    mlcg.add_argument("--types", help="TYPES.json {gnnmd bead type, e.g. TYR.CA: mlcg atom type}")
+    mlcg.add_argument(
+        "--repulsion-pairs", default="all", choices=sorted(REPULSION_PAIRS),
+        help="the pairs the repulsion prior acted on: "
+        + "; ".join(f"{name}: {what}" for name, what in REPULSION_PAIRS.items()),
+    )  # fmt: skip
+    mlcg.add_argument("--length-unit", default="angstrom", choices=LENGTH_UNITS, help="model length unit (Å)")
+    mlcg.add_argument("--energy-unit", default="kcal/mol", choices=ENERGY_UNITS, help="model energy unit")
+    mlcg.add_argument("-o", "--output", required=True, help="gnnmd checkpoint to write")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.library == "schnetpack":
         return _run_schnetpack(args)
+    if args.library == "mlcg":
+        return _run_mlcg(args)
     from gnnmd.interop.importing import import_torchmdnet
 
     terms = [t for t in args.prior_terms.split(",") if t] if args.prior_terms else None
@@ -75,5 +104,23 @@ def _run_schnetpack(args: argparse.Namespace) -> int:
         f"imported {args.model} -> {args.output}: SchNetPack SchNet, {config.num_interactions} blocks x "
         f"{config.hidden_channels} features, cutoff {config.cutoff_nm:g} nm, elements "
         f"{' '.join(model.vocabulary)}; units converted from {args.length_unit}, {args.energy_unit}"
+    )
+    return 0
+
+
+def _run_mlcg(args: argparse.Namespace) -> int:
+    from gnnmd.interop.importing import import_mlcg
+
+    model, topology = import_mlcg(
+        args.model, args.output, args.topology, args.mapping, args.types, args.repulsion_pairs,
+        args.length_unit, args.energy_unit,
+    )  # fmt: skip
+    config = model.config
+    checked = f"; checked on {topology.source} ({topology.n_beads} beads)" if topology is not None else ""
+    print(
+        f"imported {args.model} -> {args.output}: mlcg CGSchNet, {config.num_interactions} blocks x "
+        f"{config.hidden_channels} features, cutoff {config.cutoff_nm:g} nm, {len(model.vocabulary)} bead "
+        f"types, priors: {', '.join(config.prior_terms) if config.use_priors else 'none'}{checked}; "
+        f"units converted from {args.length_unit}, {args.energy_unit}"
     )
     return 0

@@ -157,3 +157,62 @@ def import_schnetpack(
     if output is not None:
         save_checkpoint(model, output, model.metadata)
     return model
+
+
+def import_mlcg(
+    model_file: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    topology: str | os.PathLike | None = None,
+    mapping: str = "5bead",
+    types: str | os.PathLike | None = None,
+    repulsion_pairs: str = "all",
+    length_unit: str = "angstrom",
+    energy_unit: str = "kcal/mol",
+) -> tuple[CGPotential, CGTopology | None]:
+    """An mlcg CGSchNet model file (``torch.save(model)``) as a gnnmd model (float64).
+
+    The file is read without mlcg and without running its code (see
+    :mod:`gnnmd.interop.opaque_pickle`).
+
+    Args:
+        model_file: the mlcg model file.
+        output: where to write the gnnmd checkpoint (None: do not write).
+        topology: a PDB read with ``mapping``; every bead type and prior term it has must be
+            covered (checked here rather than at the first simulation).
+        mapping: gnnmd's ``ca`` or ``5bead`` mapping; picks the mlcg type convention
+            (``CA_MAP`` or ``OPEPS_MAP``) unless ``types`` is given.
+        types: TYPES.json {gnnmd bead type ("TYR.CA"): mlcg atom type}.
+        repulsion_pairs: the repulsion's neighbour list (see :data:`mlcg_priors.REPULSION_PAIRS`).
+        length_unit, energy_unit: the units the model was trained in.
+    Returns:
+        (model, the topology as gnnmd reads it, or None).
+    """
+    from gnnmd.interop import mlcg
+    from gnnmd.interop.opaque_pickle import read_opaque
+
+    model_file = Path(model_file)
+    type_map = torchmdnet.types_from_file(Path(types)) if types else mlcg.convention_types(mapping)
+    root = read_opaque(model_file, "mlcg")
+    model, described = mlcg.convert(root, model_file, type_map, length_unit, energy_unit, repulsion_pairs)
+    cg = None
+    if topology is not None:
+        from gnnmd.systems import load_system
+
+        cg = load_system(str(topology), mapping=mapping).topology
+        model.pack([cg])  # every bead type and prior term of the topology is covered, or this raises
+    source = provenance(
+        "mlcg", model_file, length_unit, energy_unit, mapping=mapping,
+        types=str(Path(types).resolve()) if types else f"mlcg convention for the {mapping} mapping",
+        **described,
+    )  # fmt: skip
+    if model.config.use_priors:
+        source["repulsion"] = "unshifted, within the network cutoff"
+    model.metadata = {
+        "name": model_file.stem,
+        "trained": True,
+        "description": f"mlcg CGSchNet imported from {model_file.name}",
+        "imported_from": source,
+    }
+    if output is not None:
+        save_checkpoint(model, output, model.metadata)
+    return model, cg

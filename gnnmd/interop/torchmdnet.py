@@ -286,4 +286,3 @@ def types_from_file(path: Path) -> dict[str, int]:
         if isinstance(index, bool) or not isinstance(index, int):
             raise ImportModelError(f"{path}: type {name!r} maps to {index!r}, not an integer index")
     return dict(values)
-

@@ -627,7 +627,7 @@ def fused_unsupported(kernel) -> str:
     if name not in ACTIVATION_IDS:
         return f"the activation {name} (it computes {sorted(ACTIVATION_IDS)})"
     if getattr(kernel.basis, "envelope", None) is not None:
-        return "a radial basis multiplied by the cutoff envelope (TorchMD-Net's ExpNormal)"
+        return "a radial basis multiplied by the cutoff envelope (TorchMD-Net's ExpNormal, mlcg's Gaussians)"
     if kernel.envelope.lower_nm > 0.0:
         return f"a lower cutoff ({kernel.envelope.lower_nm} nm)"
     return ""

@@ -46,21 +46,31 @@ class CosineCutoff(nn.Module):
 
 
 class GaussianBasis(nn.Module):
-    """exp(-(r - μ_k)² / (2 σ_k²)), K centres μ_k (nm) evenly spaced on [r_l, r_c], σ_k their spacing (nm)."""
+    """exp(-(r - μ_k)² / (2 σ_k²)), K centres μ_k (nm) evenly spaced on [r_l, r_c], σ_k their spacing (nm).
 
-    def __init__(self, cutoff_nm: float, num_rbf: int, lower_nm: float = 0.0) -> None:
+    With ``enveloped`` the basis is multiplied by the cosine cutoff on [r_l, r_c], as mlcg's
+    GaussianBasis does when given a CosineCutoff.
+    """
+
+    def __init__(
+        self, cutoff_nm: float, num_rbf: int, lower_nm: float = 0.0, enveloped: bool = False
+    ) -> None:
         super().__init__()
         if num_rbf < 2:
             raise ValueError(f"num_rbf must be at least 2, got {num_rbf}")
         centers = torch.linspace(lower_nm, cutoff_nm, num_rbf)
         self.register_buffer("centers", centers)
         self.register_buffer("widths", (centers[1] - centers[0]).expand(num_rbf).clone())
+        self.envelope = CosineCutoff(cutoff_nm, lower_nm) if enveloped else None
 
     def forward(self, distances: Tensor) -> Tensor:
         """(E,) nm -> (E, K)."""
         offset = distances[:, None] - self.centers.to(distances.dtype)
         widths = self.widths.to(distances.dtype)
-        return torch.exp((-0.5 / (widths * widths)) * offset * offset)
+        basis = torch.exp((-0.5 / (widths * widths)) * offset * offset)
+        if self.envelope is not None:
+            basis = basis * self.envelope(distances)[:, None]
+        return basis
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[override]
         # Checkpoints from before per-centre widths hold none: theirs are the evenly spaced default.
@@ -102,9 +112,7 @@ def radial_basis(
 ) -> nn.Module:
     """Build the radial basis named ``kind`` (one of :data:`RADIAL_BASES`)."""
     if kind == "gaussian":
-        if enveloped:
-            raise ValueError("an enveloped basis is only defined for 'expnormal'")
-        return GaussianBasis(cutoff_nm, num_rbf, lower_nm)
+        return GaussianBasis(cutoff_nm, num_rbf, lower_nm, enveloped)
     if kind == "expnormal":
         return ExpNormalBasis(cutoff_nm, num_rbf, lower_nm, enveloped)
     raise ValueError(f"unknown radial basis {kind!r}; allowed: {RADIAL_BASES}")

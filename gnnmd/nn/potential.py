@@ -41,9 +41,12 @@ class PotentialConfig:
         use_priors: whether the model has physical priors.
         lower_cutoff_nm: pairs closer than this contribute nothing to the network (TorchMD-Net's
             ``cutoff_lower``), nm.
-        rbf_envelope: the radial basis is multiplied by the cosine cutoff (TorchMD-Net's ExpNormal).
+        rbf_envelope: the radial basis is multiplied by the cosine cutoff (TorchMD-Net's ExpNormal,
+            mlcg's Gaussians with a CosineCutoff).
         neighbor_embedding: TorchMD-Net's neighbour embedding before the interaction blocks.
         readout_hidden_layers: extra hidden layers of the readout MLP.
+        readout_widths: the readout MLP's hidden widths (H → w₁ → … → 1, mlcg's
+            ``output_hidden_layer_widths``); empty: H/2, then ``readout_hidden_layers`` more of H/2.
         repulsion_exclusions: bonded separations (1: bonds, 2: 1-3, 3: 1-4 pairs) the repulsion
             prior leaves out beyond those ``exclusion_order`` removes from every pair list:
             TorchMD's priors exclude the bonded pairs its force terms list from the repulsion,
@@ -71,6 +74,7 @@ class PotentialConfig:
     repulsion_shift: bool = True
     prior_terms: Tuple[str, ...] = PRIOR_TERMS
     readout_activation: Optional[str] = None
+    readout_widths: Tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_filters", "num_rbf"):
@@ -90,10 +94,13 @@ class PotentialConfig:
             raise ValueError(f"exclusion_order must be 0, 1, 2 or 3, got {self.exclusion_order}")
         if not 0.0 <= self.lower_cutoff_nm < self.cutoff_nm:
             raise ValueError(f"lower_cutoff_nm must lie in [0, cutoff_nm), got {self.lower_cutoff_nm}")
-        if self.rbf_envelope and self.rbf != "expnormal":
-            raise ValueError("rbf_envelope is defined for the 'expnormal' basis only")
         if self.readout_hidden_layers < 0:
             raise ValueError(f"readout_hidden_layers must be >= 0, got {self.readout_hidden_layers}")
+        object.__setattr__(self, "readout_widths", tuple(int(width) for width in self.readout_widths))
+        if any(width < 1 for width in self.readout_widths):
+            raise ValueError(f"readout_widths must be positive, got {list(self.readout_widths)}")
+        if self.readout_widths and self.readout_hidden_layers:
+            raise ValueError("give readout_widths or readout_hidden_layers, not both")
         terms = tuple(term for term in PRIOR_TERMS if term in set(self.prior_terms))
         unknown = sorted(set(self.prior_terms) - set(PRIOR_TERMS))
         if unknown:
@@ -116,6 +123,7 @@ class PotentialConfig:
         values = dataclasses.asdict(self)
         values["repulsion_exclusions"] = list(self.repulsion_exclusions)
         values["prior_terms"] = list(self.prior_terms)
+        values["readout_widths"] = list(self.readout_widths)
         return values
 
 
@@ -152,6 +160,7 @@ class CGPotential(nn.Module):
             neighbor_embedding=config.neighbor_embedding,
             readout_hidden_layers=config.readout_hidden_layers,
             readout_act=config.readout_activation,
+            readout_widths=config.readout_widths,
         )
         # TorchScript needs a module here either way; an unused empty set costs nothing.
         self.priors = priors if priors is not None else _empty_priors(len(self.vocabulary), config.cutoff_nm)

@@ -20,7 +20,7 @@ replace each block's ``kernel`` module and all compute the same function.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -138,6 +138,7 @@ class SchNet(nn.Module):
         neighbor_embedding: add TorchMD-Net's neighbour embedding before the blocks.
         readout_hidden_layers: extra (H/2 → H/2) layers in the readout MLP.
         readout_act: the readout's activation (default: ``act``).
+        readout_widths: the readout's hidden widths (empty: H/2, then ``readout_hidden_layers`` of H/2).
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class SchNet(nn.Module):
         neighbor_embedding: bool = False,
         readout_hidden_layers: int = 0,
         readout_act: Optional[str] = None,
+        readout_widths: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_types, hidden_channels)
@@ -170,12 +172,12 @@ class SchNet(nn.Module):
         self.backend = "reference"
         #: Why a requested fast kernel fell back to its pure-torch twin (``allow_fallback``), or None.
         self.fallback: Optional[str] = None
-        half = hidden_channels // 2
+        widths = list(readout_widths) or [hidden_channels // 2] * (1 + readout_hidden_layers)
         readout_act = readout_act or act
-        layers: list[nn.Module] = [nn.Linear(hidden_channels, half), activation(readout_act)]
-        for _ in range(readout_hidden_layers):
-            layers += [nn.Linear(half, half), activation(readout_act)]
-        self.readout = nn.Sequential(*layers, nn.Linear(half, 1))
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip([hidden_channels] + widths[:-1], widths, strict=True):
+            layers += [nn.Linear(width_in, width_out), activation(readout_act)]
+        self.readout = nn.Sequential(*layers, nn.Linear(widths[-1], 1))
         #: Reference energy of each bead type, kJ/mol: fitted to the data's energies before
         #: energy training (zero for force-only models, whose energy zero is arbitrary).
         self.register_buffer("type_energy", torch.zeros(num_types))

@@ -1,6 +1,7 @@
 """CGSchNet's physical priors, summed into one module.
 
-:class:`PriorSet` holds harmonic bonds, harmonic angles, Fourier dihedrals and
+:class:`PriorSet` holds harmonic bonds, harmonic angles (in θ, or in cos θ when the
+table holds ``cos_theta0``), Fourier dihedrals and
 non-bonded repulsion, the bead-type → prior-type map they share, and turns a
 batch into per-graph prior energies (kJ/mol).
 """
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 from gnnmd.errors import BeadTypeError
 from gnnmd.graph import GraphBatch
 from gnnmd.nn.priors.base import TypeKeyedTerm, check_coverage
-from gnnmd.nn.priors.bonded import FourierDihedrals, HarmonicAngles, HarmonicBonds
+from gnnmd.nn.priors.bonded import FourierDihedrals, HarmonicBonds, angle_term
 from gnnmd.nn.priors.geometry import bond_lengths
 from gnnmd.nn.priors.repulsion import Repulsion
 
@@ -56,7 +57,7 @@ class PriorSet(nn.Module):
             return table.pop("keys"), table
 
         self.bonds = HarmonicBonds(count, *split("bonds"))
-        self.angles = HarmonicAngles(count, *split("angles"))
+        self.angles = angle_term(count, *split("angles"))
         self.dihedrals = FourierDihedrals(count, *split("dihedrals"))
         self.repulsion = Repulsion(count, *split("repulsion"), cutoff_nm=cutoff_nm)
         #: Bonded separations (1, 2, 3) inside the pair list that the repulsion leaves out

@@ -1,4 +1,4 @@
-"""Bonded priors: harmonic bonds, harmonic angles, Fourier dihedrals (kJ/mol, nm, rad)."""
+"""Bonded priors: harmonic bonds, harmonic angles (in θ or cos θ), Fourier dihedrals (kJ/mol, nm, rad)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from gnnmd.nn.priors.base import TypeKeyedTerm
-from gnnmd.nn.priors.geometry import bond_angles, bond_lengths, dihedral_angles
+from gnnmd.nn.priors.geometry import bond_angle_cosines, bond_angles, bond_lengths, dihedral_angles
 
 
 class HarmonicBonds(TypeKeyedTerm):
@@ -55,6 +55,36 @@ class HarmonicAngles(TypeKeyedTerm):
         row = self.rows(term_prior_types)
         bend = bond_angles(positions, angles, graph_index, box) - self.theta0[row]
         return 0.5 * self.k[row] * bend * bend
+
+
+class HarmonicCosineAngles(TypeKeyedTerm):
+    """E = ½ k (cos θ - cos θ₀)², per angle (mlcg's HarmonicAngles; no singularity at θ = π).
+
+    Parameters per prior-type triple: ``k`` (kJ/mol) and ``cos_theta0`` (dimensionless).
+    """
+
+    def __init__(self, num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> None:
+        super().__init__(3, num_prior_types, keys, parameters)
+
+    def forward(
+        self,
+        positions: Tensor,
+        angles: Tensor,
+        term_prior_types: Tensor,
+        graph_index: Tensor,
+        box: Optional[Tensor] = None,
+    ) -> Tensor:
+        """(A,) kJ/mol for angles (A, 3) with prior types (A, 3)."""
+        row = self.rows(term_prior_types)
+        bend = bond_angle_cosines(positions, angles, graph_index, box) - self.cos_theta0[row]
+        return 0.5 * self.k[row] * bend * bend
+
+
+def angle_term(num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> TypeKeyedTerm:
+    """The angle prior its parameters describe: ``cos_theta0`` (cosine form) or ``theta0`` (radians)."""
+    if "cos_theta0" in parameters:
+        return HarmonicCosineAngles(num_prior_types, keys, parameters)
+    return HarmonicAngles(num_prior_types, keys, parameters)
 
 
 class FourierDihedrals(TypeKeyedTerm):

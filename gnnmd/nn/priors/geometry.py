@@ -36,6 +36,16 @@ def bond_angles(
     return torch.atan2(torch.linalg.vector_norm(torch.linalg.cross(a, b), dim=1), (a * b).sum(dim=1))
 
 
+def bond_angle_cosines(
+    positions: Tensor, angles: Tensor, graph_index: Tensor, box: Optional[Tensor] = None
+) -> Tensor:
+    """(A,) cos θ of the angle i-j-k at j."""
+    a = _vectors(positions, angles[:, 1], angles[:, 0], graph_index, box)
+    b = _vectors(positions, angles[:, 1], angles[:, 2], graph_index, box)
+    norms = torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(b, dim=1)
+    return (a * b).sum(dim=1) / norms
+
+
 def dihedral_angles(
     positions: Tensor, dihedrals: Tensor, graph_index: Tensor, box: Optional[Tensor] = None
 ) -> Tensor:

@@ -1,0 +1,249 @@
+"""mlcg CGSchNet models imported into gnnmd compute what mlcg computed.
+
+mlcg cannot be installed in CI (it is not on the package index), so the comparison is with a
+fixture mlcg itself produced: two models saved by ``torch.save`` and mlcg's energies and
+forces on chignolin frames, made by ``scripts/make_mlcg_fixture.py`` from mlcg's public
+source (commit in ``data/mlcg/fixture.json``). Tolerances: float64 1e-9 relative (the
+weights are float32 values carried exactly), float32 1e-4, tabulated 1e-3 of the force RMS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gnnmd.cli import main
+from gnnmd.errors import ImportModelError
+from gnnmd.interop import mlcg
+from gnnmd.interop.importing import import_mlcg
+from gnnmd.interop.opaque_pickle import Opaque, read_opaque
+from gnnmd.kernels import use_backend
+from gnnmd.models import load_model
+from gnnmd.nn.priors.base import canonical_tuple
+from gnnmd.systems import load_system
+
+DATA = Path(__file__).parent / "data" / "mlcg"
+KCAL = 4.184  # kJ per kcal, checked against openmm.unit in tests/unit/test_units.py
+#: fixture -> (gnnmd mapping, the repulsion list the fixture's model used)
+FIXTURES = {"ca": ("ca", "all"), "opeps": ("5bead", "nonbonded")}
+
+
+def reference(kind: str) -> dict[str, np.ndarray]:
+    return dict(np.load(DATA / f"{kind}_reference.npz"))
+
+
+def imported(kind: str, **options):
+    mapping, pairs = FIXTURES[kind]
+    path = DATA / f"{kind}_model.pt"
+    return import_mlcg(path, topology="chignolin", mapping=mapping, repulsion_pairs=pairs, **options)
+
+
+def energies_and_forces(model, topology, frames_nm: np.ndarray, dtype=torch.float64):
+    batch = model.pack([topology])
+    out = [model.energy_and_forces(torch.tensor(frame, dtype=dtype), batch) for frame in frames_nm]
+    return np.array([float(e[0]) for e, _ in out]), np.stack([f.detach().double().numpy() for _, f in out])
+
+
+@pytest.mark.parametrize("kind", sorted(FIXTURES))
+def test_import_matches_mlcg_in_float64(kind):
+    model, topology = imported(kind)
+    data = reference(kind)
+    energies, forces = energies_and_forces(model, topology, data["positions_angstrom"] * 0.1)
+    expected_energy = data["energy_kcal_per_mol"] * KCAL
+    expected_forces = data["forces_kcal_per_mol_per_angstrom"] * KCAL * 10.0
+    assert np.abs(energies - expected_energy).max() <= 1e-9 * np.abs(expected_energy).max()
+    assert np.abs(forces - expected_forces).max() <= 1e-9 * np.abs(expected_forces).max()
+
+
+@pytest.mark.parametrize("kind", sorted(FIXTURES))
+def test_gnnmd_topology_is_the_one_mlcg_built(kind):
+    """The type convention gives mlcg's atom types, and gnnmd's bonded terms are mlcg's lists."""
+    mapping, _ = FIXTURES[kind]
+    topology = load_system("chignolin", mapping).topology
+    data = reference(kind)
+    types = mlcg.convention_types(mapping)
+    assert [types[t] for t in topology.bead_types] == data["atom_types"].tolist()
+
+    def terms(rows) -> set:
+        return {canonical_tuple(tuple(int(i) for i in row)) for row in rows}
+
+    assert terms(topology.bonds) == terms(data["terms_bonds"].T)
+    assert terms(topology.angles) == terms(data["terms_angles"].T)
+    assert terms(topology.dihedrals) == terms(data["terms_dihedrals"].T)
+    pairs = terms(data["terms_repulsion"].T)
+    n = topology.n_beads
+    if kind == "ca":  # fully connected: every pair
+        assert pairs == {(i, j) for i in range(n) for j in range(i + 1, n)}
+    else:  # more than two bonds apart
+        near = terms(topology.bonds) | terms(topology.angles[:, [0, 2]])
+        assert pairs == {(i, j) for i in range(n) for j in range(i + 1, n)} - near
+
+
+def test_cli_import_float32_and_backends(tmp_path, capsys):
+    out = tmp_path / "imported.pt"
+    argv = ["import", "mlcg", str(DATA / "ca_model.pt"), "--mapping", "ca", "--topology", "chignolin"]
+    argv += ["-o", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert "mlcg CGSchNet" in printed.out and "chignolin" in printed.out
+    model = load_model(str(out))  # an ordinary checkpoint, loaded safely, float32 by default
+    source = model.metadata["imported_from"]
+    assert source["library"] == "mlcg" and source["repulsion_pairs"] == "all"
+    assert source["sha256"] and source["length_unit"] == "angstrom"
+    topology = load_system("chignolin", "ca").topology
+    data = reference("ca")
+    frames = data["positions_angstrom"] * 0.1
+    expected = data["forces_kcal_per_mol_per_angstrom"] * KCAL * 10.0
+    scale = float(np.sqrt((expected**2).mean()))
+    _, forces = energies_and_forces(model, topology, frames, torch.float32)
+    assert np.abs(forces - expected).max() <= 1e-4 * np.abs(expected).max()
+    for backend, tolerance in (("fused", 1e-4), ("tabulated", 1e-3)):
+        _, fast = energies_and_forces(use_backend(model, backend), topology, frames, torch.float32)
+        assert float(np.sqrt(((fast - expected) ** 2).mean())) <= tolerance * scale, backend
+
+
+def test_enveloped_basis_runs_tabulated_and_the_fused_torch_path(tmp_path):
+    model, topology = imported("opeps")
+    model = model.float()
+    data = reference("opeps")
+    frames = data["positions_angstrom"][:2] * 0.1
+    expected = data["forces_kcal_per_mol_per_angstrom"][:2] * KCAL * 10.0
+    scale = float(np.sqrt((expected**2).mean()))
+    for backend, tolerance in (("fused", 1e-4), ("tabulated", 1e-3)):
+        _, fast = energies_and_forces(use_backend(model, backend), topology, frames, torch.float32)
+        assert float(np.sqrt(((fast - expected) ** 2).mean())) <= tolerance * scale, backend
+    from gnnmd.kernels.triton_kernels import fused_unsupported
+
+    fused = use_backend(model, "fused")
+    assert "envelope" in fused_unsupported(fused.network.interactions[0].kernel)  # the Triton kernel refuses
+
+
+def test_exported_torchscript_matches(tmp_path):
+    model, topology = imported("ca")
+    scripted = torch.jit.script(model)
+    batch = model.pack([topology])
+    x = torch.tensor(reference("ca")["positions_angstrom"][1] * 0.1)
+    assert torch.allclose(scripted(x, batch), model(x, batch), rtol=1e-12, atol=0)
+
+
+def test_reading_runs_no_code_from_the_file(tmp_path):
+    """A pickle whose objects would call os.system comes back as inert records."""
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Exploit()}, path)
+    found = read_opaque(path, "mlcg")
+    assert not marker.exists()
+    assert isinstance(found["model"], Opaque) and found["model"].class_name == "system"
+    with pytest.raises(ImportModelError, match="not a pickled mlcg model"):
+        mlcg.convert(found, path, mlcg.convention_types("ca"))
+    assert not marker.exists()
+
+
+def test_not_a_torch_file_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(pickle.dumps([1, 2]) + b"garbage")
+    with pytest.raises(ImportModelError, match="model.pt: not a readable mlcg model file"):
+        import_mlcg(path, mapping="ca")
+
+
+def _node(root: Opaque, *path: str) -> Opaque:
+    node = root
+    for name in path:
+        node = node.module(name)
+    return node
+
+
+SCHNET = ("models", "SchNet", "model")
+BLOCK = (*SCHNET, "interaction_blocks", "0")
+
+
+def _set_class(*path: str, class_path: str):
+    def change(root):
+        _node(root, *path).class_path = class_path
+
+    return change
+
+
+def _set_attribute(*path: str, name: str, value):
+    def change(root):
+        _node(root, *path).state[name] = value
+
+    return change
+
+
+def _unpair_orientation(root):
+    bonds = _node(root, "models", "bonds", "model")
+    first = bonds.state["allowed_interaction_keys"][0]
+    bonds.state["_buffers"]["k"][first] += 1.0
+
+
+REFUSED = {
+    "StandardSchNet": _set_class(*SCHNET, class_path="mlcg.nn.schnet.AttentiveSchNet"),
+    "ExpRepulsion": _set_class(
+        "models", "repulsion", "model", class_path="mlcg.nn.prior.repulsion.ExpRepulsion"
+    ),
+    "activation": _set_class(*BLOCK, "activation", class_path="torch.nn.modules.activation.GELU"),
+    "aggr": _set_attribute(*BLOCK, "conv", name="aggr", value="mean"),
+    "cutoff_upper": _set_attribute(*BLOCK, "conv", "cutoff", name="cutoff_upper", value=25.0),
+    "IdentityCutoff": _set_class(*BLOCK, "conv", "cutoff", class_path="mlcg.nn.cutoff.IdentityCutoff"),
+    "GaussianBasis": _set_class(
+        *SCHNET, "rbf_layer", class_path="mlcg.nn.radial_basis.exp_normal.ExpNormalBasis"
+    ),
+    "self_interaction": _set_attribute(*SCHNET, name="self_interaction", value=True),
+    "orientation": _unpair_orientation,
+}
+
+
+@pytest.mark.parametrize("option", sorted(REFUSED))
+def test_unsupported_parts_are_refused_by_name(option):
+    path = DATA / "ca_model.pt"
+    root = read_opaque(path, "mlcg")
+    REFUSED[option](root)
+    with pytest.raises(ImportModelError, match="ca_model.pt") as error:
+        mlcg.convert(root, path, mlcg.convention_types("ca"))
+    message = str(error.value)
+    named = {"orientation": "reverse", "cutoff_upper": "25", "IdentityCutoff": "IdentityCutoff",
+             "ExpRepulsion": "ExpRepulsion", "activation": "GELU"}  # fmt: skip
+    assert named.get(option, option) in message
+
+
+def test_type_outside_the_embedding_is_refused():
+    path = DATA / "ca_model.pt"
+    with pytest.raises(ImportModelError, match="'TYR.CA' maps to atom type 99"):
+        mlcg.convert(read_opaque(path, "mlcg"), path, {"TYR.CA": 99})
+
+
+def test_bad_repulsion_pairs_and_mapping_are_refused():
+    with pytest.raises(ImportModelError, match="repulsion pairs 'some'"):
+        import_mlcg(DATA / "ca_model.pt", mapping="ca", repulsion_pairs="some")
+    with pytest.raises(ImportModelError, match="not 'martini'"):
+        mlcg.convention_types("martini")
+
+
+def test_fixture_records_its_source():
+    record = json.loads((DATA / "fixture.json").read_text())
+    assert len(record["mlcg_commit"]) == 40 and record["structure"].endswith(".pdb")
+
+
+def test_checkpoint_round_trip_keeps_every_part(tmp_path):
+    """Cosine angles, enveloped trainable basis and readout widths survive save and safe load."""
+    out = tmp_path / "opeps.pt"
+    model, topology = imported("opeps", output=out)
+    loaded = load_model(str(out), dtype=torch.float64)
+    assert loaded.config.readout_widths == (10,) and loaded.config.rbf_envelope
+    assert "cos_theta0" in loaded.priors.angles.parameter_names
+    frames = reference("opeps")["positions_angstrom"][:2] * 0.1
+    expected, _ = energies_and_forces(model, topology, frames)
+    energies, _ = energies_and_forces(loaded, topology, frames)
+    assert np.array_equal(energies, expected)
