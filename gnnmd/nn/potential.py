@@ -45,6 +45,9 @@ class PotentialConfig:
             mlcg's Gaussians with a CosineCutoff).
         neighbor_embedding: TorchMD-Net's neighbour embedding before the interaction blocks.
         readout_hidden_layers: extra hidden layers of the readout MLP.
+        chiral_features: add reflection-sensitive input to each bead's embedding (signed dihedral
+            features of the bonded topology, :mod:`gnnmd.nn.chirality`), so a structure and its
+            mirror image can differ in energy; pair filters stay functions of distance.
         readout_widths: the readout MLP's hidden widths (H → w₁ → … → 1, mlcg's
             ``output_hidden_layer_widths``); empty: H/2, then ``readout_hidden_layers`` more of H/2.
         repulsion_exclusions: bonded separations (1: bonds, 2: 1-3, 3: 1-4 pairs) the repulsion
@@ -75,6 +78,7 @@ class PotentialConfig:
     prior_terms: Tuple[str, ...] = PRIOR_TERMS
     readout_activation: Optional[str] = None
     readout_widths: Tuple[int, ...] = ()
+    chiral_features: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_filters", "num_rbf"):
@@ -161,6 +165,7 @@ class CGPotential(nn.Module):
             readout_hidden_layers=config.readout_hidden_layers,
             readout_act=config.readout_activation,
             readout_widths=config.readout_widths,
+            chiral_features=config.chiral_features,
         )
         # TorchScript needs a module here either way; an unused empty set costs nothing.
         self.priors = priors if priors is not None else _empty_priors(len(self.vocabulary), config.cutoff_nm)
@@ -209,7 +214,11 @@ class CGPotential(nn.Module):
         Returns:
             (G,) kJ/mol.
         """
-        bead_energy = self.network(batch.types, pairs, distances)
+        initial: Optional[Tensor] = None
+        chirality = self.network.chirality
+        if chirality is not None:
+            initial = chirality(positions, batch.dihedrals, batch.graph_index, box)
+        bead_energy = self.network(batch.types, pairs, distances, initial)
         num_graphs = batch.ptr.shape[0] - 1
         energy = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device)
         energy = energy.index_add(0, batch.graph_index, bead_energy) + self.network.molecule_energy

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from gnnmd.kernels.reference import ReferenceKernel, aggregate_pairs
 from gnnmd.nn.basis import CosineCutoff, radial_basis
+from gnnmd.nn.chirality import ChiralInput
 
 ACTIVATIONS = ("tanh", "ssp", "silu", "sigmoid", "mish")
 
@@ -139,6 +140,8 @@ class SchNet(nn.Module):
         readout_hidden_layers: extra (H/2 → H/2) layers in the readout MLP.
         readout_act: the readout's activation (default: ``act``).
         readout_widths: the readout's hidden widths (empty: H/2, then ``readout_hidden_layers`` of H/2).
+        chiral_features: hold a :class:`~gnnmd.nn.chirality.ChiralInput` (its caller, which has the
+            positions, evaluates it and passes the result as ``initial``).
     """
 
     def __init__(
@@ -157,9 +160,12 @@ class SchNet(nn.Module):
         readout_hidden_layers: int = 0,
         readout_act: Optional[str] = None,
         readout_widths: Sequence[int] = (),
+        chiral_features: bool = False,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_types, hidden_channels)
+        #: Reflection-sensitive input from dihedrals (None: the network sees distances only).
+        self.chirality = ChiralInput(hidden_channels) if chiral_features else None
         self.basis = radial_basis(rbf, cutoff_nm, num_rbf, lower_cutoff_nm, rbf_envelope)
         self.envelope = CosineCutoff(cutoff_nm, lower_cutoff_nm)
         self.neighbor_embedding = (
@@ -189,18 +195,23 @@ class SchNet(nn.Module):
         front = [self.neighbor_embedding] if self.neighbor_embedding is not None else []
         return front + list(self.interactions)
 
-    def forward(self, types: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
+    def forward(
+        self, types: Tensor, pairs: Tensor, distances: Tensor, initial: Optional[Tensor] = None
+    ) -> Tensor:
         """Per-bead energies.
 
         Args:
             types: (N,) int64 bead types.
             pairs: (2, E) int64 interacting pairs i<j (inside the cutoff).
             distances: (E,) nm.
+            initial: optional (N, H) added to the type embeddings (e.g. chiral input).
         Returns:
             (N,) kJ/mol, the network's energy contribution of each bead
             (:attr:`molecule_energy` not included: it is added per molecule).
         """
         x = self.embedding(types)
+        if initial is not None:
+            x = x + initial
         if self.backend == "reference":
             rbf = self.basis(distances)
             envelope = self.envelope(distances)
