@@ -23,6 +23,7 @@ import torch
 
 from gnnmd.cli import main as gnnmd
 from gnnmd.models import PRETRAINED_DIR, load_model, save_checkpoint
+from gnnmd.nn.potential import priors_only
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def main() -> None:
     summaries = {"ala2-cg": validate("ala2-cg", args.work / "validation.json", args.work / "plots")}
     if args.baseline:
         summaries["priors only"] = validate(
-            str(priors_only(args.work)), args.work / "baseline.json", args.work / "plots_baseline"
+            str(priors_only_file(args.work)), args.work / "baseline.json", args.work / "plots_baseline"
         )
     print(json.dumps(summaries, indent=1))
 
@@ -75,12 +76,9 @@ def ship(model) -> None:
     )
 
 
-def priors_only(work: Path) -> Path:
+def priors_only_file(work: Path) -> Path:
     """ala2-cg with the network's energy switched off (last layer zero): the priors alone."""
-    model = load_model("ala2-cg")
-    with torch.no_grad():
-        model.network.readout[-1].weight.zero_()
-        model.network.readout[-1].bias.zero_()
+    model = priors_only(load_model("ala2-cg"))
     metadata = dict(model.metadata, trained=False, description="ala2-cg priors only (network output zeroed)")
     return save_checkpoint(model, work / "priors_only.pt", metadata)
 

@@ -8,13 +8,19 @@ of the joint φ/ψ map when the molecule has exactly two dihedrals), and the
 model's force RMSE on held-out reference frames. A molecule named like a
 shipped protein system (chignolin, ...) also gets CA RMSD to its native
 structure, fraction of native contacts Q, the joint RMSD-Q map and the folded
-fraction (:mod:`gnnmd.analysis.protein`). Units: nm, ps, K, kJ/mol/nm.
+fraction (:mod:`gnnmd.analysis.protein`).
+
+The main observable (φ/ψ, or RMSD × Q for proteins; :mod:`gnnmd.analysis.states`) is
+reported with what it takes to judge it: its JS divergence, the same for the model with its
+network switched off (``priors_only``, simulated from the same starts), the reference's own
+noise floor (its halves against each other), and state populations with standard errors.
+Units: nm, ps, K, kJ/mol/nm.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +29,17 @@ import torch
 from gnnmd.analysis.distributions import histogram, jensen_shannon
 from gnnmd.analysis.observables import Observable, term_observables
 from gnnmd.analysis.protein import folded_fraction, protein_observables, shipped_native
+from gnnmd.analysis.states import (
+    STATE_DEFINITIONS,
+    main_observable,
+    noise_floor,
+    populations,
+    reference_blocks,
+)
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.errors import SimulationError
 from gnnmd.models import is_trained
-from gnnmd.nn.potential import CGPotential
+from gnnmd.nn.potential import CGPotential, priors_only
 from gnnmd.sim import LangevinSettings, ReplicaRunner
 from gnnmd.topology import CGTopology
 from gnnmd.units import PS_PER_FS
@@ -51,6 +64,8 @@ class ValidationSettings:
     bins_2d: int = 24
     force_frames: int = 2000
     seed: int = 0
+    #: Also simulate the model with its network switched off (key ``priors_only`` of the report).
+    priors_only: bool = True
 
     def __post_init__(self) -> None:
         if self.steps <= self.equilibration_steps:
@@ -75,20 +90,11 @@ def compare(simulated: Observable, reference: Observable, settings: ValidationSe
     return jensen_shannon(p, q), value_range
 
 
-def _protein_comparison(
-    topology: CGTopology, simulated: np.ndarray, reference: np.ndarray
-) -> tuple[list[Observable], list[Observable], dict]:
-    """RMSD/Q observables of both samplings and the folded fractions; nothing unless a shipped protein."""
-    native = shipped_native(topology)
-    if native is None:
-        return [], [], {}
-    sim = protein_observables(topology, simulated, native)
-    ref = protein_observables(topology, reference, native)
-    folded = {
-        label: folded_fraction(next(o.samples for o in observables if o.name == "rmsd_native"))
-        for label, observables in (("model", sim), ("reference", ref))
-    }
-    return sim, ref, {"folded_fraction": folded}
+def observables_of(topology: CGTopology, frames: np.ndarray, native: np.ndarray | None) -> list[Observable]:
+    """Every observable of frames (F, n, 3) nm: RMSD, Q and RMSD-Q first for a protein with a
+    ``native`` structure, then the bonded terms' (and φ/ψ)."""
+    protein = protein_observables(topology, frames, native) if native is not None else []
+    return protein + term_observables(topology, frames)
 
 
 def compare_frames(
@@ -101,13 +107,17 @@ def compare_frames(
     shipped protein (see :mod:`gnnmd.analysis.protein`), whose RMSD, Q and joint
     RMSD-Q observables then come first.
     """
-    sim_protein, ref_protein, extra = _protein_comparison(topology, simulated, reference)
+    native = shipped_native(topology)
+    sim_all = observables_of(topology, simulated, native)
+    ref_all = observables_of(topology, reference, native)
+    extra = {}
+    if native is not None:
+        extra["folded_fraction"] = {
+            label: folded_fraction(next(o.samples for o in observables if o.name == "rmsd_native"))
+            for label, observables in (("model", sim_all), ("reference", ref_all))
+        }
     divergences, pairs = {}, []
-    for sim, ref in zip(
-        sim_protein + term_observables(topology, simulated),
-        ref_protein + term_observables(topology, reference),
-        strict=True,
-    ):
+    for sim, ref in zip(sim_all, ref_all, strict=True):
         divergences[ref.name], value_range = compare(sim, ref, settings)
         pairs.append((sim, ref, value_range))
     return divergences, pairs, extra
@@ -115,8 +125,9 @@ def compare_frames(
 
 def simulate(
     model: CGPotential, topology: CGTopology, starts: np.ndarray, settings: ValidationSettings
-) -> tuple[np.ndarray, dict[int, str]]:
-    """Frames (F, n, 3) nm of ``settings.replicas`` replicas started from ``starts`` (R, n, 3).
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Frames (F, n, 3) nm of ``settings.replicas`` replicas started from ``starts`` (R, n, 3),
+    and the replica (F,) each frame belongs to.
 
     Also returns the replicas that failed ({replica: reason}): non-finite, or hotter than
     :data:`MAX_TEMPERATURE_FACTOR` times the thermostat. They are dropped at the first
@@ -148,12 +159,13 @@ def simulate(
 
     runner.step(settings.equilibration_steps)
     check(settings.equilibration_steps)
-    frames = []
+    frames, owners = [], []
     for index in range((settings.steps - settings.equilibration_steps) // settings.record_every):
         runner.step(settings.record_every)
         check(settings.equilibration_steps + (index + 1) * settings.record_every)
         frames.append(runner.positions.detach().cpu().numpy().reshape(len(alive), topology.n_beads, 3))
-    return np.concatenate(frames), failed
+        owners.append(np.array(alive))
+    return np.concatenate(frames), np.concatenate(owners), failed
 
 
 def force_rmse(model: CGPotential, dataset: ForceDataset, molecule: int, frames: np.ndarray) -> float:
@@ -194,8 +206,9 @@ def validate_molecule(
     chosen = np.linspace(0, count - 1, min(count, MAX_REFERENCE_FRAMES)).astype(np.int64)
     reference_frames, _ = dataset.frames(molecule, chosen)
     starts = reference_frames[np.linspace(0, len(reference_frames) - 1, settings.replicas).astype(np.int64)]
-    simulated_frames, failed = simulate(model, topology, starts, settings)
+    simulated_frames, replicas, failed = simulate(model, topology, starts, settings)
     divergences, pairs, extra = compare_frames(topology, simulated_frames, reference_frames, settings)
+    extra.update(judge_main_observable(model, topology, starts, pairs, replicas, settings))
     frames, kind = held_out_frames(model, dataset, molecule, settings.force_frames)
     simulated_ns = settings.replicas * settings.steps * settings.timestep_fs * PS_PER_FS * 1e-3
     report = {
@@ -215,6 +228,45 @@ def validate_molecule(
 
         report["plot"] = str(plot_validation(pairs, settings, plots / f"{topology.name}_validation.png"))
     return report
+
+
+def judge_main_observable(
+    model: CGPotential,
+    topology: CGTopology,
+    starts: np.ndarray,
+    pairs: list,
+    replicas: np.ndarray,
+    settings: ValidationSettings,
+) -> dict:
+    """Report entries of the main observable: noise floor, populations, the priors-only model's."""
+    observables = {reference.name: (simulated, reference) for simulated, reference, _ in pairs}
+    main = main_observable(list(observables))
+    if main is None:
+        return {}
+    simulated, reference = observables[main]
+    blocks = reference_blocks(len(reference.samples))
+
+    def divergence(a: np.ndarray, b: np.ndarray) -> float:
+        return compare(replace(reference, samples=a), replace(reference, samples=b), settings)[0]
+
+    out = {
+        "main_observable": main,
+        "state_definitions": STATE_DEFINITIONS[main],
+        "noise_floor": noise_floor(reference.samples, divergence),
+        "populations": {
+            "model": populations(main, simulated.samples, replicas),
+            "reference": populations(main, reference.samples, blocks),
+        },
+    }
+    if settings.priors_only and model.use_priors:
+        frames, owners, failed = simulate(priors_only(model), topology, starts, settings)
+        alone = next(o for o in observables_of(topology, frames, shipped_native(topology)) if o.name == main)
+        out["priors_only"] = {
+            "js_divergence": {main: compare(alone, reference, settings)[0]},
+            "populations": populations(main, alone.samples, owners),
+            "failed_replicas": {str(k): v for k, v in sorted(failed.items())},
+        }
+    return out
 
 
 def validate(

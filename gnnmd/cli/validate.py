@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", default="reference", choices=BACKENDS,
         help="kernel backend of the simulation and force check (default: reference; see docs/kernels.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-priors-only", action="store_true",
+        help="skip the second simulation with the network switched off (report key priors_only)",
+    )  # fmt: skip
     add_fallback_option(parser)
     add_threads_option(parser)
     parser.add_argument("--json", type=Path, help="write the report here")
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ValidationSettings(
         replicas=args.replicas, steps=args.steps, equilibration_steps=args.equilibration_steps,
         timestep_fs=args.dt_fs, temperature_k=args.temperature_k, seed=args.seed,
-        record_every=args.record_every,
+        record_every=args.record_every, priors_only=not args.no_priors_only,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         dataset = ForceDataset(reference_path(args, model, Path(scratch)))
@@ -92,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 f"  folded (CA RMSD < {FOLDED_RMSD_NM} nm): model {folded['model']:.3f}, "
                 f"reference {folded['reference']:.3f}"
             )
+        _print_main_observable(molecule)
         for observable, value in sorted(molecule["js_divergence"].items(), key=lambda kv: -kv[1]):
             print(f"  JS divergence {value:.4f}  {observable}")
     if not report["trained"]:
@@ -101,3 +106,19 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def _print_main_observable(molecule: dict) -> None:
+    main = molecule.get("main_observable")
+    if main is None:
+        return
+    line = f"  {main}: JS model {molecule['js_divergence'][main]:.4f}"
+    if "priors_only" in molecule:
+        line += f", priors only {molecule['priors_only']['js_divergence'][main]:.4f}"
+    print(f"{line}, noise floor {molecule['noise_floor']:.4f}")
+    sources = {"model": molecule["populations"]["model"], "reference": molecule["populations"]["reference"]}
+    if "priors_only" in molecule:
+        sources["priors only"] = molecule["priors_only"]["populations"]
+    for label, states in sources.items():
+        text = ", ".join(f"{state} {v['population']:.3f} ± {v['error']:.3f}" for state, v in states.items())
+        print(f"    {label}: {text}")

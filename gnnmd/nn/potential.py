@@ -9,6 +9,7 @@ are marked unused for scripting.
 from __future__ import annotations
 
 import dataclasses
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
@@ -275,3 +276,18 @@ def _empty_priors(num_types: int, cutoff_nm: float) -> PriorSet:
         "repulsion": {"keys": empty, "sigma": scalar, "epsilon": scalar},
     }
     return PriorSet(["none"], torch.zeros(num_types, dtype=torch.int64), tables, cutoff_nm)
+
+
+def priors_only(model: CGPotential) -> CGPotential:
+    """A copy of ``model`` whose network adds nothing (its last readout layer, per-type and
+    per-molecule energies zeroed): the model's priors alone, on the same backend."""
+    copy = deepcopy(model)
+    last = copy.network.readout[-1]
+    with torch.no_grad():
+        # Every floating tensor of the last layer: a quantized layer keeps its weights as int16 bits.
+        for tensor in [*last.parameters(), *last.buffers()]:
+            if tensor.is_floating_point():
+                tensor.zero_()
+        copy.network.type_energy.zero_()
+        copy.network.molecule_energy.zero_()
+    return copy

@@ -46,6 +46,17 @@ def test_train_then_validate(ala2_data, tmp_path, capsys):
     assert floor < js < 0.5 * uniform, (js, floor, uniform)
     assert molecule["force_rmse_kj_per_mol_nm"] > 0
     assert (tmp_path / "plots" / "ala2_validation.png").is_file()
+    # What the main observable is judged by: noise floor, populations with errors, priors alone.
+    assert molecule["main_observable"] == "phi_psi"
+    assert 0 < molecule["noise_floor"] < 0.1  # CGnet halves (10,000 frames) against each other
+    for source in (molecule["populations"]["model"], molecule["populations"]["reference"],
+                   molecule["priors_only"]["populations"]):  # fmt: skip
+        assert set(source) == {"alpha_R", "beta", "alpha_L"}
+        assert abs(sum(state["population"] for state in source.values()) - 1.0) < 1e-9
+        assert all(state["error"] > 0 for state in source.values() if 0 < state["population"] < 1)
+    assert 0 < molecule["priors_only"]["js_divergence"]["phi_psi"] < 0.5 * uniform
+    printed = capsys.readouterr().out
+    assert "phi_psi: JS model" in printed and "priors only" in printed and "noise floor" in printed
 
 
 def phi_psi_controls(path, size: int, settings: dict) -> tuple[float, float]:

@@ -78,7 +78,8 @@ def test_validation_simulation_drops_an_exploding_replica(small_model, chignolin
     crushed = native.mean(axis=0) + 0.001 * (native - native.mean(axis=0))  # every bead within 2 pm
     starts = np.stack([native, crushed, native])
     settings = ValidationSettings(replicas=3, steps=40, equilibration_steps=10, record_every=10)
-    frames, failed = simulate(small_model, chignolin.topology, starts, settings)
+    frames, replicas, failed = simulate(small_model, chignolin.topology, starts, settings)
     assert list(failed) == [1] and "step 10" in failed[1]
     assert frames.shape == (3 * 2, chignolin.topology.n_beads, 3)  # 3 records x 2 healthy replicas
+    assert replicas.tolist() == [0, 2] * 3  # each frame names its replica: the dropped one has none
     assert np.isfinite(frames).all() and np.abs(frames).max() < 10.0

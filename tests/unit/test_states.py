@@ -1,0 +1,59 @@
+"""State populations, their errors and noise floors of the validation's main observable."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gnnmd.analysis.states import main_observable, noise_floor, populations, reference_blocks, state_masks
+
+
+def test_ramachandran_states_follow_their_definitions():
+    degrees = np.array([[-60.0, -45.0], [-120.0, 130.0], [-80.0, -150.0], [60.0, 40.0], [0.0, 0.0]])
+    masks = state_masks("phi_psi", np.radians(degrees))
+    assert masks["alpha_R"].tolist() == [True, False, False, False, False]
+    assert masks["beta"].tolist() == [False, True, True, False, False]
+    assert masks["alpha_L"].tolist() == [False, False, False, True, True]  # φ ≥ 0, φ = 0 included
+
+
+def test_folded_is_strict():
+    samples = np.array([[0.15, 0.8], [0.15, 0.5], [0.25, 0.9]])  # RMSD nm, Q
+    assert state_masks("rmsd_q", samples)["folded"].tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="no states defined for observable 'energy'"):
+        state_masks("energy", samples)
+
+
+def test_population_errors_are_standard_errors_over_groups():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 500)
+    # Each group (a replica) sits in alpha_L with its own probability: the error must see it.
+    own = rng.uniform(0.0, 0.4, size=40)
+    phi = np.where(rng.random(groups.size) < own[groups], 1.0, -1.0)
+    samples = np.stack([phi, np.full(groups.size, -0.5)], axis=1)
+    found = populations("phi_psi", samples, groups)["alpha_L"]
+    per_group = np.array([(phi[groups == g] > 0).mean() for g in range(40)])
+    assert found["population"] == pytest.approx((phi > 0).mean())
+    assert found["error"] == pytest.approx(per_group.std(ddof=1) / math.sqrt(40))
+    assert found["error"] > 0.01  # much larger than the naive binomial error over 20,000 frames
+
+
+def test_reference_blocks_are_contiguous_and_cover_every_frame():
+    blocks = reference_blocks(1003, 10)
+    assert blocks[0] == 0 and blocks[-1] == 9 and bool((np.diff(blocks) >= 0).all())
+    assert sorted(set(blocks.tolist())) == list(range(10))
+
+
+def test_noise_floor_compares_the_halves():
+    samples = np.arange(10.0)[:, None]
+    halves = []
+    assert noise_floor(samples, lambda a, b: halves.append((a, b)) or 0.25) == 0.25
+    first, second = halves[0]
+    assert first.ravel().tolist() == [0, 1, 2, 3, 4] and second.ravel().tolist() == [5, 6, 7, 8, 9]
+
+
+def test_main_observable_prefers_the_protein_map():
+    assert main_observable(["bond_0", "phi_psi"]) == "phi_psi"
+    assert main_observable(["rmsd_q", "phi_psi", "rmsd_native"]) == "rmsd_q"
+    assert main_observable(["bond_0"]) is None
