@@ -168,19 +168,37 @@ def simulate(
     return np.concatenate(frames), np.concatenate(owners), failed
 
 
-def force_rmse(model: CGPotential, dataset: ForceDataset, molecule: int, frames: np.ndarray) -> float:
-    """Force RMSE (kJ/mol/nm) of ``model`` on ``frames`` (indices within the molecule)."""
+def frame_force_errors(
+    model: CGPotential, dataset: ForceDataset, molecule: int, frames: np.ndarray
+) -> np.ndarray:
+    """(F,) mean squared force error per frame, (kJ/mol/nm)², of ``model`` on ``frames`` (indices
+    within the molecule)."""
     topology = dataset.topologies[molecule]
-    squared, count = 0.0, 0
+    errors = []
     for chunk in np.array_split(frames, max(1, len(frames) // 256)):
         positions, reference = dataset.frames(molecule, chunk)
         batch = model.pack([topology] * len(chunk))
         dtype = next(model.parameters()).dtype
         _, forces = model.energy_and_forces(torch.as_tensor(positions.reshape(-1, 3), dtype=dtype), batch)
         difference = forces.detach().double().numpy() - reference.reshape(-1, 3)
-        squared += float((difference**2).sum())
-        count += difference.size
-    return math.sqrt(squared / count)
+        errors.append((difference**2).reshape(len(chunk), -1).mean(axis=1))
+    return np.concatenate(errors)
+
+
+def force_gain(model_errors: np.ndarray, prior_errors: np.ndarray) -> dict:
+    """How much the network lowers the held-out force error below the priors': the gain in
+    mean squared error, (kJ/mol/nm)², and the gain in units of its standard error (over
+    contiguous blocks of frames: neighbouring frames of a trajectory are correlated)."""
+    gain = prior_errors - model_errors
+    blocks = reference_blocks(len(gain))
+    means = np.array([gain[blocks == b].mean() for b in np.unique(blocks)])
+    error = float(means.std(ddof=1) / math.sqrt(len(means))) if len(means) > 1 else float("nan")
+    return {
+        "force_rmse_priors_only_kj_per_mol_nm": float(math.sqrt(prior_errors.mean())),
+        "mse_gain": float(gain.mean()),
+        "mse_gain_standard_error": error,
+        "mse_gain_in_standard_errors": float(gain.mean() / error) if error > 0 else float("nan"),
+    }
 
 
 def held_out_frames(
@@ -210,6 +228,10 @@ def validate_molecule(
     divergences, pairs, extra = compare_frames(topology, simulated_frames, reference_frames, settings)
     extra.update(judge_main_observable(model, topology, starts, pairs, replicas, settings))
     frames, kind = held_out_frames(model, dataset, molecule, settings.force_frames)
+    errors = frame_force_errors(model, dataset, molecule, frames)
+    if "priors_only" in extra:
+        alone = frame_force_errors(priors_only(model), dataset, molecule, frames)
+        extra["priors_only"]["force_gain"] = force_gain(errors, alone)
     simulated_ns = settings.replicas * settings.steps * settings.timestep_fs * PS_PER_FS * 1e-3
     report = {
         "topology": topology.name,
@@ -219,7 +241,7 @@ def validate_molecule(
         "failed_replicas": {str(k): v for k, v in sorted(failed.items())},
         "js_divergence": divergences,
         **extra,
-        "force_rmse_kj_per_mol_nm": force_rmse(model, dataset, molecule, frames),
+        "force_rmse_kj_per_mol_nm": float(math.sqrt(errors.mean())),
         "force_frames": kind,
         "force_frame_count": int(len(frames)),
     }

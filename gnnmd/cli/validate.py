@@ -88,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
         rmse = molecule["force_rmse_kj_per_mol_nm"]
         print(f"{name}: {molecule['simulated_ns']:.2f} ns simulated; force RMSE {rmse:.2f} kJ/mol/nm")
         print(f"  on {molecule['force_frame_count']} frames: {molecule['force_frames']}")
+        gain = molecule.get("priors_only", {}).get("force_gain")
+        if gain is not None:
+            print(
+                f"  priors only: force RMSE {gain['force_rmse_priors_only_kj_per_mol_nm']:.2f}; the network "
+                f"lowers the mean squared error by {gain['mse_gain_in_standard_errors']:.1f} standard errors"
+            )
         for replica, reason in molecule.get("failed_replicas", {}).items():
             print(f"  WARNING: replica {replica} failed and was dropped ({reason})", file=sys.stderr)
         if "folded_fraction" in molecule:

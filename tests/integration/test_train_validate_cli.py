@@ -55,6 +55,10 @@ def test_train_then_validate(ala2_data, tmp_path, capsys):
         assert abs(sum(state["population"] for state in source.values()) - 1.0) < 1e-9
         assert all(state["error"] > 0 for state in source.values() if 0 < state["population"] < 1)
     assert 0 < molecule["priors_only"]["js_divergence"]["phi_psi"] < 0.5 * uniform
+    gain = molecule["priors_only"]["force_gain"]
+    assert gain["force_rmse_priors_only_kj_per_mol_nm"] > 0 and gain["mse_gain_standard_error"] > 0
+    expected = gain["force_rmse_priors_only_kj_per_mol_nm"] ** 2 - molecule["force_rmse_kj_per_mol_nm"] ** 2
+    assert abs(gain["mse_gain"] - expected) <= 1e-6 * abs(expected) + 1e-9
     printed = capsys.readouterr().out
     assert "phi_psi: JS model" in printed and "priors only" in printed and "noise floor" in printed
 
