@@ -9,10 +9,10 @@ key                meaning
 name               system name (equals the TOML file's stem)
 title              one-line title
 pdb                PDB file name, relative to the systems folder
-pdb_id             Protein Data Bank id
+pdb_id             optional Protein Data Bank id
 chain / chains     chain id, or list of chain ids, to keep (default: all)
 residues           optional ``[first, last]`` PDB residue numbers, inclusive
-mapping            CG mapping, ``"5bead"`` or ``"ca"``
+mapping            CG mapping, ``"5bead"``, ``"ca"`` or ``"backbone"``
 model              frame (model) index of the PDB to use, default 0
 expected_beads     bead count under ``mapping``; a different count raises
 expected_residues  optional residue count, checked under every mapping
@@ -39,12 +39,18 @@ import mdtraj
 import numpy as np
 
 from gnnmd.errors import SystemNotFoundError, TopologyError
-from gnnmd.topology import MAPPINGS, STANDARD_RESIDUES, CGTopology, canonical_residue_name, map_to_cg
+from gnnmd.topology import (
+    CAP_BEADS,
+    MAPPINGS,
+    STANDARD_RESIDUES,
+    CGTopology,
+    canonical_residue_name,
+    map_to_cg,
+)
 
 DEFAULT_SYSTEM = "chignolin"
 
-_REQUIRED_KEYS = ("name", "title", "pdb", "pdb_id", "mapping", "expected_beads", "description",
-                  "source")  # fmt: skip
+_REQUIRED_KEYS = ("name", "title", "pdb", "mapping", "expected_beads", "description", "source")
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +132,8 @@ def _resolve_name(name: str) -> pathlib.Path | None:
     for stem in list_systems():
         path = folder / f"{stem}.toml"
         spec = _read_description(path)
-        other = [str(spec["pdb_id"]), *spec.get("aliases", [])]
+        other = [str(spec["pdb_id"])] if "pdb_id" in spec else []
+        other += [str(alias) for alias in spec.get("aliases", [])]
         if wanted in {o.lower() for o in other}:
             return path
     return None
@@ -261,15 +268,17 @@ class DroppedAtomsWarning(UserWarning):
     """Part of a structure file (non-protein residues, extra models) was not mapped to beads."""
 
 
-def _report_drops(path: pathlib.Path, traj: mdtraj.Trajectory) -> None:
+def _report_drops(path: pathlib.Path, traj: mdtraj.Trajectory, mapping: str) -> None:
     """Say once what of a user's structure file is left out, why, and how to keep it if one can."""
-    dropped = Counter(
-        r.name for r in traj.topology.residues if canonical_residue_name(r.name) not in STANDARD_RESIDUES
-    )
+    kept = set(STANDARD_RESIDUES) | (set(CAP_BEADS) if mapping == "backbone" else set())
+    dropped = Counter(r.name for r in traj.topology.residues if canonical_residue_name(r.name) not in kept)
     parts = []
     if dropped:
         listed = ", ".join(f"{name} x{count}" for name, count in sorted(dropped.items()))
-        parts.append(f"{sum(dropped.values())} non-protein residue(s) ({listed}): gnnmd maps protein only")
+        caps = " (the backbone mapping keeps ACE/NME caps)" if set(dropped) & set(CAP_BEADS) else ""
+        parts.append(
+            f"{sum(dropped.values())} non-protein residue(s) ({listed}): gnnmd maps protein only{caps}"
+        )
     if traj.n_frames > 1:
         parts.append(
             f"models 2-{traj.n_frames}: the first model is used (a system TOML's `model` key picks another)"
@@ -280,7 +289,7 @@ def _report_drops(path: pathlib.Path, traj: mdtraj.Trajectory) -> None:
 
 def _load_path(pdb_path: pathlib.Path, mapping: str) -> System:
     everything = _load_pdb(pdb_path)
-    _report_drops(pdb_path, everything)
+    _report_drops(pdb_path, everything, mapping)
     traj = _frame(everything, 0, pdb_path)
     topology, positions = map_to_cg(traj, mapping, name=pdb_path.stem, source=str(pdb_path))
     _check_beads(pdb_path, topology, positions[0])

@@ -3,15 +3,17 @@
 Units: positions in nm (mdtraj's own unit, also gnnmd's internal length unit, see
 :mod:`gnnmd.units`), masses in amu (g/mol).
 
-Two slice mappings are supported; in both every bead sits exactly on one atom of
+Three slice mappings are supported; in each every bead sits exactly on one atom of
 the all-atom structure (no centre of mass):
 
-========  ===================================================================
-mapping   beads per residue, in this order
-========  ===================================================================
-"5bead"   N, CA, CB, C, O (glycine has no CB: N, CA, C, O)
-"ca"      CA
-========  ===================================================================
+==========  =================================================================
+mapping     beads per residue, in this order
+==========  =================================================================
+"5bead"     N, CA, CB, C, O (glycine has no CB: N, CA, C, O)
+"ca"        CA
+"backbone"  N, CA, C; an ACE cap gives its carbonyl C, an NME cap its N (CGnet's
+            alanine dipeptide: ACE.C, ALA.N, ALA.CA, ALA.C, NME.N)
+==========  =================================================================
 
 **Masses.** A bead's mass is the element mass of the atom it sits on, from
 mdtraj's element table (N 14.007, C 12.011, O 15.999 amu). Hydrogens and side
@@ -46,7 +48,7 @@ from ase.data import chemical_symbols
 
 from gnnmd.errors import TopologyError
 
-MAPPINGS = ("5bead", "ca")
+MAPPINGS = ("5bead", "ca", "backbone")
 #: Kind of a topology built bead by bead (:func:`custom_topology`), e.g. from a dataset.
 CUSTOM_MAPPING = "custom"
 
@@ -70,7 +72,13 @@ RESIDUE_ALIASES: dict[str, str] = {
     "MSE": "MET",
 }  # fmt: skip
 
-BEAD_NAMES: dict[str, tuple[str, ...]] = {"5bead": ("N", "CA", "CB", "C", "O"), "ca": ("CA",)}
+BEAD_NAMES: dict[str, tuple[str, ...]] = {
+    "5bead": ("N", "CA", "CB", "C", "O"),
+    "ca": ("CA",),
+    "backbone": ("N", "CA", "C"),
+}
+#: Terminal caps the backbone mapping keeps (their atom that continues the backbone).
+CAP_BEADS: dict[str, tuple[str, ...]] = {"ACE": ("C",), "NME": ("N",)}
 
 #: Bonds within one residue (5bead), by bead name.
 _INTRA_RESIDUE_BONDS = (("N", "CA"), ("CA", "C"), ("C", "O"), ("CA", "CB"))
@@ -93,6 +101,8 @@ def canonical_residue_name(name: str) -> str:
 
 
 def _residue_bead_names(residue: str, mapping: str) -> tuple[str, ...]:
+    if residue in CAP_BEADS:
+        return CAP_BEADS[residue] if mapping == "backbone" else ()
     names = BEAD_NAMES[mapping]
     return tuple(n for n in names if not (residue == "GLY" and n == "CB"))
 
@@ -101,10 +111,10 @@ def protein_bead_vocabulary(mapping: str = "5bead") -> tuple[str, ...]:
     """Every bead type ``"RES.BEAD"`` of ``mapping`` for the residues in STANDARD_RESIDUES.
 
     Sorted by residue name, then by bead order within the residue (N, CA, CB, C, O);
-    glycine has no CB. 5bead gives 104 types, ca gives 21.
+    glycine has no CB. 5bead gives 104 types, ca gives 21, backbone 65 (with the caps).
     """
     _check_mapping(mapping)
-    residues = sorted(STANDARD_RESIDUES)
+    residues = sorted(STANDARD_RESIDUES + (tuple(CAP_BEADS) if mapping == "backbone" else ()))
     return tuple(f"{r}.{b}" for r in residues for b in _residue_bead_names(r, mapping))
 
 
@@ -280,15 +290,18 @@ def _protein_residues(
     source: str,
     chains: Sequence[str] | None,
     residues: tuple[int, int] | None,
+    caps: bool = False,
 ) -> list[mdtraj.core.topology.Residue]:
-    """Protein residues in topology order, optionally restricted to chains and a resSeq range."""
+    """Protein residues in topology order (with ACE/NME caps when ``caps``), optionally restricted
+    to chains and a resSeq range."""
     selected = []
     for residue in top.residues:
         if chains is not None and _chain_label(residue) not in chains:
             continue
         if residues is not None and not residues[0] <= residue.resSeq <= residues[1]:
             continue
-        if canonical_residue_name(residue.name) in STANDARD_RESIDUES:
+        name = canonical_residue_name(residue.name)
+        if name in STANDARD_RESIDUES or (caps and name in CAP_BEADS):
             selected.append(residue)
         elif _BACKBONE <= {atom.name for atom in residue.atoms}:
             allowed = ", ".join(STANDARD_RESIDUES)
@@ -338,12 +351,14 @@ def _link_bonds(
 ) -> list[tuple[int, int]]:
     """Bonds between consecutive residues of one chain that are close enough in frame 0."""
     head, tail, cutoff = (
-        ("C", "N", PEPTIDE_BOND_MAX_NM) if mapping == "5bead" else ("CA", "CA", CA_BOND_MAX_NM)
+        ("CA", "CA", CA_BOND_MAX_NM) if mapping == "ca" else ("C", "N", PEPTIDE_BOND_MAX_NM)
     )
     bonds = []
     for r in range(len(residues) - 1):
         if residues[r].chain.index != residues[r + 1].chain.index:
             continue
+        if head not in first_bead[r] or tail not in first_bead[r + 1]:
+            continue  # an NME cap ends the chain, an ACE cap begins it
         i, j = first_bead[r][head], first_bead[r + 1][tail]
         if np.linalg.norm(xyz0[j] - xyz0[i]) < cutoff:
             bonds.append((i, j))
@@ -400,7 +415,8 @@ def map_to_cg(
     Args:
         traj: all-atom structure(s); positions in nm. The first frame decides which
             consecutive residues are bonded (chain breaks make no bond).
-        mapping: ``"5bead"`` (N, CA, CB, C, O) or ``"ca"``.
+        mapping: ``"5bead"`` (N, CA, CB, C, O), ``"ca"`` or ``"backbone"`` (N, CA, C and the
+            ACE/NME caps' C and N).
         name: molecule name stored in the topology.
         source: file name used in error messages.
         chains: keep only residues of these chain ids (default: all chains).
@@ -414,7 +430,7 @@ def map_to_cg(
             missing bead atom; the message names the source, chain and residue.
     """
     _check_mapping(mapping)
-    chosen = _protein_residues(traj.topology, source, chains, residues)
+    chosen = _protein_residues(traj.topology, source, chains, residues, caps=mapping == "backbone")
     if not chosen:
         raise TopologyError(
             f"{source}: no protein residues found (selection chains={chains}, "

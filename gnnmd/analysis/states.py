@@ -14,8 +14,9 @@ unfolded   every other frame
 =========  ==========================================================================
 
 A population's error is the standard error over independent groups of frames: the
-replicas of a simulation, contiguous blocks of a reference (its frames are ordered by
-trajectory). The noise floor of a reference is the JS divergence between its two halves.
+replicas of a simulation, the trajectories of a reference that records them, else contiguous
+blocks of its frames. The noise floor of a reference is the JS divergence between its two
+halves (of its trajectories, when recorded).
 """
 
 from __future__ import annotations
@@ -79,7 +80,16 @@ def reference_blocks(count: int, blocks: int = REFERENCE_BLOCKS) -> np.ndarray:
     return np.minimum(np.arange(count) * blocks // max(count, 1), blocks - 1)
 
 
-def noise_floor(samples: np.ndarray, divergence: Callable[[np.ndarray, np.ndarray], float]) -> float:
-    """``divergence`` between the first and second halves of reference samples (F, d)."""
-    half = len(samples) // 2
-    return float(divergence(samples[:half], samples[half:]))
+def noise_floor(
+    samples: np.ndarray,
+    divergence: Callable[[np.ndarray, np.ndarray], float],
+    groups: np.ndarray | None = None,
+) -> float:
+    """``divergence`` between two halves of reference samples (F, d): the first and second half of
+    the frames, or, with ``groups`` ((F,) trajectory ids), of the trajectories."""
+    if groups is None:
+        half = len(samples) // 2
+        return float(divergence(samples[:half], samples[half:]))
+    labels = np.unique(groups)
+    first = np.isin(groups, labels[: len(labels) // 2])
+    return float(divergence(samples[first], samples[~first]))

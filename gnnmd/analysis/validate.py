@@ -226,7 +226,9 @@ def validate_molecule(
     starts = reference_frames[np.linspace(0, len(reference_frames) - 1, settings.replicas).astype(np.int64)]
     simulated_frames, replicas, failed = simulate(model, topology, starts, settings)
     divergences, pairs, extra = compare_frames(topology, simulated_frames, reference_frames, settings)
-    extra.update(judge_main_observable(model, topology, starts, pairs, replicas, settings))
+    ids = dataset.trajectory_ids[molecule]
+    groups = ids[chosen] if ids is not None else None
+    extra.update(judge_main_observable(model, topology, starts, pairs, replicas, settings, groups))
     frames, kind = held_out_frames(model, dataset, molecule, settings.force_frames)
     errors = frame_force_errors(model, dataset, molecule, frames)
     if "priors_only" in extra:
@@ -259,14 +261,19 @@ def judge_main_observable(
     pairs: list,
     replicas: np.ndarray,
     settings: ValidationSettings,
+    reference_groups: np.ndarray | None = None,
 ) -> dict:
-    """Report entries of the main observable: noise floor, populations, the priors-only model's."""
+    """Report entries of the main observable: noise floor, populations, the priors-only model's.
+
+    ``reference_groups`` ((frames,) the trajectory of each reference frame) make the reference's
+    errors and halves follow its independent trajectories; without, contiguous blocks."""
     observables = {reference.name: (simulated, reference) for simulated, reference, _ in pairs}
     main = main_observable(list(observables))
     if main is None:
         return {}
     simulated, reference = observables[main]
-    blocks = reference_blocks(len(reference.samples))
+    independent = reference_groups is not None and len(np.unique(reference_groups)) > 1
+    blocks = reference_groups if independent else reference_blocks(len(reference.samples))
 
     def divergence(a: np.ndarray, b: np.ndarray) -> float:
         return compare(replace(reference, samples=a), replace(reference, samples=b), settings)[0]
@@ -274,7 +281,8 @@ def judge_main_observable(
     out = {
         "main_observable": main,
         "state_definitions": STATE_DEFINITIONS[main],
-        "noise_floor": noise_floor(reference.samples, divergence),
+        "noise_floor": noise_floor(reference.samples, divergence, reference_groups if independent else None),
+        "reference_groups": "trajectories" if independent else f"{len(np.unique(blocks))} contiguous blocks",
         "populations": {
             "model": populations(main, simulated.samples, replicas),
             "reference": populations(main, reference.samples, blocks),

@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     allatom.add_argument("--platform", choices=("auto", *PLATFORMS), default="auto", help=PLATFORM_HELP)
     allatom.add_argument("--seed", type=int, default=1, help="velocities and thermostat seed (1)")
+    allatom.add_argument(
+        "--start-temperature-k", type=float,
+        help="first spend --start-ps at this temperature (nothing recorded), so that runs with other "
+        "seeds start from other conformations",
+    )  # fmt: skip
+    allatom.add_argument("--start-ps", type=float, default=0.0, help="time at --start-temperature-k, ps")
     allatom.add_argument("-o", "--output", type=Path, required=True, help=output_help + "; resumable")
     _add_recompute(actions, output_help)
 
@@ -156,6 +162,7 @@ def generate(args: argparse.Namespace) -> Path:
         temperature_k=args.temperature_k, frame_interval_ps=args.frame_interval_ps,
         forcefield=args.forcefield, platform=resolve_platform(args.platform), seed=args.seed,
         resolution=args.resolution, timestep_fs=args.timestep_fs,
+        start_temperature_k=args.start_temperature_k, start_ps=args.start_ps,
     )  # fmt: skip
     generator = Generator(load_system(args.system), args.output, settings)
     total = int(round(args.ns * 1000.0 / args.frame_interval_ps))

@@ -84,6 +84,10 @@ class AllAtomSettings:
     # they existed lack them.
     resolution: str = "cg"
     constraints: str | None = None
+    #: A fresh run first spends ``start_ps`` at this temperature (K), from its own velocities, so
+    #: runs with different seeds start from different conformations; None: start at the structure.
+    start_temperature_k: float | None = None
+    start_ps: float = 0.0
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:
@@ -107,6 +111,12 @@ class AllAtomSettings:
             raise ValueError(f"unknown platform {self.platform!r}; allowed: {PLATFORMS}")
         if self.steps_per_frame < 1:
             raise ValueError(f"frame_interval_ps {self.frame_interval_ps} is shorter than one step")
+        hot = self.start_temperature_k
+        valid = self.start_ps == 0.0 if hot is None else (hot > 0 and self.start_ps > 0)
+        if not valid:
+            raise ValueError(
+                f"start_temperature_k ({hot}) and start_ps ({self.start_ps}): give both, positive, or neither"
+            )
 
     @property
     def steps_per_frame(self) -> int:
@@ -121,6 +131,8 @@ class AllAtomSettings:
         fields = asdict(self)
         if self.resolution == "cg":
             del fields["resolution"], fields["constraints"]
+        if self.start_temperature_k is None:  # added later: absent from older checkpoints
+            del fields["start_temperature_k"], fields["start_ps"]
         return repr(fields)
 
 
@@ -303,7 +315,20 @@ class Generator:
         self.frames_done = self._resume()
         if self.frames_done == 0 and not self.checkpoint.exists():
             openmm.LocalEnergyMinimizer.minimize(self.context)
+            self._hot_start()
             self.context.setVelocitiesToTemperature(settings.temperature_k * unit.kelvin, settings.seed)
+
+    def _hot_start(self) -> None:
+        """Spend ``start_ps`` at ``start_temperature_k`` (nothing recorded): a seed-dependent start."""
+        from openmm import unit
+
+        hot = self.settings.start_temperature_k
+        if hot is None:
+            return
+        self.integrator.setTemperature(hot * unit.kelvin)
+        self.context.setVelocitiesToTemperature(hot * unit.kelvin, self.settings.seed)
+        self.integrator.step(int(round(self.settings.start_ps * 1000.0 / self.settings.timestep_fs)))
+        self.integrator.setTemperature(self.settings.temperature_k * unit.kelvin)
 
     def _resume(self) -> int:
         """Frames already recorded; reload the OpenMM state and drop frames written after it."""

@@ -10,6 +10,9 @@ Layout (units are the internal ones and are recorded in the file)::
                                                         checksum per chunk (all three arrays)
         forces             (F, n, 3) float32, kJ/mol/nm
         energies           (F,) float64, kJ/mol         optional
+        trajectories       (F,) int32                   optional: the trajectory each frame belongs
+                                                        to (independent runs; training holds out
+                                                        whole ones)
         topology/          the CGTopology: bead_types, masses_amu, bonds, angles,
                            dihedrals, bead_names, residue_names, residue_ids, chain_ids,
                            atom_indices (+ attrs name, mapping, source)
@@ -47,6 +50,7 @@ def write_molecule(
     forces_kj_per_mol_nm: np.ndarray,
     energies_kj_per_mol: np.ndarray | None = None,
     description: str = "",
+    trajectories: np.ndarray | None = None,
 ) -> None:
     """Add one molecule's frames to the dataset at ``path`` (created if missing).
 
@@ -57,6 +61,7 @@ def write_molecule(
         energies_kj_per_mol: optional (F,) reference potential energies in kJ/mol, one per
             frame; stored as float64 and resizable, so :func:`append_frames` extends them.
         description: free text stored with the molecule.
+        trajectories: optional (F,) non-negative ints, the independent trajectory of each frame.
 
     Raises:
         DatasetError: an array has the wrong shape or non-finite values (the message names
@@ -64,6 +69,8 @@ def write_molecule(
     """
     arrays = _checked_arrays(path, topology, coordinates_nm, forces_kj_per_mol_nm, energies_kj_per_mol, 0)
     coordinates, forces, energies = arrays["coordinates"], arrays["forces"], arrays.get("energies")
+    if trajectories is not None:
+        trajectories = _checked_trajectories(path, topology.name, trajectories, len(coordinates))
     with h5py.File(path, "a") as file:
         _stamp(file, path)
         group_name = f"molecules/{topology.name}"
@@ -80,6 +87,10 @@ def write_molecule(
         group.create_dataset("forces", data=forces, chunks=chunks, maxshape=shape, **checked)
         if energies is not None:
             group.create_dataset("energies", data=energies, chunks=_ENERGY_CHUNK, maxshape=(None,), **checked)
+        if trajectories is not None:
+            group.create_dataset(
+                "trajectories", data=trajectories, chunks=_ENERGY_CHUNK, maxshape=(None,), **checked
+            )
         _write_topology(group.create_group("topology"), topology)
 
 
@@ -110,6 +121,11 @@ def append_frames(
         _check_header(file, path)
         group = file[f"molecules/{topology.name}"]
         stored = _read_topology(group["topology"])
+        if "trajectories" in group:
+            raise DatasetError(
+                f"{path}: molecule {topology.name!r} records each frame's trajectory; appending frames "
+                "without one is refused (write the molecule anew with write_molecule)"
+            )
         if stored.bead_types != topology.bead_types:
             raise DatasetError(
                 f"{path}: molecule {topology.name!r} holds other bead types than the frames appended"
@@ -174,6 +190,16 @@ def _checked_energies(
         )
     check_frames(path, molecule, np.zeros((0, 2), dtype=np.int64), {"energies": array}, first_frame)
     return array
+
+
+def _checked_trajectories(path: str | os.PathLike, molecule: str, trajectories, frames: int) -> np.ndarray:
+    array = np.asarray(trajectories)
+    if array.shape != (frames,) or not np.issubdtype(array.dtype, np.integer) or (array < 0).any():
+        raise DatasetError(
+            f"{path}: trajectories of {molecule!r} must be {frames} non-negative integers (one per frame), "
+            f"got shape {array.shape} of {array.dtype}"
+        )
+    return array.astype(np.int32)
 
 
 def _stamp(file: h5py.File, path: str | os.PathLike) -> None:
@@ -278,11 +304,20 @@ class ForceDataset(torch.utils.data.Dataset):
         self.topologies = [_read_topology(file[f"molecules/{m}/topology"]) for m in names]
         #: Per molecule: whether the file stores reference energies for its frames.
         self.has_energies = [f"molecules/{m}/energies" in file for m in names]
+        #: Per molecule: each frame's trajectory (independent runs), or None when not recorded.
+        self.trajectory_ids: list[np.ndarray | None] = []
         for name, topology, has_energies in zip(names, self.topologies, self.has_energies, strict=True):
             group = file[f"molecules/{name}"]
             fields = ["coordinates", "forces"] + (["energies"] if has_energies else [])
-            check_shapes(self.path, name, topology.n_beads, {f: group[f].shape for f in fields})
+            shapes = {f: group[f].shape for f in fields}
+            if "trajectories" in group:
+                shapes["trajectories"] = group["trajectories"].shape
+            check_shapes(self.path, name, topology.n_beads, shapes)
             scan_molecule(self.path, name, group, topology.bonds, fields)
+            ids = group["trajectories"][()] if "trajectories" in group else None
+            if ids is not None:
+                ids = _checked_trajectories(self.path, name, ids, shapes["coordinates"][0])
+            self.trajectory_ids.append(ids)
         return [file[f"molecules/{m}/coordinates"].shape[0] for m in names]
 
     def __len__(self) -> int:

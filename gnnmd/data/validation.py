@@ -39,10 +39,11 @@ class DatasetError(GnnmdError, ValueError):
 def check_shapes(
     path: str | os.PathLike, molecule: str, beads: int, shapes: dict[str, tuple[int, ...]]
 ) -> None:
-    """Shapes of ``coordinates``/``forces`` (F, beads, 3) and ``energies`` (F,), one F for all."""
+    """Shapes of ``coordinates``/``forces`` (F, beads, 3), ``energies`` and ``trajectories`` (F,),
+    one F for all."""
     frames = shapes["coordinates"][0] if len(shapes["coordinates"]) else -1
     for field, shape in shapes.items():
-        wanted = (frames,) if field == "energies" else (frames, beads, 3)
+        wanted = (frames,) if field in ("energies", "trajectories") else (frames, beads, 3)
         if tuple(shape) != wanted:
             raise DatasetError(
                 f"{path}: molecule {molecule!r}, field {field!r} has shape {tuple(shape)}, expected "

@@ -59,6 +59,7 @@ from gnnmd.train.batches import BatchLoader, ForceBatch
 from gnnmd.train.distributed import all_reduce_sum, init_from_environment, local_device, on_root
 from gnnmd.train.energies import fit_type_energies
 from gnnmd.train.plots import plot_learning_curve
+from gnnmd.train.split import split_frames, trajectory_groups
 
 STATE_FILE = "train_state.pt"
 BEST_FILE = "best.pt"
@@ -130,17 +131,6 @@ class TrainingConfig:
         return from_mapping(cls, values, "training config")
 
 
-def split_frames(count: int, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(training, validation) global frame indices, a deterministic split by ``config.seed``."""
-    order = np.random.default_rng(config.seed).permutation(count)
-    if config.max_frames is not None:
-        order = order[: config.max_frames]
-    held_out = max(1, int(round(config.validation_fraction * len(order))))
-    if held_out >= len(order):
-        raise ValueError(f"{len(order)} frames are too few to hold out {held_out} for validation")
-    return np.sort(order[held_out:]), np.sort(order[:held_out])
-
-
 @dataclass(frozen=True)
 class ErrorSums:
     """Summed errors of a set of frames: ``sums`` = [Σ ΔF² (kJ/mol/nm)², force components,
@@ -200,7 +190,8 @@ class Trainer:
         self.config = config
         self.output_dir = Path(output_dir)
         self.metadata = dict(metadata or {})
-        self.train_frames, self.val_frames = split_frames(len(dataset), config)
+        self.groups = trajectory_groups(dataset)
+        self.train_frames, self.val_frames = split_frames(len(dataset), config, self.groups)
         self.loader = BatchLoader(dataset, model, self.device, energies=config.uses_energies)
         self.frames_by_molecule: dict[int, np.ndarray] = {}
         if config.uses_energies:
@@ -412,6 +403,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "val_force_rmse_kj_per_mol_nm": self.best_val,
                 "val_energy_rmse_kj_per_mol": self.best_energy,
+                "split": "whole trajectories" if self.groups is not None else "random frames",
                 "train_frames": int(len(self.train_frames)),
                 "val_frames": int(len(self.val_frames)),
                 # Global frame indices, so that validation can measure forces on unseen frames.

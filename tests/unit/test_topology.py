@@ -95,7 +95,7 @@ def test_protein_bead_vocabulary() -> None:
     assert protein_bead_vocabulary() == five
     with pytest.raises(ValueError, match="unknown CG mapping"):
         protein_bead_vocabulary("martini")
-    assert MAPPINGS == ("5bead", "ca")
+    assert MAPPINGS == ("5bead", "ca", "backbone")
 
 
 # ----------------------------------------------------------------------------- CLN025

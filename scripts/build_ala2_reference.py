@@ -1,0 +1,94 @@
+"""Alanine-dipeptide reference data at scale: many independent all-atom runs, one CG dataset.
+
+    python scripts/build_ala2_reference.py [--work out/ala2-reference] [--trajectories 40] [--ns 1]
+
+Each trajectory is one `gnnmd data allatom ala2` run (amber14 + GBn2 implicit solvent, 300 K,
+2 fs, X-H bonds constrained, a frame every 0.2 ps) with its own seed, started from its own
+conformation: it first spends 10 ps at 600 K (nothing recorded) from seed-dependent velocities.
+Every run is resumable, so re-running this script continues where it stopped (across
+sessions); finished runs are skipped. When all are done (or with --merge-now), the
+trajectories are merged into WORK/ala2_reference.h5, the first --equilibration-ps of each
+dropped, with each frame's trajectory recorded (training holds out whole trajectories;
+validation's errors and noise floor come from them).
+
+The default (40 x 1 ns, 200,000 frames) is what the science issue asks for: at about 140 ns/day
+on 2 cores it takes about 7 hours. The data stay out of git (WORK is under out/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gnnmd.cli import main as gnnmd
+from gnnmd.data.dataset import ForceDataset, write_molecule
+
+REPO = Path(__file__).resolve().parents[1]
+FRAME_INTERVAL_PS = 0.2
+START = ["--start-temperature-k", "600", "--start-ps", "10"]
+
+
+def trajectory_path(work: Path, index: int) -> Path:
+    return work / f"trajectory_{index:03d}.h5"
+
+
+def run_trajectory(work: Path, index: int, ns: float, seed_base: int) -> None:
+    argv = ["data", "allatom", "ala2", "--ns", str(ns), "--frame-interval-ps", str(FRAME_INTERVAL_PS),
+            "--seed", str(seed_base + index), *START, "-o", str(trajectory_path(work, index))]  # fmt: skip
+    if gnnmd(argv) != 0:
+        raise SystemExit(f"trajectory {index} failed")
+
+
+def merge(work: Path, count: int, equilibration_ps: float) -> Path:
+    """One dataset of every finished trajectory's frames after equilibration, trajectories recorded."""
+    output = work / "ala2_reference.h5"
+    skip = int(round(equilibration_ps / FRAME_INTERVAL_PS))
+    coordinates, forces, trajectories, topology = [], [], [], None
+    for index in range(count):
+        path = trajectory_path(work, index)
+        if not path.is_file():
+            continue
+        data = ForceDataset(path)
+        topology = data.topologies[0]
+        frames = len(data)
+        if frames <= skip:
+            continue
+        x, f = data.frames(0, range(skip, frames))
+        coordinates.append(x)
+        forces.append(f)
+        trajectories += [index] * len(x)
+    if topology is None:
+        raise SystemExit("no trajectory has frames past the equilibration yet")
+    import numpy as np
+
+    output.unlink(missing_ok=True)
+    write_molecule(
+        output, topology, np.concatenate(coordinates), np.concatenate(forces),
+        description=f"alanine dipeptide, amber14/GBn2, 300 K, {len(set(trajectories))} independent "
+        f"trajectories (600 K starts), first {equilibration_ps} ps of each dropped; "
+        "scripts/build_ala2_reference.py",
+        trajectories=np.asarray(trajectories, dtype=np.int32),
+    )  # fmt: skip
+    print(f"wrote {output}: {len(trajectories)} frames of {len(set(trajectories))} trajectories")
+    return output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=REPO / "out" / "ala2-reference")
+    parser.add_argument("--trajectories", type=int, default=40, help="independent runs (40)")
+    parser.add_argument("--ns", type=float, default=1.0, help="recorded time per run, ns (1)")
+    parser.add_argument("--equilibration-ps", type=float, default=20.0, help="dropped per run at merge (20)")
+    parser.add_argument("--seed-base", type=int, default=1000, help="run i uses seed base + i")
+    parser.add_argument("--merge-now", action="store_true", help="merge what is finished and stop")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if not args.merge_now:
+        for index in range(args.trajectories):
+            run_trajectory(args.work, index, args.ns, args.seed_base)
+    merge(args.work, args.trajectories, args.equilibration_ps)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
