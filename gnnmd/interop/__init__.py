@@ -17,7 +17,7 @@ import os
 import pickle
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -107,6 +107,18 @@ def _installed_version(library: str) -> str | None:
         return metadata.version(library)
     except metadata.PackageNotFoundError:
         return None
+
+
+def check_type_map(types: Mapping[str, int], rows: int, source: Path, index_name: str) -> None:
+    """Every bead type maps to an integer row 0..rows-1 of the source model's embedding."""
+    if not types:
+        raise ImportModelError(f"{source}: the type map is empty")
+    for name, index in types.items():
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < rows:
+            raise ImportModelError(
+                f"{source}: type {name!r} maps to {index_name} {index!r}, outside the model's embedding "
+                f"0..{rows - 1}"
+            )
 
 
 def require(condition: bool, source: Path, option: str, value: Any, why: str) -> None:

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from gnnmd.errors import ImportModelError
-from gnnmd.interop import require
+from gnnmd.interop import check_type_map, require
 from gnnmd.interop.mlcg_priors import REPULSION_PAIRS, build_priors, prior_parts
 from gnnmd.interop.opaque_pickle import Opaque
 from gnnmd.nn.potential import CGPotential, PotentialConfig
@@ -103,7 +103,7 @@ def convert(
     to_nm, to_kj = length_to_nm(length_unit), energy_to_kj_per_mol(energy_unit)
     vocabulary = list(types)
     embedding = schnet.module("embedding_layer").tensors()["weight"]
-    _check_types(types, embedding.shape[0], source)
+    check_type_map(types, embedding.shape[0], source, "atom type")
     config = _config(schnet, source, to_nm)
     prior_set, options = None, {}
     if priors:
@@ -128,17 +128,6 @@ def convert(
         ) from None
     described = {"parts": options.get("parts", {}), "repulsion_pairs": repulsion_pairs if priors else None}
     return model.eval(), described
-
-
-def _check_types(types: Mapping[str, int], rows: int, source: Path) -> None:
-    if not types:
-        raise ImportModelError(f"{source}: the type map is empty")
-    for name, index in types.items():
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < rows:
-            raise ImportModelError(
-                f"{source}: bead type {name!r} maps to atom type {index!r}, outside the model's "
-                f"embedding 0..{rows - 1}"
-            )
 
 
 def _cutoff(node: Opaque, source: Path, where: str) -> tuple[float, float, bool]:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from gnnmd.errors import ImportModelError
-from gnnmd.interop import require
+from gnnmd.interop import check_type_map, require
 from gnnmd.nn.potential import CGPotential, PotentialConfig
 from gnnmd.nn.priors import PriorSet
 from gnnmd.units import energy_to_kj_per_mol, length_to_nm
@@ -96,7 +96,7 @@ def convert(
             prior_terms=tuple(options["terms"]),
             repulsion_exclusions=tuple(options["repulsion_exclusions"]),
         )
-    _check_types(types, int(args["max_z"]), source)
+    check_type_map(types, int(args["max_z"]), source, "embedding index")
     vocabulary = list(types)
     rows = torch.tensor([types[name] for name in vocabulary], dtype=torch.int64)
     # float64 throughout: the checkpoint keeps the source's weights without rounding
@@ -184,16 +184,6 @@ def _check_priors(args: dict, source: Path) -> None:
     for entry in listed:
         for name in entry if isinstance(entry, dict) else [entry]:
             require(name == "Atomref", source, "prior_model", names, "gnnmd imports the Atomref prior only")
-
-
-def _check_types(types: Mapping[str, int], max_z: int, source: Path) -> None:
-    if not types:
-        raise ImportModelError(f"{source}: the type map is empty")
-    for name, index in types.items():
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < max_z:
-            raise ImportModelError(
-                f"{source}: type {name!r} maps to embedding index {index!r}, outside 0..{max_z - 1}"
-            )
 
 
 def _network_state(

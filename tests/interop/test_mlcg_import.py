@@ -220,7 +220,7 @@ def test_unsupported_parts_are_refused_by_name(option):
 
 def test_type_outside_the_embedding_is_refused():
     path = DATA / "ca_model.pt"
-    with pytest.raises(ImportModelError, match="'TYR.CA' maps to atom type 99"):
+    with pytest.raises(ImportModelError, match="'TYR.CA' maps to atom type 99, outside the model"):
         mlcg.convert(read_opaque(path, "mlcg"), path, {"TYR.CA": 99})
 
 

@@ -11,7 +11,30 @@ from gnnmd.nn.priors.base import TypeKeyedTerm
 from gnnmd.nn.priors.geometry import bond_angle_cosines, bond_angles, bond_lengths, dihedral_angles
 
 
-class HarmonicBonds(TypeKeyedTerm):
+class HarmonicTerm(TypeKeyedTerm):
+    """E = ½ k (x - x₀)² per term, of a feature x of its beads; subclasses give x and x₀."""
+
+    def feature(self, positions: Tensor, terms: Tensor, graph_index: Tensor, box: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def rest(self, row: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        positions: Tensor,
+        terms: Tensor,
+        term_prior_types: Tensor,
+        graph_index: Tensor,
+        box: Optional[Tensor] = None,
+    ) -> Tensor:
+        """(M,) kJ/mol for terms (M, k) with prior types (M, k); box optional (G, 3, 3) nm."""
+        row = self.rows(term_prior_types)
+        deviation = self.feature(positions, terms, graph_index, box) - self.rest(row)
+        return 0.5 * self.k[row] * deviation * deviation
+
+
+class HarmonicBonds(HarmonicTerm):
     """E = ½ k (r - r₀)², per bond.
 
     Parameters per prior-type pair: ``k`` (kJ/mol/nm²) and ``r0`` (nm).
@@ -20,21 +43,14 @@ class HarmonicBonds(TypeKeyedTerm):
     def __init__(self, num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> None:
         super().__init__(2, num_prior_types, keys, parameters)
 
-    def forward(
-        self,
-        positions: Tensor,
-        bonds: Tensor,
-        term_prior_types: Tensor,
-        graph_index: Tensor,
-        box: Optional[Tensor] = None,
-    ) -> Tensor:
-        """(B,) kJ/mol for bonds (B, 2) with prior types (B, 2); box optional (G, 3, 3) nm."""
-        row = self.rows(term_prior_types)
-        stretch = bond_lengths(positions, bonds, graph_index, box) - self.r0[row]
-        return 0.5 * self.k[row] * stretch * stretch
+    def feature(self, positions: Tensor, terms: Tensor, graph_index: Tensor, box: Optional[Tensor]) -> Tensor:
+        return bond_lengths(positions, terms, graph_index, box)
+
+    def rest(self, row: Tensor) -> Tensor:
+        return self.r0[row]
 
 
-class HarmonicAngles(TypeKeyedTerm):
+class HarmonicAngles(HarmonicTerm):
     """E = ½ k (θ - θ₀)², per angle.
 
     Parameters per prior-type triple: ``k`` (kJ/mol/rad²) and ``theta0`` (rad).
@@ -43,21 +59,14 @@ class HarmonicAngles(TypeKeyedTerm):
     def __init__(self, num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> None:
         super().__init__(3, num_prior_types, keys, parameters)
 
-    def forward(
-        self,
-        positions: Tensor,
-        angles: Tensor,
-        term_prior_types: Tensor,
-        graph_index: Tensor,
-        box: Optional[Tensor] = None,
-    ) -> Tensor:
-        """(A,) kJ/mol for angles (A, 3) with prior types (A, 3)."""
-        row = self.rows(term_prior_types)
-        bend = bond_angles(positions, angles, graph_index, box) - self.theta0[row]
-        return 0.5 * self.k[row] * bend * bend
+    def feature(self, positions: Tensor, terms: Tensor, graph_index: Tensor, box: Optional[Tensor]) -> Tensor:
+        return bond_angles(positions, terms, graph_index, box)
+
+    def rest(self, row: Tensor) -> Tensor:
+        return self.theta0[row]
 
 
-class HarmonicCosineAngles(TypeKeyedTerm):
+class HarmonicCosineAngles(HarmonicTerm):
     """E = ½ k (cos θ - cos θ₀)², per angle (mlcg's HarmonicAngles; no singularity at θ = π).
 
     Parameters per prior-type triple: ``k`` (kJ/mol) and ``cos_theta0`` (dimensionless).
@@ -66,18 +75,11 @@ class HarmonicCosineAngles(TypeKeyedTerm):
     def __init__(self, num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> None:
         super().__init__(3, num_prior_types, keys, parameters)
 
-    def forward(
-        self,
-        positions: Tensor,
-        angles: Tensor,
-        term_prior_types: Tensor,
-        graph_index: Tensor,
-        box: Optional[Tensor] = None,
-    ) -> Tensor:
-        """(A,) kJ/mol for angles (A, 3) with prior types (A, 3)."""
-        row = self.rows(term_prior_types)
-        bend = bond_angle_cosines(positions, angles, graph_index, box) - self.cos_theta0[row]
-        return 0.5 * self.k[row] * bend * bend
+    def feature(self, positions: Tensor, terms: Tensor, graph_index: Tensor, box: Optional[Tensor]) -> Tensor:
+        return bond_angle_cosines(positions, terms, graph_index, box)
+
+    def rest(self, row: Tensor) -> Tensor:
+        return self.cos_theta0[row]
 
 
 def angle_term(num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> TypeKeyedTerm:
