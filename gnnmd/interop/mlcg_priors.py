@@ -60,7 +60,10 @@ def _unwrap(node: Opaque) -> Opaque:
 def prior_parts(root: object, source: Path) -> tuple[Opaque, dict[str, list[tuple[str, Opaque]]]]:
     """(the SchNet, gnnmd term -> [(the part's name in the SumOut, the prior)]) of an mlcg model."""
     if not isinstance(root, Opaque):
-        raise ImportModelError(f"{source}: not a pickled mlcg model (found {type(root).__name__})")
+        raise ImportModelError(
+            f"{source}: not a pickled mlcg model: the file holds a {type(root).__name__}, not an mlcg "
+            "module (SumOut, GradientsOut or a SchNet saved with torch.save(model))"
+        )
     top = _unwrap(root)
     if top.class_path == "mlcg.nn.gradients.SumOut":
         parts = top.module("models").modules()
