@@ -22,7 +22,7 @@ halves (of its trajectories, when recorded).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -43,7 +43,7 @@ FOLDED_Q = 0.7
 REFERENCE_BLOCKS = 10
 
 
-def main_observable(names: list[str] | dict) -> str | None:
+def main_observable(names: Sequence[str]) -> str | None:
     """The observable a validation is judged on: "rmsd_q" for proteins, "phi_psi" for dipeptides."""
     for name in ("rmsd_q", "phi_psi"):
         if name in names:
@@ -63,16 +63,23 @@ def state_masks(observable: str, samples: np.ndarray) -> dict[str, np.ndarray]:
     raise ValueError(f"no states defined for observable {observable!r}; defined: {sorted(STATE_DEFINITIONS)}")
 
 
+def standard_error(values: np.ndarray, groups: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` (F,) from the means of independent ``groups``
+    ((F,) ids): frames within a group are correlated, groups are not. NaN for one group."""
+    labels = np.unique(groups)
+    if len(labels) < 2:
+        return float("nan")
+    means = np.array([values[groups == label].mean() for label in labels])
+    return float(means.std(ddof=1) / math.sqrt(len(labels)))
+
+
 def populations(observable: str, samples: np.ndarray, groups: np.ndarray) -> dict[str, dict[str, float]]:
     """Per state {"population", "error"}: the fraction of frames, and the standard error of the
     per-group fractions (groups (F,) ids: independent replicas or reference blocks)."""
-    labels = np.unique(groups)
-    out = {}
-    for state, mask in state_masks(observable, samples).items():
-        per_group = np.array([mask[groups == label].mean() for label in labels])
-        error = float(per_group.std(ddof=1) / math.sqrt(len(labels))) if len(labels) > 1 else float("nan")
-        out[state] = {"population": float(mask.mean()), "error": error}
-    return out
+    return {
+        state: {"population": float(mask.mean()), "error": standard_error(mask.astype(np.float64), groups)}
+        for state, mask in state_masks(observable, samples).items()
+    }
 
 
 def reference_blocks(count: int, blocks: int = REFERENCE_BLOCKS) -> np.ndarray:

@@ -35,6 +35,7 @@ from gnnmd.analysis.states import (
     noise_floor,
     populations,
     reference_blocks,
+    standard_error,
 )
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.errors import SimulationError
@@ -107,7 +108,17 @@ def compare_frames(
     shipped protein (see :mod:`gnnmd.analysis.protein`), whose RMSD, Q and joint
     RMSD-Q observables then come first.
     """
-    native = shipped_native(topology)
+    return compare_with_native(topology, simulated, reference, shipped_native(topology), settings)
+
+
+def compare_with_native(
+    topology: CGTopology,
+    simulated: np.ndarray,
+    reference: np.ndarray,
+    native: np.ndarray | None,
+    settings: ValidationSettings,
+) -> tuple[dict[str, float], list, dict]:
+    """:func:`compare_frames` with the native structure (or None) already looked up."""
     sim_all = observables_of(topology, simulated, native)
     ref_all = observables_of(topology, reference, native)
     extra = {}
@@ -190,9 +201,7 @@ def force_gain(model_errors: np.ndarray, prior_errors: np.ndarray) -> dict:
     mean squared error, (kJ/mol/nm)², and the gain in units of its standard error (over
     contiguous blocks of frames: neighbouring frames of a trajectory are correlated)."""
     gain = prior_errors - model_errors
-    blocks = reference_blocks(len(gain))
-    means = np.array([gain[blocks == b].mean() for b in np.unique(blocks)])
-    error = float(means.std(ddof=1) / math.sqrt(len(means))) if len(means) > 1 else float("nan")
+    error = standard_error(gain, reference_blocks(len(gain)))
     return {
         "force_rmse_priors_only_kj_per_mol_nm": float(math.sqrt(prior_errors.mean())),
         "mse_gain": float(gain.mean()),
@@ -225,14 +234,18 @@ def validate_molecule(
     reference_frames, _ = dataset.frames(molecule, chosen)
     starts = reference_frames[np.linspace(0, len(reference_frames) - 1, settings.replicas).astype(np.int64)]
     simulated_frames, replicas, failed = simulate(model, topology, starts, settings)
-    divergences, pairs, extra = compare_frames(topology, simulated_frames, reference_frames, settings)
+    native = shipped_native(topology)
+    divergences, pairs, extra = compare_with_native(
+        topology, simulated_frames, reference_frames, native, settings
+    )
     ids = dataset.trajectory_ids[molecule]
     groups = ids[chosen] if ids is not None else None
-    extra.update(judge_main_observable(model, topology, starts, pairs, replicas, settings, groups))
+    baseline = priors_only(model) if settings.priors_only and model.use_priors else None
+    extra.update(judge_main_observable(topology, native, starts, pairs, replicas, settings, baseline, groups))
     frames, kind = held_out_frames(model, dataset, molecule, settings.force_frames)
     errors = frame_force_errors(model, dataset, molecule, frames)
     if "priors_only" in extra:
-        alone = frame_force_errors(priors_only(model), dataset, molecule, frames)
+        alone = frame_force_errors(baseline, dataset, molecule, frames)
         extra["priors_only"]["force_gain"] = force_gain(errors, alone)
     simulated_ns = settings.replicas * settings.steps * settings.timestep_fs * PS_PER_FS * 1e-3
     report = {
@@ -255,15 +268,17 @@ def validate_molecule(
 
 
 def judge_main_observable(
-    model: CGPotential,
     topology: CGTopology,
+    native: np.ndarray | None,
     starts: np.ndarray,
     pairs: list,
     replicas: np.ndarray,
     settings: ValidationSettings,
+    baseline: CGPotential | None = None,
     reference_groups: np.ndarray | None = None,
 ) -> dict:
-    """Report entries of the main observable: noise floor, populations, the priors-only model's.
+    """Report entries of the main observable: noise floor, populations, and those of ``baseline``
+    (the model's priors alone, simulated from the same starts) when given.
 
     ``reference_groups`` ((frames,) the trajectory of each reference frame) make the reference's
     errors and halves follow its independent trajectories; without, contiguous blocks."""
@@ -272,8 +287,9 @@ def judge_main_observable(
     if main is None:
         return {}
     simulated, reference = observables[main]
-    independent = reference_groups is not None and len(np.unique(reference_groups)) > 1
-    blocks = reference_groups if independent else reference_blocks(len(reference.samples))
+    if reference_groups is not None and len(np.unique(reference_groups)) < 2:
+        reference_groups = None
+    blocks = reference_groups if reference_groups is not None else reference_blocks(len(reference.samples))
 
     def divergence(a: np.ndarray, b: np.ndarray) -> float:
         return compare(replace(reference, samples=a), replace(reference, samples=b), settings)[0]
@@ -281,16 +297,18 @@ def judge_main_observable(
     out = {
         "main_observable": main,
         "state_definitions": STATE_DEFINITIONS[main],
-        "noise_floor": noise_floor(reference.samples, divergence, reference_groups if independent else None),
-        "reference_groups": "trajectories" if independent else f"{len(np.unique(blocks))} contiguous blocks",
+        "noise_floor": noise_floor(reference.samples, divergence, reference_groups),
+        "reference_groups": (
+            "trajectories" if reference_groups is not None else f"{len(np.unique(blocks))} contiguous blocks"
+        ),
         "populations": {
             "model": populations(main, simulated.samples, replicas),
             "reference": populations(main, reference.samples, blocks),
         },
     }
-    if settings.priors_only and model.use_priors:
-        frames, owners, failed = simulate(priors_only(model), topology, starts, settings)
-        alone = next(o for o in observables_of(topology, frames, shipped_native(topology)) if o.name == main)
+    if baseline is not None:
+        frames, owners, failed = simulate(baseline, topology, starts, settings)
+        alone = next(o for o in observables_of(topology, frames, native) if o.name == main)
         out["priors_only"] = {
             "js_divergence": {main: compare(alone, reference, settings)[0]},
             "populations": populations(main, alone.samples, owners),
