@@ -63,12 +63,12 @@ def import_torchmdnet(
         options = {"terms": wanted, "repulsion_exclusions": exclusions, "tables": tables}
     model = torchmdnet.convert(raw, checkpoint, type_map, length_unit, energy_unit, prior_set, options)
     model.pack([cg])  # every bead type and prior term of the topology is covered, or this raises
-    model.metadata = _metadata(checkpoint, raw, length_unit, energy_unit, priors, options)
+    args = raw["hyper_parameters"]
+    description = f"TorchMD-Net {args.get('model')} imported from {checkpoint.name}"
+    source = _torchmdnet_provenance(checkpoint, args, length_unit, energy_unit, priors, options)
     # Masses travel with the model: TorchMD's PSF files leave them 0 (its force field holds them).
-    masses = zip(cg.bead_types, cg.masses_amu, strict=True)
-    model.metadata["bead_masses_amu"] = {bead: float(mass) for bead, mass in masses}
-    if output is not None:
-        save_checkpoint(model, output, model.metadata)
+    masses = {bead: float(mass) for bead, mass in zip(cg.bead_types, cg.masses_amu, strict=True)}
+    _record(model, checkpoint, description, source, output, bead_masses_amu=masses)
     return model, cg
 
 
@@ -112,8 +112,9 @@ def _cutoff_nm(raw, source: Path, length_unit: str) -> float:
         raise ImportModelError(f"{source}: hyper_parameters has no 'cutoff_upper'") from None
 
 
-def _metadata(checkpoint: Path, raw, length_unit: str, energy_unit: str, priors, options) -> dict:
-    args = raw["hyper_parameters"]
+def _torchmdnet_provenance(
+    checkpoint: Path, args: dict, length_unit: str, energy_unit: str, priors, options
+) -> dict:
     source = provenance(
         "torchmd-net", checkpoint, length_unit, energy_unit,
         model=args.get("model"), precision=args.get("precision"),
@@ -124,12 +125,27 @@ def _metadata(checkpoint: Path, raw, length_unit: str, energy_unit: str, priors,
             "torchmd", priors, length_unit, energy_unit, terms=list(options["terms"])
         )
         source["priors"]["repulsion"] = "unshifted, within the network cutoff"
-    return {
-        "name": checkpoint.stem,
+    return source
+
+
+def _record(
+    model: CGPotential,
+    source_file: Path,
+    description: str,
+    source: dict,
+    output: str | os.PathLike | None,
+    **extra: object,
+) -> None:
+    """Give an imported model its metadata (trained, where it came from) and write it if asked."""
+    model.metadata = {
+        "name": source_file.stem,
         "trained": True,
-        "description": f"TorchMD-Net {args.get('model')} imported from {checkpoint.name}",
+        "description": description,
         "imported_from": source,
+        **extra,
     }
+    if output is not None:
+        save_checkpoint(model, output, model.metadata)
 
 
 def import_schnetpack(
@@ -148,14 +164,8 @@ def import_schnetpack(
     model = schnetpack.convert(
         source, model_file, length_unit, energy_unit, list(elements) if elements else None
     )
-    model.metadata = {
-        "name": model_file.stem,
-        "trained": True,
-        "description": f"SchNetPack SchNet imported from {model_file.name}",
-        "imported_from": provenance("schnetpack", model_file, length_unit, energy_unit),
-    }
-    if output is not None:
-        save_checkpoint(model, output, model.metadata)
+    source = provenance("schnetpack", model_file, length_unit, energy_unit)
+    _record(model, model_file, f"SchNetPack SchNet imported from {model_file.name}", source, output)
     return model
 
 
@@ -207,12 +217,5 @@ def import_mlcg(
     )  # fmt: skip
     if model.config.use_priors:
         source["repulsion"] = "unshifted, within the network cutoff"
-    model.metadata = {
-        "name": model_file.stem,
-        "trained": True,
-        "description": f"mlcg CGSchNet imported from {model_file.name}",
-        "imported_from": source,
-    }
-    if output is not None:
-        save_checkpoint(model, output, model.metadata)
+    _record(model, model_file, f"mlcg CGSchNet imported from {model_file.name}", source, output)
     return model, cg
