@@ -3,8 +3,9 @@
     python scripts/build_ala2_reference.py [--work out/ala2-reference] [--trajectories 42] [--ns 1]
 
 Each trajectory is one `gnnmd data allatom ala2` run (amber14 + GBn2 implicit solvent, 300 K,
-2 fs, X-H bonds constrained, a frame every 0.2 ps) with its own seed, started from its own
-conformation: it first spends 10 ps at 600 K (nothing recorded) from seed-dependent velocities.
+2 fs, X-H bonds constrained, a frame every 0.2 ps, bead forces summed over the atom groups
+nearest each bead: the "groups" force map of gnnmd.data.allatom) with its own seed, started from
+its own conformation: it first spends 10 ps at 600 K (nothing recorded) from seed-dependent velocities.
 Every run is resumable, so re-running this script continues where it stopped (across
 sessions); finished runs are skipped. When all are done (or with --merge-now), the
 trajectories are merged into WORK/ala2_reference.h5, the first --equilibration-ps of each
@@ -79,7 +80,7 @@ def merge(work: Path, count: int, equilibration_ps: float) -> Path:
     write_molecule(
         output, topology, np.concatenate(coordinates), np.concatenate(forces),
         description=f"alanine dipeptide, amber14/GBn2, 300 K, {len(set(trajectories))} independent "
-        f"trajectories (600 K starts), first {equilibration_ps} ps of each dropped; "
+        f"trajectories (600 K starts), first {equilibration_ps} ps of each dropped, groups force map; "
         "scripts/build_ala2_reference.py",
         trajectories=np.asarray(trajectories, dtype=np.int32),
     )  # fmt: skip

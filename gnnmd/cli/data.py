@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "seeds start from other conformations",
     )  # fmt: skip
     allatom.add_argument("--start-ps", type=float, default=0.0, help="time at --start-temperature-k, ps")
+    allatom.add_argument(
+        "--force-map", choices=("groups", "hydrogens"), default="groups",
+        help="bead force = sum over the atoms nearest the bead atom along bonds (groups, default: "
+        "least noise) or over the bead atom and its hydrogens (hydrogens: datasets before groups)",
+    )  # fmt: skip
     allatom.add_argument("-o", "--output", type=Path, required=True, help=output_help + "; resumable")
     _add_recompute(actions, output_help)
 
@@ -162,7 +167,7 @@ def generate(args: argparse.Namespace) -> Path:
         temperature_k=args.temperature_k, frame_interval_ps=args.frame_interval_ps,
         forcefield=args.forcefield, platform=resolve_platform(args.platform), seed=args.seed,
         resolution=args.resolution, timestep_fs=args.timestep_fs,
-        start_temperature_k=args.start_temperature_k, start_ps=args.start_ps,
+        start_temperature_k=args.start_temperature_k, start_ps=args.start_ps, force_map=args.force_map,
     )  # fmt: skip
     generator = Generator(load_system(args.system), args.output, settings)
     total = int(round(args.ns * 1000.0 / args.frame_interval_ps))

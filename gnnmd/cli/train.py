@@ -40,6 +40,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--energy-weight", type=float, default=0.0,
         help="weight of the per-frame energy MSE, (kJ/mol)² (default 0: forces only; data need energies)",
     )  # fmt: skip
+    parser.add_argument(
+        "--select-by", choices=("force", "free_energy"), default="force",
+        help="what picks the best epoch: validation force loss (default), or free_energy: every epoch "
+        "short simulations from held-out frames, JS divergence of the main observable (φ/ψ, RMSD × Q) "
+        "to the held-out frames",
+    )  # fmt: skip
+    parser.add_argument(
+        "--selection-replicas", type=int, default=64, help="replicas of each free-energy score (64)"
+    )
+    parser.add_argument(
+        "--selection-steps", type=int, default=6000,
+        help="2 fs steps per replica of each free-energy score, a sixth of them equilibration (6000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--validation-fraction", type=float, default=0.1,
+        help="share of frames (of trajectories, when the data record them) held out (default 0.1)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seeds split, frame order and initial weights")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)")
     parser.add_argument(
@@ -65,6 +82,17 @@ def potential_config(name_or_path: str):
     return PotentialConfig.from_dict(values)
 
 
+def free_energy_scorer(config, dataset, temperature_k: float):
+    """The scorer factory of ``--select-by free_energy`` (None for force selection)."""
+    if config.select_by != "free_energy":
+        return None
+    from gnnmd.analysis.selection import HeldOutFreeEnergy, selection_settings
+
+    replicas, steps = config.selection_replicas, config.selection_steps
+    settings = selection_settings(replicas, steps, temperature_k, config.seed)
+    return lambda held_out: HeldOutFreeEnergy(dataset, held_out, settings)
+
+
 def run(args: argparse.Namespace) -> int:
     from gnnmd.data.dataset import ForceDataset
     from gnnmd.train import Trainer, TrainingConfig
@@ -73,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     config = TrainingConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         seed=args.seed, max_frames=args.max_frames, force_weight=args.force_weight,
-        energy_weight=args.energy_weight,
+        energy_weight=args.energy_weight, select_by=args.select_by,
+        selection_replicas=args.selection_replicas, selection_steps=args.selection_steps,
+        validation_fraction=args.validation_fraction,
     )  # fmt: skip
     dataset = ForceDataset(args.data)
     model = model_for_dataset(dataset, potential_config(args.model_config), args.temperature_k, args.seed)
@@ -82,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         "description": f"force matching on {args.data.name} ({', '.join(dataset.molecules)})",
         "temperature_k": args.temperature_k,
     }
-    trainer = Trainer(model, dataset, config, args.output, args.device, metadata)
+    scorer_for = free_energy_scorer(config, dataset, args.temperature_k)
+    trainer = Trainer(model, dataset, config, args.output, args.device, metadata, scorer_for)
     history = trainer.run(resume=not args.fresh)
     if trainer.rank == 0:
         for row in history:
@@ -90,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
             if row.get("val_energy_rmse") is not None:
                 energies = row["train_energy_rmse"], row["val_energy_rmse"]
                 energy = "  energy train {:.2f}  val {:.2f} kJ/mol".format(*energies)
+            score = row.get("val_free_energy_js")
+            score = "" if score is None else f"  held-out free-energy JS {score:.4f}"
             print(
                 f"epoch {row['epoch']:3d}  train {row['train_force_rmse']:.2f}  "
-                f"val {row['val_force_rmse']:.2f} kJ/mol/nm{energy}  lr {row['learning_rate']:.2g}"
+                f"val {row['val_force_rmse']:.2f} kJ/mol/nm{energy}{score}  lr {row['learning_rate']:.2g}"
             )
         if not trainer.best_written:
             print(f"no epoch improved on the validation loss; no model written to {args.output}")

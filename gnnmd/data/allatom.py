@@ -13,16 +13,27 @@ Two resolutions (:attr:`AllAtomSettings.resolution`):
   constraints (an all-atom potential must learn X–H stretching, which
   constrained dynamics never samples) and 1 fs steps by default.
 
-**The force map.** Each bead's force is the sum of the forces on its atom and on
-the hydrogens bonded to that atom; all other atoms' forces are dropped. Why not
-the mapped atom's force alone (a slice map)? The all-atom dynamics constrains
-X–H bond lengths, and OpenMM reports force-field forces only, not constraint
-forces. A constraint couples a heavy atom to its hydrogens, so the mean force
-on the CG coordinate includes whatever acts on those hydrogens. Summing over
-the rigid group lets the constraint forces inside it cancel and keeps the
-forces on its hydrogens. The slice map would miss them and bias the learned
-mean force. Atoms not bonded to a bead atom by a constraint (side-chain atoms
-beyond CB) are integrated out and contribute nothing.
+**The force map** (:attr:`AllAtomSettings.force_map`). A bead's force is the sum
+of the forces on a group of atoms: its own atom, and
+
+- ``"groups"`` (default): every atom that is closer to this bead's atom than to
+  any other along the bond graph (each atom in exactly one group; hydrogens go
+  with their heavy atom);
+- ``"hydrogens"``: only the hydrogens bonded to the bead's atom (other atoms'
+  forces are dropped).
+
+Both estimate the same mean force without bias. For a linear map whose beads
+are atoms, any force map that weighs each bead's own atom by one and every
+non-bead atom by a constant gives the mean force: a non-bead atom's force
+averages to zero at fixed bead positions (integration by parts over that
+atom's position). Constraints add one condition: the whole rigid X–H group
+must carry one weight, so that the constraint forces inside it (which OpenMM
+does not report) cancel; both maps keep each hydrogen with its heavy atom. They
+differ in noise: with ``"groups"`` the stiff forces inside a group (C=O and
+CA–CB stretching, the methyl rotors) cancel too. On alanine dipeptide's five
+backbone beads the force noise around the Boltzmann priors' forces falls from
+about 740 to 330 kJ/mol/nm (a 5× smaller variance: as much as 5× the data).
+``"hydrogens"`` is the map of datasets written before ``"groups"`` existed.
 
 Frames (and, at atom resolution, energies) are appended to a gnnmd dataset in
 chunks, each followed by an atomic checkpoint of the OpenMM state. An
@@ -58,6 +69,8 @@ RESOLUTIONS = ("cg", "atom")
 CONSTRAINTS = {"cg": "hbonds", "atom": "none"}
 #: Default time step (fs) per resolution: unconstrained X–H bonds need a shorter one.
 DEFAULT_TIMESTEP_FS = {"cg": 2.0, "atom": 1.0}
+#: How the atoms' forces are summed into bead forces (module docstring).
+FORCE_MAPS = ("groups", "hydrogens")
 #: Appended to the system name to name the molecule recorded at atom resolution.
 ALLATOM_SUFFIX = "_allatom"
 
@@ -88,6 +101,8 @@ class AllAtomSettings:
     #: runs with different seeds start from different conformations; None: start at the structure.
     start_temperature_k: float | None = None
     start_ps: float = 0.0
+    #: One of :data:`FORCE_MAPS` (cg resolution; atom resolution records every atom's force).
+    force_map: str = "groups"
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:
@@ -101,6 +116,8 @@ class AllAtomSettings:
                 f"{required!r}: the CG force map sums over rigid X-H groups, and all-atom data must "
                 "sample X-H stretching"
             )
+        if self.force_map not in FORCE_MAPS:
+            raise ValueError(f"unknown force_map {self.force_map!r}; allowed: {FORCE_MAPS}")
         if self.timestep_fs is None:
             object.__setattr__(self, "timestep_fs", DEFAULT_TIMESTEP_FS[self.resolution])
         if not self.timestep_fs > 0:
@@ -126,9 +143,13 @@ class AllAtomSettings:
         """The settings as a checkpoint records them; a resume requires an equal one.
 
         For ``cg`` the resolution and constraints are left out, so the fingerprint is
-        that of the settings before those fields existed and older checkpoints resume.
+        that of the settings before those fields existed and older checkpoints resume;
+        the force map is left out where it is the one they used (``"hydrogens"``) or where
+        it plays no part (atom resolution).
         """
         fields = asdict(self)
+        if self.force_map == "hydrogens" or self.resolution == "atom":
+            del fields["force_map"]
         if self.resolution == "cg":
             del fields["resolution"], fields["constraints"]
         if self.start_temperature_k is None:  # added later: absent from older checkpoints
@@ -149,18 +170,38 @@ def resolve_platform(name: str) -> str:
     return "CUDA"
 
 
-def bead_groups(allatom: mdtraj.Topology, cg: CGTopology) -> np.ndarray:
-    """(A,) int64: the bead that receives each atom's force, or -1.
+def bead_groups(allatom: mdtraj.Topology, cg: CGTopology, force_map: str = "groups") -> np.ndarray:
+    """(A,) int64: the bead that receives each atom's force, or -1 (``force_map`` of :data:`FORCE_MAPS`).
 
-    A bead receives the force of its own atom and of every hydrogen bonded to it.
+    ``"hydrogens"``: a bead receives the force of its own atom and of every hydrogen bonded
+    to it. ``"groups"``: every atom goes to the bead atom nearest along bonds (breadth-first
+    from all bead atoms at once, in bead order, so a tie goes to the lower bead); atoms of a
+    fragment without bead atoms keep -1.
     """
+    if force_map not in FORCE_MAPS:
+        raise ValueError(f"unknown force_map {force_map!r}; allowed: {FORCE_MAPS}")
     groups = np.full(allatom.n_atoms, -1, dtype=np.int64)
     groups[cg.atom_indices] = np.arange(cg.n_beads)
-    is_bead = groups >= 0
+    neighbours: dict[int, list[int]] = {atom.index: [] for atom in allatom.atoms}
     for a, b in allatom.bonds:
-        for heavy, other in ((a, b), (b, a)):
-            if is_bead[heavy.index] and other.element is not None and other.element.symbol == "H":
-                groups[other.index] = groups[heavy.index]
+        neighbours[a.index].append(b.index)
+        neighbours[b.index].append(a.index)
+    if force_map == "hydrogens":
+        for bead_atom in cg.atom_indices:
+            for other in neighbours[int(bead_atom)]:
+                element = allatom.atom(other).element
+                if element is not None and element.symbol == "H":
+                    groups[other] = groups[bead_atom]
+        return groups
+    frontier = [int(i) for i in cg.atom_indices]
+    while frontier:
+        reached = []
+        for atom in frontier:
+            for other in neighbours[atom]:
+                if groups[other] < 0:
+                    groups[other] = groups[atom]
+                    reached.append(other)
+        frontier = reached
     return groups
 
 
@@ -293,7 +334,7 @@ class Generator:
             system.name,
             str(system.pdb_path),
         )
-        self.groups = bead_groups(allatom, self.cg)
+        self.groups = bead_groups(allatom, self.cg, settings.force_map)
         constraints = {"hbonds": app.HBonds, "none": None}[settings.constraints]
         omm_system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraints)
         if settings.resolution == "atom":

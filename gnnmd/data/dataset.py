@@ -6,7 +6,7 @@ Layout (units are the internal ones and are recorded in the file)::
                                   energy_unit="kJ/mol"
     /molecules/<name>/     attrs: source, description; recompute (JSON, only from
                                   gnnmd.data.recompute: Hamiltonian and per-trajectory progress)
-        coordinates        (F, n, 3) float32, nm        chunked one frame per chunk, Fletcher-32
+        coordinates        (F, n, 3) float32, nm        chunked (about 64 kB per chunk), Fletcher-32
                                                         checksum per chunk (all three arrays)
         forces             (F, n, 3) float32, kJ/mol/nm
         energies           (F,) float64, kJ/mol         optional
@@ -79,8 +79,10 @@ def write_molecule(
         group = file.create_group(group_name)
         group.attrs["source"] = topology.source
         group.attrs["description"] = description
-        # Resizable along frames, so generators can append (see append_frames).
-        chunks, shape = (1, topology.n_beads, 3), (None, topology.n_beads, 3)
+        # Resizable along frames, so generators can append (see append_frames); chunks of about
+        # 64 kB, since a one-frame chunk makes reading a small molecule's frames cost ~1 ms each.
+        shape = (None, topology.n_beads, 3)
+        chunks = (_frames_per_chunk(topology.n_beads), topology.n_beads, 3)
         # Fletcher-32 checksums per chunk: a flipped bit on disk is an error on read, not a silent value.
         checked = {"fletcher32": True}
         group.create_dataset("coordinates", data=coordinates, chunks=chunks, maxshape=shape, **checked)
@@ -161,6 +163,12 @@ def append_frames(
 
 #: Energies are one float64 per frame: many frames per chunk.
 _ENERGY_CHUNK = (1024,)
+_CHUNK_BYTES = 65536
+
+
+def _frames_per_chunk(n_beads: int) -> int:
+    """Frames per coordinate/force chunk: about ``_CHUNK_BYTES`` of float32, at least one frame."""
+    return max(1, _CHUNK_BYTES // (n_beads * 3 * 4))
 
 
 def _checked_arrays(

@@ -14,6 +14,13 @@ by (seed, epoch), so a run resumed from its state file continues exactly as an
 uninterrupted one. Under torchrun every global batch is
 split across ranks and DistributedDataParallel averages the gradients.
 
+The best epoch is the one of lowest validation loss, or with ``select_by
+"free_energy"`` the one of lowest held-out free-energy score (a callable of the
+model, e.g. :class:`gnnmd.analysis.selection.HeldOutFreeEnergy`: force loss
+alone is dominated by the noise of the reference forces and can improve while
+the free energy gets worse). Early stopping follows the same criterion; the
+learning rate follows the validation loss.
+
 Files written to the output folder: ``train_state.pt`` (everything to resume;
 rewritten atomically every epoch), ``best.pt`` (gnnmd checkpoint of the best
 validation epoch), ``metrics.csv`` and ``learning_curve.png``.
@@ -35,7 +42,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -66,8 +73,12 @@ BEST_FILE = "best.pt"
 METRICS_FILE = "metrics.csv"
 METRIC_COLUMNS = (
     "epoch", "train_force_rmse", "val_force_rmse", "learning_rate", "seconds",
-    "train_energy_rmse", "val_energy_rmse", "val_loss",
+    "train_energy_rmse", "val_energy_rmse", "val_loss", "val_free_energy_js",
 )  # fmt: skip
+SELECTION_CRITERIA = ("force", "free_energy")
+#: Builds the free-energy score from the held-out global frame indices; the score maps the
+#: model to a number, lower is better.
+ScorerFactory = Callable[[np.ndarray], Callable[[CGPotential], float]]
 
 
 class TrainingError(GnnmdError, RuntimeError):
@@ -92,6 +103,10 @@ class TrainingConfig:
         force_weight: weight of the force MSE, (kJ/mol/nm)², in the loss.
         energy_weight: weight of the per-frame energy MSE, (kJ/mol)², in the loss; above 0
             the dataset must hold energies for every molecule.
+        select_by: what picks the best epoch and stops early: "force" (validation loss) or
+            "free_energy" (the trainer's held-out free-energy score, computed every epoch).
+        selection_replicas: replicas of each free-energy score's simulation.
+        selection_steps: steps of each replica, equilibration (a sixth) included.
     """
 
     epochs: int = 30
@@ -106,6 +121,9 @@ class TrainingConfig:
     max_frames: int | None = None
     force_weight: float = 1.0
     energy_weight: float = 0.0
+    select_by: str = "force"
+    selection_replicas: int = 64
+    selection_steps: int = 6000
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -114,6 +132,13 @@ class TrainingConfig:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.select_by not in SELECTION_CRITERIA:
+            raise ValueError(f"select_by must be one of {SELECTION_CRITERIA}, got {self.select_by!r}")
+        if self.selection_replicas < 1 or self.selection_steps < 12:
+            raise ValueError(
+                f"selection_replicas ({self.selection_replicas}) must be >= 1 and selection_steps "
+                f"({self.selection_steps}) >= 12"
+            )
         weights = (self.force_weight, self.energy_weight)
         if not (min(weights) >= 0 and sum(weights) > 0):
             raise ValueError(
@@ -171,6 +196,8 @@ class Trainer:
         output_dir: where state, checkpoints and metrics go.
         device: "cpu" or "cuda" ("cuda" is the rank's ``cuda:LOCAL_RANK`` under torchrun).
         metadata: stored in ``best.pt`` (e.g. data provenance); ``trained`` is set here.
+        scorer_for: builds the held-out free-energy score from the validation frames; needed
+            with ``config.select_by == "free_energy"``.
     """
 
     def __init__(
@@ -181,6 +208,7 @@ class Trainer:
         output_dir: str | os.PathLike,
         device: str | torch.device = "cpu",
         metadata: Mapping[str, Any] | None = None,
+        scorer_for: ScorerFactory | None = None,
     ) -> None:
         self.device = local_device(device)  # cuda:LOCAL_RANK under torchrun
         self.rank, self.world = init_from_environment(self.device)
@@ -193,6 +221,11 @@ class Trainer:
         self.groups = trajectory_groups(dataset)
         self.train_frames, self.val_frames = split_frames(len(dataset), config, self.groups)
         self.loader = BatchLoader(dataset, model, self.device, energies=config.uses_energies)
+        self.scorer: Callable[[CGPotential], float] | None = None
+        if config.select_by == "free_energy":
+            if scorer_for is None:
+                raise ValueError('select_by "free_energy" needs scorer_for (the held-out free-energy score)')
+            self.scorer = scorer_for(self.val_frames)
         self.frames_by_molecule: dict[int, np.ndarray] = {}
         if config.uses_energies:
             self._check_energies()
@@ -218,6 +251,7 @@ class Trainer:
         self.best_val = float("inf")  # validation force RMSE of the best epoch, kJ/mol/nm
         self.best_loss = float("inf")  # its validation loss, which picks the best epoch
         self.best_energy: float | None = None  # its validation energy RMSE, kJ/mol (energy training)
+        self.best_score = float("inf")  # its held-out free-energy score (select_by "free_energy")
         self.bad_epochs = 0
         self.history: list[dict] = []
         self.best_written = False  # whether this run (or the one it resumes) wrote best.pt
@@ -309,6 +343,18 @@ class Trainer:
             totals += errors.detach().double()
         return ErrorSums(all_reduce_sum(totals).cpu())
 
+    def score(self) -> float | None:
+        """The held-out free-energy score of the current model (rank 0 computes, all ranks get it),
+        or None when epochs are selected by force loss."""
+        if self.scorer is None:
+            return None
+        value = torch.zeros((), dtype=torch.float64, device=self.device)
+        if self.rank == 0:
+            self.model.eval()
+            value += self.scorer(self.model)
+            self.model.train()
+        return float(all_reduce_sum(value))
+
     def validate(self) -> ErrorSums:
         """Errors of the held-out frames, summed over all ranks."""
         self.force_model.eval()
@@ -356,6 +402,7 @@ class Trainer:
             val = self.validate()
             self._require_finite(val, "validation")
             val_loss = float(self.loss(val.sums))
+            score = self.score()
             self.scheduler.step(val_loss)
             self.epoch += 1
             row = {
@@ -367,12 +414,14 @@ class Trainer:
                 "train_energy_rmse": train.energy_rmse,
                 "val_energy_rmse": val.energy_rmse,
                 "val_loss": val_loss,
+                "val_free_energy_js": score,
             }
             self.history.append(row)
-            improved = val_loss < self.best_loss
+            improved = val_loss < self.best_loss if score is None else score < self.best_score
             if improved:
                 self.best_loss, self.best_val = val_loss, row["val_force_rmse"]
                 self.best_energy = row["val_energy_rmse"]
+                self.best_score = float("inf") if score is None else score
             self.bad_epochs = 0 if improved else self.bad_epochs + 1
             if self.rank == 0:
                 if improved:
@@ -403,6 +452,8 @@ class Trainer:
                 "epoch": self.epoch,
                 "val_force_rmse_kj_per_mol_nm": self.best_val,
                 "val_energy_rmse_kj_per_mol": self.best_energy,
+                "selected_by": self.config.select_by,
+                "val_free_energy_js": None if self.scorer is None else self.best_score,
                 "split": "whole trajectories" if self.groups is not None else "random frames",
                 "train_frames": int(len(self.train_frames)),
                 "val_frames": int(len(self.val_frames)),
@@ -424,6 +475,7 @@ class Trainer:
             "best_val": self.best_val,
             "best_loss": self.best_loss,
             "best_energy": self.best_energy,
+            "best_score": self.best_score,
             "bad_epochs": self.bad_epochs,
             "history": self.history,
             "config": dataclasses.asdict(self.config),
@@ -464,6 +516,7 @@ class Trainer:
         # States from force-only trainers before the weighted loss: the loss was the force MSE.
         self.best_loss = state.get("best_loss", self.config.force_weight * self.best_val**2)
         self.best_energy = state.get("best_energy")
+        self.best_score = state.get("best_score", float("inf"))
         self.history = list(state["history"])
         self.best_written = bool(state.get("best_written", False))
 

@@ -51,7 +51,8 @@ def test_rigid_two_atom_bead_gets_the_force_on_its_hydrogen():
 
 
 def test_chignolin_hydrogens_follow_their_bead_atoms(chignolin, tmp_path):
-    generator = Generator(chignolin, tmp_path / "unused.h5", AllAtomSettings(platform="Reference"))
+    settings = AllAtomSettings(platform="Reference", force_map="hydrogens")
+    generator = Generator(chignolin, tmp_path / "unused.h5", settings)
     cg, groups = generator.cg, generator.groups
     assert cg.n_beads == 49
     import openmm.app as app
@@ -145,3 +146,50 @@ def test_a_tampered_generator_checkpoint_cannot_run_code(chignolin, tmp_path, ti
     with pytest.raises(Exception, match=rf"{generator.checkpoint.name}: not a readable generator checkpoint"):
         Generator(chignolin, path, tiny)
     assert not sentinel.exists()
+
+
+def test_groups_force_map_gives_every_atom_to_its_nearest_bead_and_keeps_the_net_force(tmp_path):
+    """ala2's five backbone beads: every atom goes to the bead atom nearest along bonds, so the
+    bead forces add up to the molecule's net force (zero in implicit solvent), which the
+    hydrogens-only map does not; both maps give each bead its own atom and its hydrogens."""
+    import warnings
+
+    from gnnmd.systems import DroppedAtomsWarning, load_system
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DroppedAtomsWarning)
+        ala2 = load_system("ala2")
+    generator = Generator(ala2, tmp_path / "g.h5", AllAtomSettings(platform="Reference", seed=3))
+    atoms = mdtraj.Topology.from_openmm(generator.topology)
+    owners = {f"{a.residue.name}.{a.name}": int(generator.groups[a.index]) for a in atoms.atoms}
+    expected = {
+        0: {"ACE.CH3", "ACE.H1", "ACE.H2", "ACE.H3", "ACE.C", "ACE.O"},
+        1: {"ALA.N", "ALA.H"},
+        2: {"ALA.CA", "ALA.HA", "ALA.CB", "ALA.HB1", "ALA.HB2", "ALA.HB3"},
+        3: {"ALA.C", "ALA.O"},
+        4: {"NME.N", "NME.H", "NME.C", "NME.H1", "NME.H2", "NME.H3"},
+    }
+    assert {bead: {a for a, b in owners.items() if b == bead} for bead in expected} == expected
+    hydrogens = bead_groups(atoms, generator.cg, "hydrogens")
+    assert {a.name for a in atoms.atoms if hydrogens[a.index] == 2} == {"CA", "HA"}
+    assert (hydrogens == -1).sum() == 14  # both methyls and CB with their H (12), both O: dropped
+    generator.integrator.step(50)  # away from the energy minimum, to thermal forces
+    state = generator.context.getState(getForces=True)
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[None]
+    grouped = aggregate_forces(forces, generator.groups, 5)[0]
+    assert np.abs(grouped.sum(axis=0)).max() < 1e-3 * np.abs(grouped).max()
+    assert np.abs(aggregate_forces(forces, hydrogens, 5)[0].sum(axis=0)).max() > 10.0
+    with pytest.raises(ValueError, match="unknown force_map"):
+        bead_groups(atoms, generator.cg, "slice")
+    with pytest.raises(ValueError, match="unknown force_map"):
+        AllAtomSettings(force_map="slice")
+
+
+def test_the_force_map_is_part_of_a_runs_identity(chignolin, tmp_path, tiny):
+    path = tmp_path / "d.h5"
+    Generator(chignolin, path, tiny).run(2)
+    hydrogens = AllAtomSettings(platform="Reference", frame_interval_ps=0.004, chunk_frames=2, seed=3,
+                                force_map="hydrogens")  # fmt: skip
+    with pytest.raises(Exception, match="use a new output file"):
+        Generator(chignolin, path, hydrogens)
+    assert "'force_map': 'groups'" in tiny.fingerprint() and "force_map" not in hydrogens.fingerprint()

@@ -127,14 +127,16 @@ def test_import_arrays_converts_energies(tmp_path, chignolin, capsys):
 
 def test_settings_per_resolution_and_old_cg_checkpoints_still_match():
     # The fingerprint of cg settings is what checkpoints recorded before resolutions existed.
-    assert AllAtomSettings().fingerprint() == (
+    assert AllAtomSettings(force_map="hydrogens").fingerprint() == (
         "{'temperature_k': 300.0, 'timestep_fs': 2.0, 'friction_per_ps': 1.0, 'frame_interval_ps': 1.0, "
         "'forcefield': 'amber14-gbn2', 'platform': 'CPU', 'chunk_frames': 50, 'seed': 1}"
     )
+    assert AllAtomSettings().fingerprint().endswith("'seed': 1, 'force_map': 'groups'}")
     assert AllAtomSettings().constraints == "hbonds"
     atom = AllAtomSettings(resolution="atom")
     assert (atom.timestep_fs, atom.constraints, atom.steps_per_frame) == (1.0, "none", 1000)
     assert "'resolution': 'atom'" in atom.fingerprint() and "'constraints': 'none'" in atom.fingerprint()
+    assert "force_map" not in atom.fingerprint()  # atom resolution maps no forces
     assert AllAtomSettings(resolution="atom", timestep_fs=0.5).steps_per_frame == 2000
     with pytest.raises(ValueError, match="X-H stretching"):
         AllAtomSettings(resolution="atom", constraints="hbonds")
