@@ -196,13 +196,18 @@ def frame_force_errors(
     return np.concatenate(errors)
 
 
-def force_gain(model_errors: np.ndarray, prior_errors: np.ndarray) -> dict:
+def force_gain(model_errors: np.ndarray, prior_errors: np.ndarray, groups: np.ndarray | None = None) -> dict:
     """How much the network lowers the held-out force error below the priors': the gain in
-    mean squared error, (kJ/mol/nm)², and the gain in units of its standard error (over
-    contiguous blocks of frames: neighbouring frames of a trajectory are correlated)."""
+    mean squared error, (kJ/mol/nm)², and the gain in units of its standard error (over the
+    frames' independent trajectories ``groups`` (F,) when given and at least two, else over
+    contiguous blocks: neighbouring frames of a trajectory are correlated)."""
     gain = prior_errors - model_errors
-    error = standard_error(gain, reference_blocks(len(gain)))
+    over = "trajectories"
+    if groups is None or len(np.unique(groups)) < 2:
+        groups, over = reference_blocks(len(gain)), "contiguous blocks"
+    error = standard_error(gain, groups)
     return {
+        "standard_error_over": over,
         "force_rmse_priors_only_kj_per_mol_nm": float(math.sqrt(prior_errors.mean())),
         "mse_gain": float(gain.mean()),
         "mse_gain_standard_error": error,
@@ -246,7 +251,7 @@ def validate_molecule(
     errors = frame_force_errors(model, dataset, molecule, frames)
     if "priors_only" in extra:
         alone = frame_force_errors(baseline, dataset, molecule, frames)
-        extra["priors_only"]["force_gain"] = force_gain(errors, alone)
+        extra["priors_only"]["force_gain"] = force_gain(errors, alone, None if ids is None else ids[frames])
     simulated_ns = settings.replicas * settings.steps * settings.timestep_fs * PS_PER_FS * 1e-3
     report = {
         "topology": topology.name,

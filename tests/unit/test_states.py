@@ -57,3 +57,23 @@ def test_main_observable_prefers_the_protein_map():
     assert main_observable(["bond_0", "phi_psi"]) == "phi_psi"
     assert main_observable(["rmsd_q", "phi_psi", "rmsd_native"]) == "rmsd_q"
     assert main_observable(["bond_0"]) is None
+
+
+def test_force_gain_error_follows_the_held_out_trajectories():
+    from gnnmd.analysis.validate import force_gain
+
+    # Two trajectories whose gains differ by a constant: the frames within each agree, so the
+    # blocks of frames alone would understate the error that the trajectories show.
+    prior = np.full(40, 10.0)
+    model = np.concatenate([np.full(20, 9.0), np.full(20, 7.0)])
+    groups = np.repeat([3, 8], 20)
+    by_trajectory = force_gain(model, prior, groups)
+    assert by_trajectory["standard_error_over"] == "trajectories"
+    assert by_trajectory["mse_gain"] == pytest.approx(2.0)
+    assert by_trajectory["mse_gain_standard_error"] == pytest.approx(1.0)  # std of (1, 3) / sqrt 2
+    by_blocks = force_gain(model, prior)
+    assert by_blocks["standard_error_over"] == "contiguous blocks"
+    block_gains = [1.0] * 5 + [3.0] * 5
+    assert by_blocks["mse_gain_standard_error"] == pytest.approx(np.std(block_gains, ddof=1) / math.sqrt(10))
+    one_trajectory = force_gain(model, prior, np.zeros(40))
+    assert one_trajectory["standard_error_over"] == "contiguous blocks"
