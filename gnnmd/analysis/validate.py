@@ -8,7 +8,9 @@ of the joint φ/ψ map when the molecule has exactly two dihedrals), and the
 model's force RMSE on held-out reference frames. A molecule named like a
 shipped protein system (chignolin, ...) also gets CA RMSD to its native
 structure, fraction of native contacts Q, the joint RMSD-Q map and the folded
-fraction (:mod:`gnnmd.analysis.protein`).
+fraction (:mod:`gnnmd.analysis.protein`); half of its replicas start from folded reference
+frames and half from unfolded ones, and the report gives the folded fraction of each start
+set and the folding and unfolding transitions (key ``folding``, :mod:`gnnmd.analysis.folding`).
 
 The main observable (φ/ψ, or RMSD × Q for proteins; :mod:`gnnmd.analysis.states`) is
 reported with what it takes to judge it: its JS divergence, the same for the model with its
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gnnmd.analysis import folding
 from gnnmd.analysis.distributions import histogram, jensen_shannon
 from gnnmd.analysis.observables import Observable, term_observables
 from gnnmd.analysis.protein import folded_fraction, protein_observables, shipped_native
@@ -237,12 +240,15 @@ def validate_molecule(
     count = int(dataset.offsets[molecule + 1] - dataset.offsets[molecule])
     chosen = np.linspace(0, count - 1, min(count, MAX_REFERENCE_FRAMES)).astype(np.int64)
     reference_frames, _ = dataset.frames(molecule, chosen)
-    starts = reference_frames[np.linspace(0, len(reference_frames) - 1, settings.replicas).astype(np.int64)]
-    simulated_frames, replicas, failed = simulate(model, topology, starts, settings)
     native = shipped_native(topology)
+    starts, start_folded = choose_starts(topology, reference_frames, native, settings.replicas)
+    simulated_frames, replicas, failed = simulate(model, topology, starts, settings)
     divergences, pairs, extra = compare_with_native(
         topology, simulated_frames, reference_frames, native, settings
     )
+    if start_folded is not None:
+        simulated = next(sim for sim, ref, _ in pairs if ref.name == "rmsd_q")
+        extra["folding"] = folding.folding_report(simulated.samples, replicas, start_folded)
     ids = dataset.trajectory_ids[molecule]
     groups = ids[chosen] if ids is not None else None
     baseline = priors_only(model) if settings.priors_only and model.use_priors else None
@@ -270,6 +276,18 @@ def validate_molecule(
 
         report["plot"] = str(plot_validation(pairs, settings, plots / f"{topology.name}_validation.png"))
     return report
+
+
+def choose_starts(
+    topology: CGTopology, reference: np.ndarray, native: np.ndarray | None, replicas: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Start frames (R, n, 3) nm from the reference (F, n, 3), and for a protein with a native
+    structure whether each started folded (half folded, half not: :mod:`gnnmd.analysis.folding`)."""
+    if native is None:
+        return reference[np.linspace(0, len(reference) - 1, replicas).astype(np.int64)], None
+    samples = next(o for o in protein_observables(topology, reference, native) if o.name == "rmsd_q").samples
+    chosen = folding.choose_starts(samples, replicas)
+    return reference[chosen], folding.is_folded(samples[chosen])
 
 
 def judge_main_observable(

@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
                 f"reference {folded['reference']:.3f}"
             )
         _print_main_observable(molecule)
+        _print_folding(molecule.get("folding"))
         for observable, value in sorted(molecule["js_divergence"].items(), key=lambda kv: -kv[1]):
             print(f"  JS divergence {value:.4f}  {observable}")
     if not report["trained"]:
@@ -128,3 +129,18 @@ def _print_main_observable(molecule: dict) -> None:
     for label, states in sources.items():
         text = ", ".join(f"{state} {v['population']:.3f} ± {v['error']:.3f}" for state, v in states.items())
         print(f"    {label}: {text}")
+
+
+def _print_folding(folding: dict | None) -> None:
+    """Folded fraction per start set (strict definition) and transitions, for a protein."""
+    if folding is None:
+        return
+    for label in ("from_folded_starts", "from_unfolded_starts"):
+        entry = folding[label]
+        if entry is not None and entry["folded_fraction"] is not None:
+            text = f"{entry['folded_fraction']:.3f} ± {entry['error']:.3f} ({entry['replicas']} replicas)"
+            print(f"    folded {label.replace('_', ' ')}: {text}")
+    events = folding["transitions"]
+    print(f"    transitions: {events['folding']} folding, {events['unfolding']} unfolding")
+    if "note" in folding:
+        print(f"    note: {folding['note']}")

@@ -1,0 +1,128 @@
+"""Train, choose, validate and ship the ``ala2`` model (alanine dipeptide, 5 backbone beads).
+
+    python scripts/build_ala2.py [--work out/ala2] [--epochs 30] [--processes 2] [--no-ship]
+
+Data: the reference of scripts/build_ala2_reference.py (42 independent 1 ns amber14/GBn2
+runs, 205,800 frames, "groups" force map; run that script first, about half an hour).
+
+Each candidate of CANDIDATES (network size, with or without chiral input) is force-matched
+by `gnnmd train --select-by free_energy`: whole trajectories held out, every epoch scored by
+the JS divergence of φ/ψ from short simulations to the held-out frames, the best-scoring
+epoch kept. The candidate whose kept epoch scores lowest is the model: epochs and model
+size are both picked on the held-out free-energy measure. It is validated with
+`gnnmd validate` (JS to the reference, its priors alone, the reference's noise floor, state
+populations with errors) and shipped as gnnmd/pretrained/ala2.pt with its report in
+benchmarks/ (ala2_validation.json, ala2_validation.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "out" / "ala2-reference" / "ala2_reference.h5"
+BASE = {"num_rbf": 32, "rbf": "gaussian", "cutoff_nm": 1.0, "activation": "tanh", "exclusion_order": 2,
+        "use_priors": True}  # fmt: skip
+CANDIDATES = {
+    "w64-achiral": {"hidden_channels": 64, "num_filters": 64, "num_interactions": 2},
+    "w64-chiral": {"hidden_channels": 64, "num_filters": 64, "num_interactions": 2, "chiral_features": True},
+    "w32-chiral": {"hidden_channels": 32, "num_filters": 32, "num_interactions": 2, "chiral_features": True},
+    "w128-chiral": {
+        "hidden_channels": 128,
+        "num_filters": 128,
+        "num_interactions": 2,
+        "chiral_features": True,
+    },
+}
+TRAINING = ["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "0", "--validation-fraction", "0.2",
+            "--select-by", "free_energy"]  # fmt: skip
+DESCRIPTION = (
+    "alanine dipeptide, 5 backbone beads (ACE.C, ALA.N, ALA.CA, ALA.C, NME.N); priors by Boltzmann "
+    "inversion + chiral SchNet force-matched to 42 ns of amber14/GBn2 at 300 K. Good for: the phi/psi "
+    "free energy of alanine dipeptide in implicit solvent at 300 K (see benchmarks/RESULTS.md)"
+)
+
+
+def train(work: Path, name: str, epochs: int) -> Path:
+    """One candidate in its own process on one thread; resumes an interrupted run."""
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder.with_suffix(".json")
+    config.write_text(json.dumps({**BASE, **CANDIDATES[name]}, indent=1))
+    argv = [sys.executable, "-m", "gnnmd.cli", "train", "--data", str(DATA), "-o", str(folder),
+            "--model-config", str(config), "--epochs", str(epochs), *TRAINING]  # fmt: skip
+    with (folder.parent / f"{name}.log").open("a") as log:
+        done = subprocess.run(
+            argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"training {name} failed (see {work / name}.log)")
+    return folder / "best.pt"
+
+
+def held_out_score(checkpoint: Path) -> float:
+    from gnnmd.models import read_checkpoint
+
+    return float(read_checkpoint(checkpoint)["metadata"]["training"]["val_free_energy_js"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=REPO / "out" / "ala2")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--processes", type=int, default=2, help="candidates trained at once, one CPU each")
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--no-ship", action="store_true", help="choose and validate, but do not ship")
+    args = parser.parse_args()
+    if not DATA.is_file():
+        raise SystemExit(f"{DATA} is missing: run python scripts/build_ala2_reference.py first")
+    with ThreadPoolExecutor(args.processes) as pool:
+        runs = {name: pool.submit(train, args.work, name, args.epochs) for name in args.candidates}
+        scores = {name: held_out_score(run.result()) for name, run in runs.items()}
+    chosen = min(scores, key=scores.get)
+    print(json.dumps({"held_out_free_energy_js": scores, "chosen": chosen}, indent=1))
+    (args.work / "selection.json").write_text(json.dumps({"scores": scores, "chosen": chosen}, indent=1))
+    model = args.work / chosen / "best.pt"
+    if not args.no_ship:
+        model = ship(model, chosen, scores)
+    report = args.work / "validation.json"
+    from gnnmd.cli import main as gnnmd
+
+    plots = args.work / "plots"
+    gnnmd(["validate", str(model), "--reference", str(DATA), "--replicas", "128", "--steps", "20000",
+           "--equilibration-steps", "2000", "--json", str(report), "--plots", str(plots)])  # fmt: skip
+    if not args.no_ship:
+        shutil.copy(report, REPO / "benchmarks" / "ala2_validation.json")
+        shutil.copy(plots / "ala2_validation.png", REPO / "benchmarks" / "ala2_validation.png")
+
+
+def ship(checkpoint: Path, name: str, scores: dict) -> Path:
+    """Write the chosen checkpoint as the shipped ``ala2`` model and record its continuity values."""
+    from gnnmd.models import PRETRAINED_DIR, load_model, save_checkpoint
+
+    model = load_model(checkpoint)
+    metadata = dict(model.metadata)
+    metadata.update(
+        name="ala2",
+        description=DESCRIPTION,
+        candidate=name,
+        candidates_held_out_free_energy_js=scores,
+        data_provenance="scripts/build_ala2_reference.py: gnnmd data allatom ala2, 42 x 1 ns, seeds 1000+",
+        built_by="scripts/build_ala2.py",
+    )
+    target = save_checkpoint(model, PRETRAINED_DIR / "ala2.pt", metadata)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_shipped_models.py"), "--record"], check=True
+    )
+    return target
+
+
+if __name__ == "__main__":
+    main()
