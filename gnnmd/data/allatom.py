@@ -32,7 +32,8 @@ does not report) cancel; both maps keep each hydrogen with its heavy atom. They
 differ in noise: with ``"groups"`` the stiff forces inside a group (C=O and
 CA–CB stretching, the methyl rotors) cancel too. On alanine dipeptide's five
 backbone beads the force noise around the Boltzmann priors' forces falls from
-about 740 to 330 kJ/mol/nm (a 5× smaller variance: as much as 5× the data).
+about 780 to 380 kJ/mol/nm (a 4.3× smaller variance: worth as much as 4.3× the
+data; ``scripts/compare_force_maps.py``).
 ``"hydrogens"`` is the map of datasets written before ``"groups"`` existed.
 
 Frames (and, at atom resolution, energies) are appended to a gnnmd dataset in
