@@ -2,7 +2,7 @@
 
     python scripts/build_ala2.py [--work out/ala2] [--epochs 30] [--processes 2] [--no-ship]
 
-Data: the reference of scripts/build_ala2_reference.py (42 independent 1 ns amber14/GBn2
+Data: the reference of `scripts/build_reference.py ala2` (42 independent 1 ns amber14/GBn2
 runs, 205,800 frames, "groups" force map; run that script first, about half an hour).
 
 Each candidate of CANDIDATES (network size, with or without chiral input) is force-matched
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--no-ship", action="store_true", help="choose and validate, but do not ship")
     args = parser.parse_args()
     if not DATA.is_file():
-        raise SystemExit(f"{DATA} is missing: run python scripts/build_ala2_reference.py first")
+        raise SystemExit(f"{DATA} is missing: run python scripts/build_reference.py ala2 first")
     with ThreadPoolExecutor(args.processes) as pool:
         runs = {name: pool.submit(train, args.work, name, args.epochs) for name in args.candidates}
         scores = {name: held_out_score(run.result()) for name, run in runs.items()}
@@ -114,7 +114,7 @@ def ship(checkpoint: Path, name: str, scores: dict) -> Path:
         description=DESCRIPTION,
         candidate=name,
         candidates_held_out_free_energy_js=scores,
-        data_provenance="scripts/build_ala2_reference.py: gnnmd data allatom ala2, 42 x 1 ns, seeds 1000+",
+        data_provenance="scripts/build_reference.py ala2: gnnmd data allatom ala2, 42 x 1 ns, seeds 1000+",
         built_by="scripts/build_ala2.py",
     )
     target = save_checkpoint(model, PRETRAINED_DIR / "ala2.pt", metadata)
