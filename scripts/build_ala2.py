@@ -45,8 +45,7 @@ TRAINING = ["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "0", "--
             "--select-by", "free_energy"]  # fmt: skip
 DESCRIPTION = (
     "alanine dipeptide, 5 backbone beads (ACE.C, ALA.N, ALA.CA, ALA.C, NME.N); priors by Boltzmann "
-    "inversion + chiral SchNet force-matched to 42 ns of amber14/GBn2 at 300 K. Good for: the phi/psi "
-    "free energy of alanine dipeptide in implicit solvent at 300 K (see benchmarks/RESULTS.md)"
+    "inversion + SchNet ({candidate}) force-matched to 42 ns of amber14/GBn2 at 300 K"
 )
 
 
@@ -111,7 +110,8 @@ def ship(checkpoint: Path, name: str, scores: dict) -> Path:
     metadata = dict(model.metadata)
     metadata.update(
         name="ala2",
-        description=DESCRIPTION,
+        description=DESCRIPTION.format(candidate=name),
+        good_for="the phi/psi free energy of alanine dipeptide, amber14/GBn2 implicit solvent, 300 K",
         candidate=name,
         candidates_held_out_free_energy_js=scores,
         data_provenance="scripts/build_reference.py ala2: gnnmd data allatom ala2, 42 x 1 ns, seeds 1000+",

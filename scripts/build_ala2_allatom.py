@@ -140,6 +140,12 @@ def amber_baseline() -> float:
     return float(np.sqrt(np.mean((np.array(amber) - forces) ** 2)))
 
 
+GOOD_FOR = (
+    "all-atom alanine dipeptide in ASE or OpenMM with X-H bonds constrained; test force RMSE about "
+    "120 kJ/mol/nm (benchmarks/RESULTS.md)"
+)
+
+
 def ship(model: CGPotential, test: dict, argv: list[str] | None) -> None:
     """Write ``model`` as gnnmd/pretrained/ala2-allatom.pt and re-record the continuity values."""
     arguments = sys.argv[1:] if argv is None else argv
@@ -151,6 +157,7 @@ def ship(model: CGPotential, test: dict, argv: list[str] | None) -> None:
             "force-matched to explicit-solvent AMBER frames with X-H bonds constrained: "
             "use it with X-H bond constraints (gnnmd.ase.hydrogen_bond_constraints)"
         ),
+        good_for=GOOD_FOR,
         kind="all-atom",
         data_provenance=DATA_PROVENANCE,
         training_command=shlex.join(["python", "scripts/build_ala2_allatom.py", *arguments]),

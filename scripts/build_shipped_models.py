@@ -34,10 +34,15 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "tests" / "continuity" / "reference_values.json"
 SEED = 20261121
 UNTRAINED = {
-    "default": (DEFAULT_CONFIG, "laptop-sized CGSchNet (64 features, 2 blocks, 1.2 nm), untrained"),
+    "default": (
+        DEFAULT_CONFIG,
+        "laptop-sized CGSchNet (64 features, 2 blocks, 1.2 nm), untrained",
+        "plumbing and speed tests only: untrained (random network on native-structure priors)",
+    ),
     "cgschnet-benchmark": (
         BENCHMARK_CONFIG,
         "mlcg example CGSchNet (128/128, 5 blocks, 128 Gaussians, 2 nm, tanh), untrained",
+        "throughput benchmarks at the mlcg example size: untrained, no science",
     ),
 }
 
@@ -61,12 +66,13 @@ def reference_structure(model):
 def build_untrained() -> None:
     systems = [load_system(name) for name in list_systems()]
     structures = [(s.topology, s.positions_nm) for s in systems if s.topology.mapping == "5bead"]
-    for name, (config, description) in UNTRAINED.items():
+    for name, (config, description, good_for) in UNTRAINED.items():
         model = untrained_model(config, structures, seed=SEED)
         metadata = {
             "name": name,
             "trained": False,
             "description": description,
+            "good_for": good_for,
             "priors": f"native structures of {', '.join(s.name for s in systems)} (gnnmd.nn.priors.fit)",
             "seed": SEED,
             "built_by": "scripts/build_shipped_models.py",

@@ -35,17 +35,15 @@ class Models:
     def run(args: argparse.Namespace) -> int:
         from gnnmd.models import DEFAULT_MODEL, list_models, model_path, read_checkpoint
 
-        table = Table("model", "trained", "features", "blocks", "cutoff (nm)", "description")
+        table = Table("model", "trained", "size", "good for")
         for name in list_models():
             checkpoint = read_checkpoint(model_path(name))
             config, metadata = checkpoint["config"], checkpoint["metadata"]
             table.add_row(
                 f"{name} (default)" if name == DEFAULT_MODEL else name,
                 "yes" if metadata["trained"] else "UNTRAINED",
-                str(config["hidden_channels"]),
-                str(config["num_interactions"]),
-                f"{config['cutoff_nm']:g}",
-                metadata.get("description", ""),
+                f"{config['hidden_channels']}x{config['num_interactions']}, {config['cutoff_nm']:g} nm",
+                metadata.get("good_for", metadata.get("description", "")),
             )
         Console().print(table)
         return 0

@@ -68,7 +68,13 @@ def test_listings(capsys):
     assert main(["systems"]) == 0
     assert "engrailed" in capsys.readouterr().out
     assert main(["models"]) == 0
-    assert "UNTRAINED" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "UNTRAINED" in out and "good for" in out
+    from gnnmd.models import list_models, model_path, read_checkpoint
+
+    # Every shipped model says what it is good for.
+    assert all(read_checkpoint(model_path(name))["metadata"].get("good_for") for name in list_models()
+               if name != "ala2-cg")  # fmt: skip
 
 
 def test_console_entry_point_runs():
