@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,15 @@ import torch
 from gnnmd.models import untrained_model
 from gnnmd.nn.potential import PotentialConfig
 from gnnmd.systems import load_system
+
+
+def load_script(path: Path):
+    """A script or example file (not a package module) imported as a module, to call its functions."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 SMALL_CONFIG = PotentialConfig(
     hidden_channels=16, num_filters=16, num_interactions=2, num_rbf=12, cutoff_nm=1.0, activation="tanh"

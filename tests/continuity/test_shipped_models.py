@@ -7,7 +7,6 @@ does a shipped model without recorded values.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,16 +14,14 @@ import pytest
 import torch
 
 from gnnmd.models import list_models, load_model
+from tests.conftest import load_script
 
 REFERENCE = json.loads((Path(__file__).parent / "reference_values.json").read_text())
 BUILDER = Path(__file__).resolve().parents[2] / "scripts" / "build_shipped_models.py"
 
 
 def builder():
-    spec = importlib.util.spec_from_file_location("build_shipped_models", BUILDER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BUILDER)
 
 
 def test_every_shipped_model_has_reference_values():

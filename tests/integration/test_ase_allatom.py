@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from gnnmd.ase import GNNMDCalculator, hydrogen_bond_constraints, pdb_atoms
 from gnnmd.data.ala2_allatom import ARRAYS_FILE, PDB_FILE, ala2_allatom_frames, ala2_allatom_topology
 from gnnmd.models import load_model
 from gnnmd.units import ANGSTROM_PER_NM, NM_PER_ANGSTROM, force_to_kj_per_mol_nm
+from tests.conftest import load_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,9 +106,7 @@ def test_bfgs_converges_on_ala2():
 
 
 def test_example_relaxes_runs_langevin_and_writes_a_trajectory(tmp_path):
-    spec = importlib.util.spec_from_file_location("ase_md", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_script(EXAMPLE)
     assert example.main(["--steps", "40", "--every", "10", "--fmax", "0.2", "--device", "cpu",
                          "--out", str(tmp_path)]) == 0  # fmt: skip
     frames = read(tmp_path / "md.traj", index=":")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,17 +16,14 @@ import pytest
 
 from gnnmd.cli import main
 from gnnmd.openmm import PlatformSpec, create_system
-from tests.conftest import perturbed
+from tests.conftest import load_script, perturbed
 from tests.integration.test_openmm_forces import evaluate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "openmm_xml"
 
 
 def load_writer():
-    spec = importlib.util.spec_from_file_location("write_setup", EXAMPLE / "write_setup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLE / "write_setup.py")
 
 
 @pytest.mark.parametrize("route", ["torch", "python"])

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from gnnmd.data.dataset import ForceDataset
+from tests.conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_reference.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("build_reference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_presets_and_a_tiny_chignolin_reference(tmp_path):
-    script = load_script()
+    script = load_script(SCRIPT)
     ala2 = script.parse(["ala2"])
     assert (ala2.trajectories, ala2.ns, ala2.frame_interval_ps, ala2.cold_fraction) == (42, 1.0, 0.2, 0.0)
     assert ala2.work.name == "ala2-reference"
