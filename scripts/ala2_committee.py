@@ -2,22 +2,20 @@
 
     python scripts/ala2_committee.py --member runs/ala2-seed1/best.pt [--work out/ala2-committee]
 
-The committee is the shipped ``ala2-cg`` (trained with seed 0) and ``--member``,
-trained on the same data with another seed::
+The committee is the shipped ``ala2`` (trained with seed 0) and ``--member``, trained on
+the same data (``python scripts/build_reference.py ala2``) with another seed::
 
-    gnnmd data import-cgnet -o ala2.h5
-    gnnmd train --data ala2.h5 --model-config scripts/ala2_cg_config.json --epochs 40 \\
-        --batch-size 128 --seed 1 -o runs/ala2-seed1
+    gnnmd train --data out/ala2-reference/ala2_reference.h5 --model-config CONFIG.json \\
+        --batch-size 512 --select-by free_energy --validation-fraction 0.2 --seed 1 -o runs/ala2-seed1
 
 It reports the RMS force disagreement per frame (kJ/mol/nm; see
 gnnmd/nn/committee.py): on the reference frames, on reference frames with
 Gaussian noise or compressed, on reference frames grouped by how densely the
-data sample their (φ, ψ) region, and along Langevin runs of ``ala2-cg`` from
+data sample their (φ, ψ) region, and along Langevin runs of ``ala2`` from
 reference frames at several thermostat temperatures. The runs go through
 :class:`~gnnmd.sim.simulation.Simulation` with a
 :class:`~gnnmd.sim.committee.CommitteeMonitor`, the code path of
-``gnnmd simulate --committee`` (whose systems are PDB-mapped proteins, which
-CGnet's 5-bead alanine dipeptide is not).
+``gnnmd simulate --committee`` (whose systems are PDB-mapped proteins).
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ import numpy as np
 import torch
 
 from gnnmd.analysis.observables import term_observables
-from gnnmd.cli import main as gnnmd
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.models import load_model
 from gnnmd.nn.committee import Committee
@@ -153,7 +150,8 @@ def cost(model, committee: Committee, topology, frames: np.ndarray, replicas: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--member", type=Path, required=True, help="second committee member (checkpoint)")
-    parser.add_argument("--data", type=Path, help="CGnet ala2 dataset (default: imported into --work)")
+    parser.add_argument("--data", type=Path, default=REPO / "out" / "ala2-reference" / "ala2_reference.h5",
+                        help="alanine-dipeptide reference (scripts/build_reference.py ala2)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=REPO / "out" / "ala2-committee")
     parser.add_argument("--replicas", type=int, default=16, help="replicas per temperature (16)")
     parser.add_argument("--steps", type=int, default=10_000, help="steps of 2 fs per run (10,000)")
@@ -162,13 +160,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
-    data = args.data or args.work / "cgnet_ala2.h5"
-    if not data.is_file() and gnnmd(["data", "import-cgnet", "-o", str(data)]) != 0:
-        raise SystemExit("import failed")
-    dataset = ForceDataset(data)
+    if not args.data.is_file():
+        raise SystemExit(f"{args.data} is missing: run python scripts/build_reference.py ala2")
+    dataset = ForceDataset(args.data)
     topology, (frames, _) = dataset.topologies[0], dataset.frames(0)
-    model = load_model("ala2-cg")
-    names = ["ala2-cg", str(args.member)]
+    frames = frames[::10]  # every 2 ps: 20,580 frames of the 42 trajectories
+    model = load_model("ala2")
+    names = ["ala2", str(args.member)]
     committee = Committee([load_model(name) for name in names], names)
     reference = frame_disagreement(committee, topology, frames)
     report = {

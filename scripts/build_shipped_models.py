@@ -1,7 +1,7 @@
 """Rebuild the shipped untrained models, and record continuity reference values of every shipped model.
 
     python scripts/build_shipped_models.py            # rebuild default + cgschnet-benchmark, then record
-    python scripts/build_shipped_models.py --record   # only record (e.g. after scripts/build_ala2_cg.py)
+    python scripts/build_shipped_models.py --record   # only record (e.g. after scripts/build_ala2.py)
 
 Reference values (tests/continuity/reference_values.json) are each model's
 energy and forces, in float64, on a fixed structure it covers: native chignolin

@@ -1,9 +1,9 @@
 """``gnnmd validate MODEL``: simulate with the replica runner and compare with reference data.
 
-    gnnmd validate ala2-cg --json out/ala2.json --plots out/
+    gnnmd validate ala2 --reference out/ala2-reference/ala2_reference.h5 --json out/ala2.json --plots out/
 
-A model may name its default reference in its metadata (``reference_data``);
-``ala2-cg`` uses the shipped CGnet alanine-dipeptide data.
+A model may name its default reference in its metadata (``reference_data``): ``cgnet-ala2``
+is the shipped CGnet alanine-dipeptide data.
 """
 
 from __future__ import annotations

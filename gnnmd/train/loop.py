@@ -19,7 +19,9 @@ The best epoch is the one of lowest validation loss, or with ``select_by
 model, e.g. :class:`gnnmd.analysis.selection.HeldOutFreeEnergy`: force loss
 alone is dominated by the noise of the reference forces and can improve while
 the free energy gets worse). Early stopping follows the same criterion; the
-learning rate follows the validation loss.
+learning rate follows the validation loss. With ``weight_average_decay`` the
+validation, the score and ``best.pt`` use an exponential moving average of the
+weights (:mod:`gnnmd.train.averaging`), which the state file keeps for resume.
 
 Files written to the output folder: ``train_state.pt`` (everything to resume;
 rewritten atomically every epoch), ``best.pt`` (gnnmd checkpoint of the best
@@ -36,6 +38,7 @@ finite improvement.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import os
@@ -62,6 +65,7 @@ from gnnmd.runfolder import (
     require_fresh,
 )
 from gnnmd.safe_load import load_tensors
+from gnnmd.train.averaging import WeightAverage
 from gnnmd.train.batches import BatchLoader, ForceBatch
 from gnnmd.train.distributed import all_reduce_sum, init_from_environment, local_device, on_root
 from gnnmd.train.energies import fit_type_energies
@@ -107,6 +111,8 @@ class TrainingConfig:
             "free_energy" (the trainer's held-out free-energy score, computed every epoch).
         selection_replicas: replicas of each free-energy score's simulation.
         selection_steps: steps of each replica, equilibration (a sixth) included.
+        weight_average_decay: above 0, validation, selection and ``best.pt`` use an exponential
+            moving average of the weights with this decay per step (:mod:`gnnmd.train.averaging`).
     """
 
     epochs: int = 30
@@ -124,6 +130,7 @@ class TrainingConfig:
     select_by: str = "force"
     selection_replicas: int = 64
     selection_steps: int = 6000
+    weight_average_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -134,6 +141,8 @@ class TrainingConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.select_by not in SELECTION_CRITERIA:
             raise ValueError(f"select_by must be one of {SELECTION_CRITERIA}, got {self.select_by!r}")
+        if not 0.0 <= self.weight_average_decay < 1.0:
+            raise ValueError(f"weight_average_decay must be in [0, 1), got {self.weight_average_decay}")
         if self.selection_replicas < 1 or self.selection_steps < 12:
             raise ValueError(
                 f"selection_replicas ({self.selection_replicas}) must be >= 1 and selection_steps "
@@ -244,6 +253,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             model.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
+        decay = config.weight_average_decay
+        self.average = WeightAverage(model.network, decay) if decay > 0 else None
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=config.lr_decay_factor, patience=config.lr_patience
         )
@@ -340,6 +351,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.loss(errors).backward()
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update()
             totals += errors.detach().double()
         return ErrorSums(all_reduce_sum(totals).cpu())
 
@@ -399,10 +412,14 @@ class Trainer:
             self._require_finite(train, "training")
             if self.config.uses_energies:
                 self.refit_type_energies()
-            val = self.validate()
-            self._require_finite(val, "validation")
-            val_loss = float(self.loss(val.sums))
-            score = self.score()
+            with self.averaged():
+                val = self.validate()
+                self._require_finite(val, "validation")
+                val_loss = float(self.loss(val.sums))
+                score = self.score()
+                improved = val_loss < self.best_loss if score is None else score < self.best_score
+                if improved and self.rank == 0:
+                    self.save_best(self.epoch + 1, val, score)
             self.scheduler.step(val_loss)
             self.epoch += 1
             row = {
@@ -417,15 +434,12 @@ class Trainer:
                 "val_free_energy_js": score,
             }
             self.history.append(row)
-            improved = val_loss < self.best_loss if score is None else score < self.best_score
             if improved:
                 self.best_loss, self.best_val = val_loss, row["val_force_rmse"]
                 self.best_energy = row["val_energy_rmse"]
                 self.best_score = float("inf") if score is None else score
             self.bad_epochs = 0 if improved else self.bad_epochs + 1
             if self.rank == 0:
-                if improved:
-                    self.save_best()
                 self.save_state()
                 self.write_metrics()
             self.best_written = self.best_written or improved
@@ -443,17 +457,22 @@ class Trainer:
 
     # -- files ------------------------------------------------------------------
 
-    def save_best(self) -> None:
+    def averaged(self):
+        """A block in which the network holds its weight average (or its weights, without one)."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
+
+    def save_best(self, epoch: int, val: ErrorSums, score: float | None) -> None:
+        """Write the model as it is now (the best epoch, ``epoch``) to ``best.pt``."""
         metadata = dict(self.metadata)
         metadata.update(
             trained=True,
             training={
                 "config": dataclasses.asdict(self.config),
-                "epoch": self.epoch,
-                "val_force_rmse_kj_per_mol_nm": self.best_val,
-                "val_energy_rmse_kj_per_mol": self.best_energy,
+                "epoch": epoch,
+                "val_force_rmse_kj_per_mol_nm": val.force_rmse,
+                "val_energy_rmse_kj_per_mol": val.energy_rmse,
                 "selected_by": self.config.select_by,
-                "val_free_energy_js": None if self.scorer is None else self.best_score,
+                "val_free_energy_js": score,
                 "split": "whole trajectories" if self.groups is not None else "random frames",
                 "train_frames": int(len(self.train_frames)),
                 "val_frames": int(len(self.val_frames)),
@@ -481,6 +500,7 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
             "identity": self.identity(),
             "best_written": self.best_written,
+            "weight_average": None if self.average is None else self.average.state(),
         }
 
     def save_state(self) -> None:
@@ -519,6 +539,8 @@ class Trainer:
         self.best_score = state.get("best_score", float("inf"))
         self.history = list(state["history"])
         self.best_written = bool(state.get("best_written", False))
+        if self.average is not None:
+            self.average.load(state["weight_average"])
 
     def write_metrics(self) -> None:
         with open(self.output_dir / METRICS_FILE, "w", newline="") as handle:

@@ -73,8 +73,7 @@ def test_listings(capsys):
     from gnnmd.models import list_models, model_path, read_checkpoint
 
     # Every shipped model says what it is good for.
-    assert all(read_checkpoint(model_path(name))["metadata"].get("good_for") for name in list_models()
-               if name != "ala2-cg")  # fmt: skip
+    assert all(read_checkpoint(model_path(name))["metadata"].get("good_for") for name in list_models())
 
 
 def test_console_entry_point_runs():

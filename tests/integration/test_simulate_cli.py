@@ -99,8 +99,8 @@ def test_committee_columns_warnings_summary_and_resume_refusals(tmp_path, capsys
 
 def test_committee_errors_exit_2(tmp_path, capsys):
     args = ["chignolin", "--steps", "2", "--report-interval-ps", "0.008"]
-    assert simulate(*args, "--committee", "default,ala2-cg", "-o", str(tmp_path / "a")) == 2
-    assert "committee members default and ala2-cg have different bead-type vocabularies" in (
+    assert simulate(*args, "--committee", "default,ala2", "-o", str(tmp_path / "a")) == 2
+    assert "committee members default and ala2 have different bead-type vocabularies" in (
         capsys.readouterr().err
     )
     assert simulate(*args, "--committee", "default", "-o", str(tmp_path / "b")) == 2
