@@ -39,7 +39,7 @@ CANDIDATES = {
     "w64-chiral-averaged": {"hidden_channels": 64, "num_filters": 64, **CHIRAL},
 }
 #: Training options of a candidate besides TRAINING.
-EXTRA_TRAINING = {"w64-chiral-averaged": ["--weight-average-decay", "0.999"]}
+EXTRA_TRAINING = {"w64-chiral-averaged": ["--weight-average-decay", "0.999", "--patience", "100"]}
 TRAINING = ["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "0", "--validation-fraction", "0.2",
             "--select-by", "free_energy"]  # fmt: skip
 DESCRIPTION = (

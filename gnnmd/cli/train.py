@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "per step (e.g. 0.999: about the last 1000 steps); 0 (default): the weights themselves",
     )  # fmt: skip
     parser.add_argument(
+        "--patience", type=int, default=6,
+        help="stop after this many epochs without improvement of the selection criterion (6)",
+    )  # fmt: skip
+    parser.add_argument(
         "--validation-fraction", type=float, default=0.1,
         help="share of frames (of trajectories, when the data record them) held out (default 0.1)",
     )  # fmt: skip
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, max_frames=args.max_frames, force_weight=args.force_weight,
         energy_weight=args.energy_weight, select_by=args.select_by,
         selection_replicas=args.selection_replicas, selection_steps=args.selection_steps,
-        weight_average_decay=args.weight_average_decay,
+        weight_average_decay=args.weight_average_decay, early_stopping_patience=args.patience,
         validation_fraction=args.validation_fraction,
     )  # fmt: skip
     dataset = ForceDataset(args.data)

@@ -101,12 +101,17 @@ def test_cli_selects_by_free_energy(reference, tmp_path, capsys):
     config.write_text(json.dumps({"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8,
                                   "cutoff_nm": 1.0}))  # fmt: skip
     argv = ["train", "--data", str(dataset.path), "-o", str(tmp_path / "run"), "--model-config", str(config),
-            "--epochs", "1", "--batch-size", "64", "--select-by", "free_energy", "--selection-replicas", "4",
+            "--epochs", "1", "--batch-size", "64", "--patience", "3", "--weight-average-decay", "0.5",
+            "--select-by", "free_energy", "--selection-replicas", "4",
             "--selection-steps", "120", "--validation-fraction", "0.25"]  # fmt: skip
     assert main(argv) == 0
     assert "held-out free-energy JS" in capsys.readouterr().out
     training = load_model(tmp_path / "run" / "best.pt").metadata["training"]
     assert training["config"]["selection_steps"] == 120 and training["selected_by"] == "free_energy"
+    assert (
+        training["config"]["early_stopping_patience"] == 3
+        and training["config"]["weight_average_decay"] == 0.5
+    )
     # A resumed run scores epochs the same way, or it is refused.
     assert main(argv[:-4] + ["--selection-steps", "240", "--validation-fraction", "0.25"]) == 2
     assert "selection_steps" in capsys.readouterr().err
