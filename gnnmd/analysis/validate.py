@@ -228,7 +228,8 @@ def held_out_frames(
     if held is not None and Path(training.get("dataset", "")).name == dataset.path.name:
         start = int(dataset.offsets[molecule])
         local = np.array([f - start for f in held if start <= f < start + count], dtype=np.int64)
-        return local[:limit], "held-out"
+        # Spread over all of them: the first ``limit`` could all come from one held-out trajectory.
+        return local[np.linspace(0, len(local) - 1, min(len(local), limit)).astype(np.int64)], "held-out"
     return np.linspace(0, count - 1, min(count, limit)).astype(np.int64), "all (no held-out split recorded)"
 
 

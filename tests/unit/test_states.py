@@ -77,3 +77,17 @@ def test_force_gain_error_follows_the_held_out_trajectories():
     assert by_blocks["mse_gain_standard_error"] == pytest.approx(np.std(block_gains, ddof=1) / math.sqrt(10))
     one_trajectory = force_gain(model, prior, np.zeros(40))
     assert one_trajectory["standard_error_over"] == "contiguous blocks"
+
+
+def test_held_out_force_frames_spread_over_every_held_out_trajectory():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from gnnmd.analysis.validate import held_out_frames
+
+    held = list(range(100, 200)) + list(range(500, 600))  # two held-out trajectories
+    model = SimpleNamespace(metadata={"training": {"validation_frames": held, "dataset": "/x/data.h5"}})
+    dataset = SimpleNamespace(offsets=np.array([0, 1000]), path=Path("/elsewhere/data.h5"))
+    frames, kind = held_out_frames(model, dataset, 0, limit=20)
+    assert kind == "held-out" and len(frames) == 20
+    assert frames.min() == 100 and frames.max() == 599 and (frames >= 500).sum() == 10
