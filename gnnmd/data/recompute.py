@@ -199,7 +199,8 @@ class ForceRecomputer:
         structure = load_structure(self.topology_path)
         self.topology = structure.topology
         self.cg, _ = map_to_cg(structure, settings.mapping, name or self.topology_path.stem, str(topology))
-        self.groups = bead_groups(self.topology, self.cg)
+        # The map these datasets have always had; its record has no force-map field yet.
+        self.groups = bead_groups(self.topology, self.cg, "hydrogens")
         system = build_system(structure, str(topology), settings)
         self.periodic = system.usesPeriodicBoundaryConditions()
         # The integrator is never stepped: the Context only evaluates forces.

@@ -70,7 +70,7 @@ def test_mapped_forces_equal_openmm_and_the_hand_sum(ala2_dcd, tmp_path):
     dataset = ForceDataset(output)
     cg = dataset.topologies[0]
     assert cg.bead_types == ("ALA.N", "ALA.CA", "ALA.CB", "ALA.C", "ALA.O")
-    expected = aggregate_forces(atoms, bead_groups(topology, cg), cg.n_beads)
+    expected = aggregate_forces(atoms, bead_groups(topology, cg, "hydrogens"), cg.n_beads)
     np.testing.assert_allclose(mapped, expected, rtol=1e-6, atol=1e-3)  # stored as float32
     np.testing.assert_array_equal(coordinates, positions[:, cg.atom_indices].astype(np.float32))
     # By hand: each bead's force is the sum over its atom and that atom's hydrogens, by name.
@@ -102,8 +102,11 @@ def test_system_xml_gives_the_same_forces(ala2_dcd, tmp_path):
 
 
 def test_agrees_with_the_generators_forces(chignolin, tmp_path):
+    """The generator with recompute's map (hydrogens) gives the same bead forces for the same frame."""
     generator = Generator(
-        chignolin, tmp_path / "unused.h5", AllAtomSettings(platform="Reference", frame_interval_ps=0.004)
+        chignolin,
+        tmp_path / "unused.h5",
+        AllAtomSettings(platform="Reference", frame_interval_ps=0.004, force_map="hydrogens"),
     )
     beads, forces, _ = generator.record(1)
     atoms = (
