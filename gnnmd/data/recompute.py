@@ -5,7 +5,7 @@ give the positions. An OpenMM System gives the forces at those positions. The
 System is built from a named force field (the table of the all-atom generator,
 :data:`gnnmd.data.allatom.FORCEFIELDS`), or read from a serialized System XML for
 topologies whose residues the force field's templates cannot match. Coordinates
-and forces are mapped to beads with the generator's map
+and forces are mapped to beads with the generator's ``hydrogens`` map
 (:func:`gnnmd.data.allatom.bead_groups`): a bead's force is the sum of the forces
 on its atom and on the hydrogens bonded to it.
 
