@@ -36,8 +36,8 @@ def is_folded(samples: np.ndarray) -> np.ndarray:
 def choose_starts(samples: np.ndarray, replicas: int) -> np.ndarray:
     """(replicas,) indices of reference frames to start from: half folded, half not, each spread
     evenly over its frames, when the reference (F, 2) of (RMSD, Q) has both; else spread over all."""
-    folded = np.flatnonzero(is_folded(samples))
-    unfolded = np.flatnonzero(~is_folded(samples))
+    mask = is_folded(samples)
+    folded, unfolded = np.flatnonzero(mask), np.flatnonzero(~mask)
     if len(folded) == 0 or len(unfolded) == 0 or replicas < 2:
         return np.linspace(0, len(samples) - 1, replicas).astype(np.int64)
     half = replicas // 2
@@ -79,10 +79,12 @@ def folding_report(samples: np.ndarray, replicas: np.ndarray, start_folded: np.n
             "replicas": int(len(started)),
             "replicas_with_frames": int(len(np.unique(replicas[chosen]))),
         }
+        error = None
         if chosen.any():  # else every replica of the set failed before its first frame
             fractions[label] = float(folded[chosen].mean())
+            error = standard_error(folded[chosen], replicas[chosen])
         out[label]["folded_fraction"] = fractions.get(label)
-        out[label]["error"] = standard_error(folded[chosen], replicas[chosen]) if chosen.any() else None
+        out[label]["error"] = error
     folding = unfolding = 0
     for replica in np.unique(replicas):
         events = count_transitions(samples[replicas == replica])

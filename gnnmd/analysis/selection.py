@@ -22,6 +22,7 @@ from gnnmd.analysis.states import main_observable
 from gnnmd.analysis.validate import MAX_REFERENCE_FRAMES, ValidationSettings, compare_with_native, simulate
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.nn.potential import CGPotential
+from gnnmd.topology import CGTopology
 
 #: Short runs: 64 replicas × 10 ps at 2 fs after 2 ps of equilibration.
 SELECTION_SETTINGS = ValidationSettings(
@@ -41,6 +42,7 @@ def selection_settings(replicas: int, steps: int, temperature_k: float, seed: in
 @dataclass(frozen=True)
 class _HeldOutMolecule:
     name: str
+    topology: CGTopology
     reference: np.ndarray  # (F, n, 3) nm, held-out frames
     starts: np.ndarray  # (R, n, 3) nm
     native: np.ndarray | None
@@ -75,7 +77,9 @@ class HeldOutFreeEnergy:
             reference, _ = dataset.frames(molecule, local)
             starts = reference[np.linspace(0, len(reference) - 1, settings.replicas).astype(np.int64)]
             topology = dataset.topologies[molecule]
-            self.molecules.append(_HeldOutMolecule(name, reference, starts, shipped_native(topology)))
+            self.molecules.append(
+                _HeldOutMolecule(name, topology, reference, starts, shipped_native(topology))
+            )
         if not self.molecules:
             raise ValueError(f"{dataset.path}: no held-out frames to score models on")
 
@@ -84,10 +88,9 @@ class HeldOutFreeEnergy:
         terms) between the model's short simulation and the held-out frames."""
         out = {}
         for molecule in self.molecules:
-            topology = self.dataset.topologies[self.dataset.molecules.index(molecule.name)]
-            frames, _, _ = simulate(model, topology, molecule.starts, self.settings)
+            frames, _, _ = simulate(model, molecule.topology, molecule.starts, self.settings)
             divergences, _, _ = compare_with_native(
-                topology, frames, molecule.reference, molecule.native, self.settings
+                molecule.topology, frames, molecule.reference, molecule.native, self.settings
             )
             main = main_observable(list(divergences))
             out[molecule.name] = divergences[main] if main else float(np.mean(list(divergences.values())))
