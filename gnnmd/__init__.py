@@ -6,11 +6,10 @@ Data flows one way: structure → CG topology (:mod:`gnnmd.topology`,
 Units are OpenMM's throughout (nm, kJ/mol, ps, amu, K): see :mod:`gnnmd.units`.
 """
 
-# torch must be imported before openmm: see gnnmd._openmm_plugins.
-import torch  # noqa: F401  (import order is the point)
+# torch must be imported before openmm: see gnnmd._openmm_plugins. torch itself is imported
+# on first use (it takes over a second), so that `gnnmd models` and the like answer at once.
+from gnnmd._openmm_plugins import torch_before_openmm
 
-from gnnmd._openmm_plugins import repair_torch_plugins
-
-repair_torch_plugins()
+torch_before_openmm()
 
 __version__ = "0.1.0"

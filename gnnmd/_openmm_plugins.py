@@ -5,13 +5,17 @@ platform plugin (``libOpenMMTorchReference.so``, ``...CUDA.so``) links against
 libraries that only become findable once ``torch`` has been imported; if
 ``openmm`` comes first, the plugin fails to load *silently*, and any Context
 with a TorchForce later fails with "Specified a Platform for a Context which
-does not support all required kernels". gnnmd imports torch first, and if
-``openmm`` was already imported, loads the Torch plugins that failed. This is
-the one global side effect of importing gnnmd.
+does not support all required kernels". Importing gnnmd installs an import hook
+that imports torch just before ``openmm`` or ``openmmtorch`` is first imported
+(so a script may import gnnmd, then openmm, in any style), and if ``openmm`` was
+already imported, imports torch and loads the Torch plugins that failed. These
+are the only global side effects of importing gnnmd; torch itself is imported
+only when something needs it, so that listings stay fast.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import sys
 
@@ -55,3 +59,29 @@ def repair_torch_plugins() -> list[str]:
         _reloaded.add(path)
         loaded.append(path)
     return loaded
+
+
+class TorchBeforeOpenMM(importlib.abc.MetaPathFinder):
+    """A finder that finds nothing: it imports torch when ``openmm``/``openmmtorch`` is first looked
+    up, then lets the normal finders import it."""
+
+    NAMES = ("openmm", "openmmtorch")
+
+    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001 - importlib's signature
+        if fullname in self.NAMES and "torch" not in sys.modules:
+            import torch  # noqa: F401  (import order is the point)
+        return None
+
+
+def torch_before_openmm() -> list[str]:
+    """Make torch come before openmm in this process, whichever is imported next.
+
+    Returns the openmm-torch plugins loaded now (openmm was already imported).
+    """
+    if not any(isinstance(finder, TorchBeforeOpenMM) for finder in sys.meta_path):
+        sys.meta_path.insert(0, TorchBeforeOpenMM())
+    if "openmm" not in sys.modules:
+        return []
+    import torch  # noqa: F401  (before the repair, which needs torch's libraries loaded)
+
+    return repair_torch_plugins()

@@ -76,3 +76,7 @@ class IPUUnavailableError(GnnmdError, RuntimeError):
 
 class ImportModelError(GnnmdError, ValueError):
     """A model from another library cannot be imported as the same model (names the option and value)."""
+
+
+class UntrainedModelWarning(UserWarning):
+    """A model whose network was never trained is loaded: its energies are not physical."""

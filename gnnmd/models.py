@@ -29,7 +29,9 @@ from typing import Any, Mapping
 
 import torch
 
-from gnnmd.errors import CheckpointError, ModelNotFoundError
+# Re-exported: the catalog (no torch) owns them; gnnmd.models is where users look for them.
+from gnnmd.catalog import DEFAULT_MODEL, PRETRAINED_DIR, list_models  # noqa: F401
+from gnnmd.errors import CheckpointError, ModelNotFoundError, UntrainedModelWarning
 from gnnmd.nn.potential import CGPotential, PotentialConfig
 from gnnmd.nn.priors import PriorSet
 from gnnmd.runfolder import atomic_write_bytes
@@ -39,13 +41,6 @@ FORMAT = "gnnmd-checkpoint"
 FORMAT_VERSION = 1
 UNITS = {"length": "nm", "energy": "kJ/mol"}
 REQUIRED_KEYS = ("format", "format_version", "config", "vocabulary", "priors", "network", "units", "metadata")
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = "default"
-
-
-def list_models() -> list[str]:
-    """Names of the shipped models."""
-    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
 
 
 def model_path(name_or_path: str | os.PathLike) -> Path:
@@ -172,10 +167,6 @@ def load_model(
     converted = use_backend(model, backend, allow_fallback=allow_fallback)
     converted.metadata, converted.source = model.metadata, model.source
     return converted
-
-
-class UntrainedModelWarning(UserWarning):
-    """A model whose network was never trained is loaded: its energies are not physical."""
 
 
 _UNTRAINED_WARNED: set[str] = set()

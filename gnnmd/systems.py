@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-import tomllib
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ from typing import Any
 import mdtraj
 import numpy as np
 
+# Re-exported: the catalog (no torch) owns them; gnnmd.systems is where users look for them.
+from gnnmd.catalog import DEFAULT_SYSTEM, list_systems, read_system_description, systems_dir  # noqa: F401
 from gnnmd.errors import SystemNotFoundError, TopologyError
 from gnnmd.topology import (
     CAP_BEADS,
@@ -47,10 +48,6 @@ from gnnmd.topology import (
     canonical_residue_name,
     map_to_cg,
 )
-
-DEFAULT_SYSTEM = "chignolin"
-
-_REQUIRED_KEYS = ("name", "title", "pdb", "mapping", "expected_beads", "description", "source")
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,35 +89,6 @@ class System:
         return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
-def systems_dir() -> pathlib.Path:
-    """The folder of shipped systems: ``gnnmd/_systems`` in a wheel, else ``<repo>/systems``."""
-    package = pathlib.Path(__file__).resolve().parent
-    installed = package / "_systems"
-    return installed if installed.is_dir() else package.parent / "systems"
-
-
-def list_systems() -> list[str]:
-    """Names of the shipped systems, sorted."""
-    folder = systems_dir()
-    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
-
-
-def _read_description(toml_path: pathlib.Path) -> dict[str, Any]:
-    try:
-        with toml_path.open("rb") as handle:
-            spec = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise TopologyError(f"{toml_path}: cannot read system description: {exc}") from exc
-    missing = [key for key in _REQUIRED_KEYS if key not in spec]
-    if missing:
-        raise TopologyError(f"{toml_path}: missing key(s) {missing}")
-    if spec["name"] != toml_path.stem:
-        raise TopologyError(
-            f"{toml_path}: name {spec['name']!r} differs from the file name {toml_path.stem!r}"
-        )
-    return spec
-
-
 def _resolve_name(name: str) -> pathlib.Path | None:
     """The TOML file of shipped system ``name`` (also matched by alias or PDB id), or None."""
     folder = systems_dir()
@@ -131,7 +99,7 @@ def _resolve_name(name: str) -> pathlib.Path | None:
             return path
     for stem in list_systems():
         path = folder / f"{stem}.toml"
-        spec = _read_description(path)
+        spec = read_system_description(path)
         other = [str(spec["pdb_id"])] if "pdb_id" in spec else []
         other += [str(alias) for alias in spec.get("aliases", [])]
         if wanted in {o.lower() for o in other}:
@@ -247,7 +215,7 @@ def _check_counts(spec: dict[str, Any], cg: CGTopology, mapping: str, toml: path
 
 
 def _load_shipped(toml_path: pathlib.Path, mapping: str | None) -> System:
-    spec = _read_description(toml_path)
+    spec = read_system_description(toml_path)
     mapping = mapping or spec["mapping"]
     pdb_path = toml_path.parent / spec["pdb"]
     traj = _frame(_load_pdb(pdb_path), int(spec.get("model", 0)), pdb_path)

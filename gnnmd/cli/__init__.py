@@ -10,40 +10,43 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import sys
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
-from gnnmd.cli import (
-    bench,
-    data,
-    export,
-    import_model,
-    listing,
-    openmm_xml,
-    ops_library,
-    simulate,
-    train,
-    validate,
-)
-from gnnmd.errors import GnnmdError
+from gnnmd.errors import GnnmdError, UntrainedModelWarning
 
+#: Command -> (object with add_arguments and run, as "module:attribute"; one-line summary). A
+#: command's module is imported only when that command runs (or all are, for ``--help``), so a
+#: listing does not wait for torch.
 SUBCOMMANDS = {
-    "bench": (bench, "time batched Langevin dynamics of R replicas (ns/day)"),
-    "export": (export, "write a TorchScript module for openmm-torch's TorchForce"),
-    "systems": (listing.Systems, "list the shipped systems"),
-    "models": (listing.Models, "list the shipped models"),
-    "simulate": (simulate, "Langevin dynamics of many replicas: trajectories, logs, checkpoints"),
-    "data": (data, "import reference data into the gnnmd dataset format"),
-    "train": (train, "force-match a potential to a dataset (torchrun for several processes)"),
-    "validate": (validate, "simulate a model and compare it with reference data"),
-    "openmm-xml": (openmm_xml, "write system/integrator/state XML that plain OpenMM runs (TorchForce)"),
-    "import": (import_model, "import a TorchMD-Net or SchNetPack model as a gnnmd checkpoint"),
-    "ops-library": (ops_library, "print the path of the compiled op library (torch.ops.load_library)"),
-}
+    "bench": ("gnnmd.cli.bench", "time batched Langevin dynamics of R replicas (ns/day)"),
+    "export": ("gnnmd.cli.export", "write a TorchScript module for openmm-torch's TorchForce"),
+    "systems": ("gnnmd.cli.listing:Systems", "list the shipped systems"),
+    "models": ("gnnmd.cli.listing:Models", "list the shipped models"),
+    "simulate": ("gnnmd.cli.simulate", "Langevin dynamics of many replicas: trajectories, logs, checkpoints"),
+    "data": ("gnnmd.cli.data", "import reference data into the gnnmd dataset format"),
+    "train": ("gnnmd.cli.train", "force-match a potential to a dataset (torchrun for several processes)"),
+    "validate": ("gnnmd.cli.validate", "simulate a model and compare it with reference data"),
+    "openmm-xml": ("gnnmd.cli.openmm_xml",
+                   "write system/integrator/state XML that plain OpenMM runs (TorchForce)"),
+    "import": ("gnnmd.cli.import_model", "import a TorchMD-Net or SchNetPack model as a gnnmd checkpoint"),
+    "ops-library": ("gnnmd.cli.ops_library",
+                    "print the path of the compiled op library (torch.ops.load_library)"),
+}  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command(name: str) -> Any:
+    """The object behind command ``name``: it has ``add_arguments(parser)`` and ``run(args) -> int``."""
+    module_name, _, attribute = SUBCOMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the command it names gets its options (the others keep their
+    summaries), so only that command's module is imported."""
     import gnnmd
 
     parser = argparse.ArgumentParser(
@@ -51,24 +54,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gnnmd {gnnmd.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module, summary) in SUBCOMMANDS.items():
+    named = [word for word in (sys.argv[1:] if argv is None else argv) if not word.startswith("-")][:1]
+    wanted = named if named and named[0] in SUBCOMMANDS else list(SUBCOMMANDS)
+    for name, (_, summary) in SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
-        module.add_arguments(sub)
-        sub.set_defaults(handler=module.run)
+        if name in wanted:
+            handler = command(name)
+            handler.add_arguments(sub)
+            sub.set_defaults(handler=handler.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the gnnmd command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    from gnnmd.models import UntrainedModelWarning
-
+    args = build_parser(argv).parse_args(argv)
     # Every command says UNTRAINED in its own output; the library's warning would repeat it.
     warnings.filterwarnings("ignore", category=UntrainedModelWarning)
     warnings.formatwarning = _one_line_warning
-    import torch
-
-    threads = torch.get_num_threads()  # commands set their own (--threads); a caller's count comes back
+    # Commands set their own thread count (--threads); a caller that uses torch gets its own back.
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
     try:
         return args.handler(args)
     except (GnnmdError, ValueError) as error:
@@ -78,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gnnmd {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     finally:
-        torch.set_num_threads(threads)
+        if threads is not None:
+            torch.set_num_threads(threads)
 
 
 def _one_line_warning(message, category, *args, **kwargs) -> str:

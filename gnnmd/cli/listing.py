@@ -1,4 +1,4 @@
-"""``gnnmd systems`` and ``gnnmd models``: what ships with gnnmd."""
+"""``gnnmd systems`` and ``gnnmd models``: what ships with gnnmd, from :mod:`gnnmd.catalog` (no torch)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ class Systems:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from gnnmd.systems import DEFAULT_SYSTEM, list_systems, load_system
+        from gnnmd.catalog import DEFAULT_SYSTEM, list_systems, read_system_description, systems_dir
 
         table = Table("system", "beads", "mapping", "description")
         for name in list_systems():
-            system = load_system(name)
+            # expected_beads is what loading the system checks its mapped bead count against.
+            spec = read_system_description(systems_dir() / f"{name}.toml")
             label = f"{name} (default)" if name == DEFAULT_SYSTEM else name
-            table.add_row(label, str(system.topology.n_beads), system.topology.mapping, system.description)
+            table.add_row(label, str(spec["expected_beads"]), spec["mapping"], spec["description"])
         Console().print(table)
         return 0
 
@@ -33,11 +34,11 @@ class Models:
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
-        from gnnmd.models import DEFAULT_MODEL, list_models, model_path, read_checkpoint
+        from gnnmd.catalog import DEFAULT_MODEL, PRETRAINED_DIR, list_models, read_header
 
         table = Table("model", "trained", "size", "good for")
         for name in list_models():
-            checkpoint = read_checkpoint(model_path(name))
+            checkpoint = read_header(PRETRAINED_DIR / f"{name}.pt")
             config, metadata = checkpoint["config"], checkpoint["metadata"]
             table.add_row(
                 f"{name} (default)" if name == DEFAULT_MODEL else name,

@@ -104,6 +104,7 @@ MISSING_PLUGIN = textwrap.dedent(
     # Disable gnnmd's repair of that failure, as in a process that never imported gnnmd first.
     stub = types.ModuleType("gnnmd._openmm_plugins")
     stub.repair_torch_plugins = lambda: []
+    stub.torch_before_openmm = lambda: []
     sys.modules["gnnmd._openmm_plugins"] = stub
     from gnnmd.errors import OpenMMSetupError
     from gnnmd.openmm import create_system

@@ -111,6 +111,43 @@ def test_equals_the_torch_twin_forward_and_backward(case, dtype, tolerance):
         assert float((got - expected).abs().max() if got.numel() else 0.0) <= tolerance * scale
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("order", ["packed", "shuffled"])
+def test_threads_and_pair_order_do_not_change_the_result(threads, order):
+    """Packed graphs are cut at graph boundaries (one piece per thread); shuffled pairs cannot be
+    cut and take per-thread buffers. Both equal the torch twin forward and backward."""
+    h, pairs, r = graph([30, 7, 22, 1, 15], 2, 8, torch.float64, seed=threads)
+    if order == "shuffled":
+        permutation = torch.randperm(pairs.shape[1], generator=torch.Generator().manual_seed(1))
+        pairs, r = pairs[:, permutation].contiguous(), r[permutation].contiguous()
+    coefficients = spline(8)
+    upstream = torch.randn_like(h)
+    results = []
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for kernel in (TabulatedKernel(coefficients, 1.0), NativeTabulatedKernel(coefficients, 1.0)):
+            hh, rr = h.clone().requires_grad_(True), r.clone().requires_grad_(True)
+            out = kernel(hh, pairs, rr)
+            results.append([out.detach(), *torch.autograd.grad(out, (hh, rr), upstream)])
+    finally:
+        torch.set_num_threads(previous)
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12 * float(expected.abs().max()))
+
+
+def test_pairs_outside_the_features_are_refused():
+    h, pairs, r, coefficients = inputs("mixed graphs", torch.float64)
+    bad = pairs.clone()
+    bad[1, 5] = h.shape[0]
+    rows = h.shape[0]
+    with pytest.raises(RuntimeError, match=rf"pair 5 is \(\d+, {rows}\), outside the {rows} rows"):
+        torch.ops.gnnmd.tabulated_conv(h, bad, r, coefficients, 64.0, 1.0)
+    bad[1, 5] = -1
+    with pytest.raises(RuntimeError, match="outside the"):
+        torch.ops.gnnmd.tabulated_conv(h, bad, r, coefficients, 64.0, 1.0)
+
+
 def test_gradcheck_and_no_second_derivatives():
     h, pairs, r, coefficients = inputs("mixed graphs", torch.float64)
     r = 0.05 + 0.9 * r / 1.3  # inside the cutoff, away from its edge

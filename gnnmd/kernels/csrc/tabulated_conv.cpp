@@ -9,8 +9,10 @@
 // Registered here, so that TorchScript (and openmm-torch's TorchForce, in C++) can call it:
 //   tabulated_conv           CPU kernel, autograd formula (C++), Meta kernel (shapes only)
 //   tabulated_conv_backward  CPU kernel, Meta kernel; first derivatives only
-// Threads: at::parallel_for over contiguous pair ranges, each thread accumulating into its
-// own (N, F) buffer (no atomics), summed at the end; torch's thread pool and thread count.
+// Threads: torch's thread pool and thread count. A batch of molecules packed one after another is
+// cut at molecule boundaries, one piece of about E / threads pairs per thread, each writing only its
+// own molecules' rows; a single molecule is cut into pair ranges, each thread accumulating into its
+// own (N, F) buffer (no atomics), summed at the end.
 // Vector width: the per-range loops are compiled for AVX-512, AVX2 and a portable baseline
 // (GCC target_clones), chosen at load time by the CPU that runs them.
 #include <ATen/ATen.h>
@@ -19,6 +21,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <tuple>
 #include <vector>
@@ -49,11 +52,13 @@ struct Graph {
   int64_t features;
 };
 
-template <typename real>
+// `Width` > 0 fixes the channel count at compile time (the common widths), so the channel loop is
+// unrolled into registers; 0 reads it from the graph.
+template <typename real, int64_t Width>
 __attribute__((always_inline)) inline void forward_range(
     const Graph& g, int64_t begin, int64_t end, const real* r, const real* coef, real inv_dr,
     real cutoff, const real* h, real* out) {
-  const int64_t F = g.features;
+  const int64_t F = Width > 0 ? Width : g.features;
   for (int64_t p = begin; p < end; ++p) {
     real t;
     int64_t k = segment<real>(r[p], inv_dr, g.segments, cutoff, &t);
@@ -72,11 +77,11 @@ __attribute__((always_inline)) inline void forward_range(
   }
 }
 
-template <typename real>
+template <typename real, int64_t Width>
 __attribute__((always_inline)) inline void backward_range(
     const Graph& g, int64_t begin, int64_t end, const real* r, const real* coef, real inv_dr,
     real cutoff, const real* h, const real* grad, real* grad_h, real* grad_r) {
-  const int64_t F = g.features;
+  const int64_t F = Width > 0 ? Width : g.features;
   for (int64_t p = begin; p < end; ++p) {
     real t;
     int64_t k = segment<real>(r[p], inv_dr, g.segments, cutoff, &t);
@@ -104,24 +109,151 @@ __attribute__((always_inline)) inline void backward_range(
   }
 }
 
+// Pairs sorted by their first bead (as pair lists are built: i-major) share i over runs of
+// pairs. The row kernels below keep bead i's features and its running sum in vector registers
+// over such a run and write out_i once per run, so a pair costs its coefficients, h_j and
+// out_j only. Vectors are GCC vector extensions of 64 bytes: one AVX-512 register, two AVX2
+// ones or four SSE ones, whichever clone runs.
+template <typename real>
+struct Lanes {
+  typedef real vec __attribute__((vector_size(64), aligned(sizeof(real)), may_alias));
+  static constexpr int64_t count = 64 / sizeof(real);
+};
+
+template <typename real, int64_t Width>
+__attribute__((always_inline)) inline void forward_rows(
+    const Graph& g, int64_t begin, int64_t end, const real* r, const real* coef, real inv_dr,
+    real cutoff, const real* h, real* out) {
+  using vec = typename Lanes<real>::vec;
+  constexpr int64_t V = Width / Lanes<real>::count;
+  vec hi[V], acc[V];
+  int64_t current = -1;
+  auto flush = [&]() {
+    if (current < 0) return;
+    vec* oi = reinterpret_cast<vec*>(out + current * Width);
+    for (int64_t v = 0; v < V; ++v) oi[v] += acc[v];
+  };
+  for (int64_t p = begin; p < end; ++p) {
+    real t;
+    const int64_t k = segment<real>(r[p], inv_dr, g.segments, cutoff, &t);
+    if (k < 0) continue;
+    const int64_t i = g.pi[p];
+    if (i != current) {
+      flush();
+      current = i;
+      const vec* source = reinterpret_cast<const vec*>(h + i * Width);
+      for (int64_t v = 0; v < V; ++v) {
+        hi[v] = source[v];
+        acc[v] = vec{};
+      }
+    }
+    const vec* c = reinterpret_cast<const vec*>(coef + k * 4 * Width);
+    const vec* hj = reinterpret_cast<const vec*>(h + g.pj[p] * Width);
+    vec* oj = reinterpret_cast<vec*>(out + g.pj[p] * Width);
+    for (int64_t v = 0; v < V; ++v) {
+      const vec w = c[v] + t * (c[V + v] + t * (c[2 * V + v] + t * c[3 * V + v]));
+      acc[v] += w * hj[v];
+      oj[v] += w * hi[v];
+    }
+  }
+  flush();
+}
+
+template <typename real, int64_t Width>
+__attribute__((always_inline)) inline void backward_rows(
+    const Graph& g, int64_t begin, int64_t end, const real* r, const real* coef, real inv_dr,
+    real cutoff, const real* h, const real* grad, real* grad_h, real* grad_r) {
+  using vec = typename Lanes<real>::vec;
+  constexpr int64_t V = Width / Lanes<real>::count;
+  vec hi[V], gi[V], acc[V];
+  int64_t current = -1;
+  auto flush = [&]() {
+    if (current < 0) return;
+    vec* ui = reinterpret_cast<vec*>(grad_h + current * Width);
+    for (int64_t v = 0; v < V; ++v) ui[v] += acc[v];
+  };
+  for (int64_t p = begin; p < end; ++p) {
+    real t;
+    const int64_t k = segment<real>(r[p], inv_dr, g.segments, cutoff, &t);
+    if (k < 0) {
+      grad_r[p] = 0;
+      continue;
+    }
+    const int64_t i = g.pi[p];
+    if (i != current) {
+      flush();
+      current = i;
+      const vec* hs = reinterpret_cast<const vec*>(h + i * Width);
+      const vec* gs = reinterpret_cast<const vec*>(grad + i * Width);
+      for (int64_t v = 0; v < V; ++v) {
+        hi[v] = hs[v];
+        gi[v] = gs[v];
+        acc[v] = vec{};
+      }
+    }
+    const vec* c = reinterpret_cast<const vec*>(coef + k * 4 * Width);
+    const vec* hj = reinterpret_cast<const vec*>(h + g.pj[p] * Width);
+    const vec* gj = reinterpret_cast<const vec*>(grad + g.pj[p] * Width);
+    vec* uj = reinterpret_cast<vec*>(grad_h + g.pj[p] * Width);
+    vec s{};
+    for (int64_t v = 0; v < V; ++v) {
+      const vec w = c[v] + t * (c[V + v] + t * (c[2 * V + v] + t * c[3 * V + v]));
+      const vec dw = c[V + v] + t * (2 * c[2 * V + v] + 3 * t * c[3 * V + v]);
+      acc[v] += w * gj[v];
+      uj[v] += w * gi[v];
+      s += dw * (gi[v] * hj[v] + gj[v] * hi[v]);
+    }
+    real total = 0;
+    for (int64_t l = 0; l < Lanes<real>::count; ++l) total += s[l];
+    grad_r[p] = total * inv_dr;
+  }
+  flush();
+}
+
+// The range loops for the channel counts unrolled at compile time, else for any count.
+template <typename real>
+__attribute__((always_inline)) inline void forward_any(const Graph& g, int64_t b, int64_t e,
+                                                       const real* r, const real* c, real inv,
+                                                       real cut, const real* h, real* out) {
+  switch (g.features) {
+    case 32: return forward_rows<real, 32>(g, b, e, r, c, inv, cut, h, out);
+    case 64: return forward_rows<real, 64>(g, b, e, r, c, inv, cut, h, out);
+    case 128: return forward_rows<real, 128>(g, b, e, r, c, inv, cut, h, out);
+    default: return forward_range<real, 0>(g, b, e, r, c, inv, cut, h, out);
+  }
+}
+
+template <typename real>
+__attribute__((always_inline)) inline void backward_any(const Graph& g, int64_t b, int64_t e,
+                                                        const real* r, const real* c, real inv,
+                                                        real cut, const real* h, const real* gr,
+                                                        real* gh, real* grr) {
+  switch (g.features) {
+    case 32: return backward_rows<real, 32>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
+    case 64: return backward_rows<real, 64>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
+    case 128: return backward_rows<real, 128>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
+    default: return backward_range<real, 0>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
+  }
+}
+
 // One non-template function per dtype and direction: target_clones needs plain functions.
 GNNMD_CLONES void forward_f32(const Graph& g, int64_t b, int64_t e, const float* r, const float* c,
                               float inv, float cut, const float* h, float* out) {
-  forward_range<float>(g, b, e, r, c, inv, cut, h, out);
+  forward_any<float>(g, b, e, r, c, inv, cut, h, out);
 }
 GNNMD_CLONES void forward_f64(const Graph& g, int64_t b, int64_t e, const double* r, const double* c,
                               double inv, double cut, const double* h, double* out) {
-  forward_range<double>(g, b, e, r, c, inv, cut, h, out);
+  forward_any<double>(g, b, e, r, c, inv, cut, h, out);
 }
 GNNMD_CLONES void backward_f32(const Graph& g, int64_t b, int64_t e, const float* r, const float* c,
                                float inv, float cut, const float* h, const float* gr, float* gh,
                                float* grr) {
-  backward_range<float>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
+  backward_any<float>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
 }
 GNNMD_CLONES void backward_f64(const Graph& g, int64_t b, int64_t e, const double* r,
                                const double* c, double inv, double cut, const double* h,
                                const double* gr, double* gh, double* grr) {
-  backward_range<double>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
+  backward_any<double>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
 }
 
 inline void forward_typed(const Graph& g, int64_t b, int64_t e, const float* r, const float* c,
@@ -160,20 +292,70 @@ void check_inputs(const at::Tensor& h, const at::Tensor& pairs, const at::Tensor
               "or float64; got ", h.scalar_type(), ", ", r.scalar_type(), ", ", coef.scalar_type());
 }
 
-// Runs range(begin, end, buffer) over [0, pairs) on torch's thread pool, each thread adding into its
-// own zeroed (N, F) buffer shaped like `like`; returns the buffers' sum.
+// Where the pair list may be cut so that the pieces touch disjoint rows of the features: cuts
+// c_0 = 0 < c_1 < ... < c_T = E and rows b_0 = 0 <= b_1 <= ... <= b_T = N such that every pair in
+// [c_t, c_t+1) has both beads in [b_t, b_t+1). A batch of replicas packed one after another cuts
+// at its graph boundaries; one molecule does not cut at all (T = 1). Also checks every index.
+struct Partition {
+  std::vector<int64_t> pair_cut;
+  std::vector<int64_t> row_cut;
+};
+
+Partition disjoint_partition(const Graph& g, int64_t pairs, int64_t rows, int64_t parts) {
+  // suffix_min[p]: the smallest bead of pairs [p, E); a cut at p is valid when every earlier pair's
+  // larger bead is below it.
+  std::vector<int64_t> suffix_min(pairs + 1, rows);
+  for (int64_t p = pairs - 1; p >= 0; --p) {
+    const int64_t i = g.pi[p], j = g.pj[p];
+    TORCH_CHECK(i >= 0 && i < rows && j >= 0 && j < rows, "tabulated_conv: pair ", p, " is (", i,
+                ", ", j, "), outside the ", rows, " rows of the features");
+    suffix_min[p] = std::min(suffix_min[p + 1], std::min(i, j));
+  }
+  Partition part{{0}, {0}};
+  int64_t prefix_max = -1;
+  for (int64_t p = 0, t = 1; p < pairs && t < parts; ++p) {
+    // The first valid cut at or after the even share t E / parts.
+    if (p > 0 && prefix_max < suffix_min[p] && p * parts >= t * pairs) {
+      part.pair_cut.push_back(p);
+      part.row_cut.push_back(suffix_min[p]);
+      while (t < parts && p * parts >= t * pairs) ++t;
+    }
+    prefix_max = std::max(prefix_max, std::max(g.pi[p], g.pj[p]));
+  }
+  part.pair_cut.push_back(pairs);
+  part.row_cut.push_back(rows);
+  return part;
+}
+
+// Runs range(begin, end, out) over [0, pairs) on torch's thread pool into a new (N, F) tensor
+// shaped like `like`. Where the pairs split into pieces over disjoint rows, each thread zeroes and
+// fills its own rows of the result (no atomics, no extra buffers); otherwise each thread adds into
+// its own zeroed (N, F) buffer and the buffers are summed.
 template <typename scalar_t, typename Range>
-at::Tensor per_thread_sum(const at::Tensor& like, int64_t pairs, Range range) {
+at::Tensor accumulate_pairs(const at::Tensor& like, const Graph& g, int64_t pairs, Range range) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t stride = like.size(0) * like.size(1);
-  at::Tensor buffers = at::zeros({threads, like.size(0), like.size(1)}, like.options());
+  const int64_t rows = like.size(0), F = like.size(1), stride = rows * F;
+  const Partition part = disjoint_partition(g, pairs, rows, threads);
+  const int64_t pieces = static_cast<int64_t>(part.pair_cut.size()) - 1;
+  if (pieces == threads || threads == 1) {
+    at::Tensor out = at::empty_like(like);
+    scalar_t* base = out.data_ptr<scalar_t>();
+    at::parallel_for(0, pieces, 1, [&](int64_t first, int64_t last) {
+      for (int64_t t = first; t < last; ++t) {
+        std::fill(base + part.row_cut[t] * F, base + part.row_cut[t + 1] * F, scalar_t(0));
+        range(part.pair_cut[t], part.pair_cut[t + 1], base);
+      }
+    });
+    return out;
+  }
+  at::Tensor buffers = at::zeros({threads, rows, F}, like.options());
   // Enough pairs per task that summing the buffers stays small next to the work.
   const int64_t grain = std::max<int64_t>(256, pairs / threads + 1);
   scalar_t* base = buffers.data_ptr<scalar_t>();
   at::parallel_for(0, pairs, grain, [&](int64_t begin, int64_t end) {
     range(begin, end, base + at::get_thread_num() * stride);
   });
-  return threads == 1 ? buffers[0] : buffers.sum(0);
+  return buffers.sum(0);
 }
 
 at::Tensor tabulated_conv_cpu(const at::Tensor& features, const at::Tensor& pairs,
@@ -185,7 +367,7 @@ at::Tensor tabulated_conv_cpu(const at::Tensor& features, const at::Tensor& pair
   Graph g{p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.size(1), c.size(0), h.size(1)};
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "tabulated_conv", [&] {
-    out = per_thread_sum<scalar_t>(h, p.size(1), [&](int64_t begin, int64_t end, scalar_t* mine) {
+    out = accumulate_pairs<scalar_t>(h, g, p.size(1), [&](int64_t begin, int64_t end, scalar_t* mine) {
       forward_typed(g, begin, end, r.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), inv_spacing,
                     cutoff, h.data_ptr<scalar_t>(), mine);
     });
@@ -205,7 +387,7 @@ std::tuple<at::Tensor, at::Tensor> tabulated_conv_backward_cpu(
   Graph g{p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.size(1), c.size(0), h.size(1)};
   at::Tensor grad_h, grad_r = at::empty_like(r);
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "tabulated_conv_backward", [&] {
-    grad_h = per_thread_sum<scalar_t>(h, p.size(1), [&](int64_t begin, int64_t end, scalar_t* mine) {
+    grad_h = accumulate_pairs<scalar_t>(h, g, p.size(1), [&](int64_t begin, int64_t end, scalar_t* mine) {
       backward_typed(g, begin, end, r.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), inv_spacing,
                      cutoff, h.data_ptr<scalar_t>(), gr.data_ptr<scalar_t>(), mine,
                      grad_r.data_ptr<scalar_t>());
