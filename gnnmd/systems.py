@@ -38,6 +38,7 @@ import mdtraj
 import numpy as np
 
 # Re-exported: the catalog (no torch) owns them; gnnmd.systems is where users look for them.
+from gnnmd import catalog
 from gnnmd.catalog import DEFAULT_SYSTEM, list_systems, read_system_description, systems_dir  # noqa: F401
 from gnnmd.errors import SystemNotFoundError, TopologyError
 from gnnmd.topology import (
@@ -91,7 +92,7 @@ class System:
 
 def _resolve_name(name: str) -> pathlib.Path | None:
     """The TOML file of shipped system ``name`` (also matched by alias or PDB id), or None."""
-    folder = systems_dir()
+    folder = catalog.systems_dir()
     wanted = name.strip().lower()
     for stem in list_systems():
         path = folder / f"{stem}.toml"
@@ -295,5 +296,5 @@ def load_system(name_or_path: str | os.PathLike[str], mapping: str | None = None
         return _load_path(path, mapping or "5bead")
     raise SystemNotFoundError(
         f"{str(name_or_path)!r} is neither a shipped system nor an existing PDB file; "
-        f"shipped systems: {', '.join(list_systems())} (in {systems_dir()})"
+        f"shipped systems: {', '.join(list_systems())} (in {catalog.systems_dir()})"
     )

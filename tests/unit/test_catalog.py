@@ -67,8 +67,8 @@ def test_listed_bead_counts_are_what_loading_gives():
 def test_listings_do_not_import_torch(command):
     """What keeps `gnnmd models` and `gnnmd systems` fast (timed in benchmarks/RESULTS.md)."""
     code = (
-        "import sys; from gnnmd.cli import main; status = main([%r]); "
-        "print('torch imported' if 'torch' in sys.modules else 'no torch', status)" % command
+        f"import sys; from gnnmd.cli import main; status = main([{command!r}]); "
+        "print('torch imported' if 'torch' in sys.modules else 'no torch', status)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -11,7 +11,7 @@ import mdtraj
 import numpy as np
 import pytest
 
-import gnnmd.systems as systems
+import gnnmd.catalog as catalog
 from gnnmd.errors import SystemNotFoundError, TopologyError
 from gnnmd.systems import DEFAULT_SYSTEM, System, list_systems, load_system, systems_dir
 from gnnmd.topology import protein_bead_vocabulary
@@ -183,7 +183,7 @@ def _copy_system(tmp_path: pathlib.Path, name: str, replace: tuple[str, str]) ->
 
 def test_expected_beads_mismatch_raises(tmp_path: pathlib.Path, monkeypatch) -> None:
     folder = _copy_system(tmp_path, "chignolin", ("expected_beads = 49", "expected_beads = 50"))
-    monkeypatch.setattr(systems, "systems_dir", lambda: folder)
+    monkeypatch.setattr(catalog, "systems_dir", lambda: folder)
     assert list_systems() == ["chignolin"]
     with pytest.raises(TopologyError, match="49 beads.*50"):
         load_system("chignolin")
