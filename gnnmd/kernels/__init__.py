@@ -96,9 +96,9 @@ def use_backend(
     network.fallback = problem
     if backend == "reference":
         return converted
-    for block in network.convolutions():
+    for block, record in zip(network.convolutions(), network.filter_records(), strict=True):
         block.uses_basis = False
-        block.kernel = _kernel_for(backend, block, network, {**options, "native": native})
+        block.kernel = _kernel_for(backend, record, dtype_of(network), {**options, "native": native})
     if backend == "fused16":
         from gnnmd.kernels.quantize import quantize_linear_layers
 
@@ -107,21 +107,23 @@ def use_backend(
     return converted
 
 
-def _kernel_for(backend: str, block, network, options: dict):
+def dtype_of(network) -> Any:
+    return next(network.parameters()).dtype
+
+
+def _kernel_for(backend: str, record, dtype: Any, options: dict):
+    """The kernel module of one block on ``backend``, from the block's filter record (plain values)."""
     if backend == "tabulated":
         from gnnmd.kernels.tabulated import NativeTabulatedKernel, TabulatedKernel, tabulate_block
 
         kwargs = {key: options[key] for key in ("tolerance", "points") if key in options}
-        coefficients, report = tabulate_block(
-            block, network.basis, network.envelope, network.envelope.cutoff_nm, **kwargs
-        )
-        dtype = next(network.parameters()).dtype
+        coefficients, report = tabulate_block(record, **kwargs)
         kernel = NativeTabulatedKernel if options["native"] else TabulatedKernel
-        return kernel(coefficients.to(dtype), network.envelope.cutoff_nm, report)
+        return kernel(coefficients.to(dtype), record.cutoff_nm, report)
     from gnnmd.kernels.fused import FusedKernel
 
     weight_dtype = options.get("weight_dtype") if backend == "fused16" else None
-    return FusedKernel(block.filter_net, network.basis, network.envelope, weight_dtype=weight_dtype)
+    return FusedKernel(record, weight_dtype=weight_dtype).to(dtype)
 
 
 def _fallback_reason(allow_fallback: bool) -> str | None:

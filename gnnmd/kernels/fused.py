@@ -19,15 +19,15 @@ Units: distances in nm; filters dimensionless.
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
+from gnnmd.kernels.filter_function import FilterFunction
 from gnnmd.kernels.first_derivative import first_derivative_only
-from gnnmd.kernels.quantize import quantize
 from gnnmd.kernels.reference import aggregate_pairs
+from gnnmd.nn.filter_record import FilterRecord
 
 #: Pairs per CPU chunk (measured best of 1024-32768 on 2 cores: 8192, 4 MiB of float32 filters).
 CPU_CHUNK_PAIRS = 8192
@@ -37,30 +37,18 @@ class FusedKernel(nn.Module):
     """Σ_j W(r_ij) ⊙ h_j with the exact filter network, fused (see module docstring).
 
     Args:
-        filter_net: the block's filter network (copied; Linear, activation, Linear).
-        basis: the network's radial basis module.
-        envelope: the cosine cutoff module.
+        record: the block's filter (:func:`gnnmd.nn.filter_record.filter_record`).
         weight_dtype: None for float weights, torch.bfloat16 or torch.float16 for 16-bit ones.
     """
 
-    def __init__(
-        self,
-        filter_net: nn.Module,
-        basis: nn.Module,
-        envelope: nn.Module,
-        weight_dtype: Optional[torch.dtype] = None,
-    ) -> None:
+    def __init__(self, record: FilterRecord, weight_dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
-        self.filter_net = copy.deepcopy(filter_net)
-        if weight_dtype is not None:
-            quantize(self.filter_net, weight_dtype)
-        self.basis = copy.deepcopy(basis)
-        self.envelope = copy.deepcopy(envelope)
+        self.filter = FilterFunction(record, weight_dtype)
         self.chunk_pairs = CPU_CHUNK_PAIRS
 
     def filters(self, distances: Tensor) -> Tensor:
         """(E, F) W(r) of (E,) distances in nm."""
-        return self.filter_net(self.basis(distances)) * self.envelope(distances)[:, None]
+        return self.filter(distances)
 
     def forward(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
         """(N, F) messages from (N, F) features, (2, E) pairs i<j and (E,) distances in nm."""

@@ -22,13 +22,14 @@ Units: distances and the grid spacing in nm; W is dimensionless.
 
 from __future__ import annotations
 
-import copy
 from typing import Tuple
 
 import torch
 from torch import Tensor, nn
 
+from gnnmd.kernels.filter_function import FilterFunction
 from gnnmd.kernels.reference import aggregate_pairs
+from gnnmd.nn.filter_record import FilterRecord
 
 #: Largest interpolation error allowed, relative to the RMS of W and of dW/dr over [0, r_c]:
 #: 2^-11, the relative rounding of a float16 weight (bfloat16: 2^-8). Smaller tolerances
@@ -38,16 +39,10 @@ DEFAULT_TOLERANCE = 2.0**-11
 GRID_SIZES = (256, 512, 1024, 2048, 4096, 8192)
 
 
-def exact_filter(
-    block: nn.Module, basis: nn.Module, envelope: nn.Module, r_nm: Tensor
-) -> Tuple[Tensor, Tensor]:
+def exact_filter(exact: FilterFunction, r_nm: Tensor) -> Tuple[Tensor, Tensor]:
     """W(r) (S, F) and dW/dr (S, F) in 1/nm of one block, by forward-mode autodiff in ``r_nm``'s dtype."""
     r = r_nm.detach()
-
-    def filter_of(x: Tensor) -> Tensor:
-        return block.filter_net(basis(x)) * envelope(x)[:, None]
-
-    values, derivatives = torch.func.jvp(filter_of, (r,), (torch.ones_like(r),))
+    values, derivatives = torch.func.jvp(exact, (r,), (torch.ones_like(r),))
     return values.detach(), derivatives.detach()
 
 
@@ -72,18 +67,18 @@ def evaluate_spline(coefficients: Tensor, inv_spacing: float, cutoff_nm: float, 
     return w * (r_nm < cutoff_nm).to(w.dtype)[:, None]
 
 
-def interpolation_error(block, basis, envelope, cutoff_nm: float, points: int) -> Tuple[float, float]:
+def interpolation_error(exact: FilterFunction, cutoff_nm: float, points: int) -> Tuple[float, float]:
     """Max error of W and dW/dr between nodes, relative to their RMS, for ``points`` segments."""
     with torch.no_grad():
         nodes = torch.linspace(0.0, cutoff_nm, points + 1, dtype=torch.float64)
-        values, derivatives = exact_filter(block, basis, envelope, nodes)
+        values, derivatives = exact_filter(exact, nodes)
         coefficients = hermite_coefficients(values, derivatives, cutoff_nm / points)
         # Quarter and half points of every segment: where Hermite errors peak.
         offsets = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
         probe = (
             (torch.arange(points, dtype=torch.float64)[:, None] + offsets) * (cutoff_nm / points)
         ).flatten()
-        exact_w, exact_dw = exact_filter(block, basis, envelope, probe)
+        exact_w, exact_dw = exact_filter(exact, probe)
 
     def spline(x: Tensor) -> Tensor:
         return evaluate_spline(coefficients, points / cutoff_nm, cutoff_nm, x)
@@ -95,26 +90,23 @@ def interpolation_error(block, basis, envelope, cutoff_nm: float, points: int) -
 
 
 def tabulate_block(
-    block: nn.Module,
-    basis: nn.Module,
-    envelope: nn.Module,
-    cutoff_nm: float,
-    tolerance: float = DEFAULT_TOLERANCE,
-    points: int | None = None,
+    record: FilterRecord, tolerance: float = DEFAULT_TOLERANCE, points: int | None = None
 ) -> Tuple[Tensor, dict]:
-    """Spline coefficients (S, 4, F) float64 of one block and a report (grid size, errors).
+    """Spline coefficients (S, 4, F) float64 of one block's filter on [0, its cutoff], and a report
+    (grid size, errors).
 
     ``points`` fixes the number of segments; otherwise the smallest of :data:`GRID_SIZES`
     meeting ``tolerance`` is used (the largest if none does; the report says so).
     """
-    block, basis, envelope = (m.double() for m in _copies(block, basis, envelope))
+    exact = FilterFunction(record).double()
+    cutoff_nm = record.cutoff_nm
     candidates = (points,) if points is not None else GRID_SIZES
     for size in candidates:
-        value_error, slope_error = interpolation_error(block, basis, envelope, cutoff_nm, size)
+        value_error, slope_error = interpolation_error(exact, cutoff_nm, size)
         if max(value_error, slope_error) <= tolerance:
             break
     nodes = torch.linspace(0.0, cutoff_nm, size + 1, dtype=torch.float64)
-    values, derivatives = exact_filter(block, basis, envelope, nodes)
+    values, derivatives = exact_filter(exact, nodes)
     report = {
         "segments": size,
         "spacing_nm": cutoff_nm / size,
@@ -124,10 +116,6 @@ def tabulate_block(
         "met": max(value_error, slope_error) <= tolerance,
     }
     return hermite_coefficients(values, derivatives, cutoff_nm / size), report
-
-
-def _copies(*modules: nn.Module) -> list[nn.Module]:
-    return [copy.deepcopy(m) for m in modules]
 
 
 class TabulatedKernel(nn.Module):

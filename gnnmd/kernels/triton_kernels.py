@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - triton ships with torch on Linux
 
 #: Directed edges per tile of a program.
 BLOCK_E = 32
-ACTIVATION_IDS = {"Tanh": 0, "ShiftedSoftplus": 1, "SiLU": 2}
+ACTIVATION_IDS = {"tanh": 0, "ssp": 1, "silu": 2}
 
 
 def interpreted() -> bool:
@@ -233,11 +233,13 @@ if triton is not None:
             return s * (1.0 + z * (1.0 - s))
 
     @triton.jit
-    def _basis(r, ks, kmask, centers, widths, alpha, BASIS: tl.constexpr):
-        """Radial basis (BLOCK, BLOCK_K) and its derivative in r; padded columns are zero."""
+    def _basis(r, ks, kmask, centers, widths, alpha, cutoff, BASIS: tl.constexpr):
+        """Radial basis (BLOCK, BLOCK_K) and its derivative in r; padded columns are zero.
+
+        BASIS: 0 Gaussian, 1 ExpNormal; +2 for the basis multiplied by the cosine cutoff."""
         mu = tl.load(centers + ks, mask=kmask, other=0.0)
         beta = tl.load(widths + ks, mask=kmask, other=0.0)
-        if BASIS == 0:
+        if BASIS % 2 == 0:
             offset = r[:, None] - mu[None, :]
             value = tl.exp(-beta[None, :] * offset * offset)
             slope = -2.0 * beta[None, :] * offset * value
@@ -246,6 +248,10 @@ if triton is not None:
             offset = decay - mu[None, :]
             value = tl.exp(-beta[None, :] * offset * offset)
             slope = 2.0 * alpha * beta[None, :] * offset * decay * value
+        if BASIS >= 2:
+            envelope, envelope_slope = _envelope(r, cutoff)
+            slope = slope * envelope[:, None] + value * envelope_slope[:, None]
+            value = value * envelope[:, None]
         value = tl.where(kmask[None, :], value, 0.0)
         slope = tl.where(kmask[None, :], slope, 0.0)
         return value, slope
@@ -340,7 +346,7 @@ if triton is not None:
             e, emask, r, h = _edge_tile(
                 offset, stop, col, edge, distances, features, channels, cmask, cutoff, F, BLOCK
             )
-            rbf, _ = _basis(r, ks, kmask, centers, widths, alpha, BASIS)
+            rbf, _ = _basis(r, ks, kmask, centers, widths, alpha, cutoff, BASIS)
             _, _, f = _filter_layers(rbf, w1, b1, s1, w2, b2, s2, ks, kmask, channels, cmask, K, F, ACT, HALF)
             envelope, _ = _envelope(r, cutoff)
             acc += tl.sum(f * envelope[:, None] * h, axis=0)
@@ -395,7 +401,7 @@ if triton is not None:
             e, emask, r, h = _edge_tile(
                 offset, stop, col, edge, distances, features, channels, cmask, cutoff, F, BLOCK
             )
-            rbf, rbf_slope = _basis(r, ks, kmask, centers, widths, alpha, BASIS)
+            rbf, rbf_slope = _basis(r, ks, kmask, centers, widths, alpha, cutoff, BASIS)
             z, a, f = _filter_layers(rbf, w1, b1, s1, w2, b2, s2, ks, kmask, channels, cmask, K, F, ACT, HALF)
             envelope, envelope_slope = _envelope(r, cutoff)
             u = h * g[None, :]
@@ -593,12 +599,12 @@ def tabulated_conv(
 def fused_weights(kernel, dtype: torch.dtype) -> tuple[list[Tensor], float, int, int, bool]:
     """Kernel arguments of a :class:`~gnnmd.kernels.fused.FusedKernel`: weights, α, act, basis, 16-bit."""
     from gnnmd.kernels.quantize import QuantizedLinear
-    from gnnmd.nn.basis import GaussianBasis
 
     unsupported = fused_unsupported(kernel)
     if unsupported:
         raise ValueError(f"the fused Triton kernel does not implement {unsupported}; use tabulated")
-    first, activation, second = kernel.filter_net
+    function = kernel.filter
+    first, _, second = function.layers
     tensors = []
     for layer in (first, second):
         if isinstance(layer, QuantizedLinear):
@@ -607,36 +613,42 @@ def fused_weights(kernel, dtype: torch.dtype) -> tuple[list[Tensor], float, int,
             ones = torch.ones(layer.out_features, dtype=dtype, device=layer.weight.device)
             tensors += [layer.weight.to(dtype).contiguous(), layer.bias.to(dtype), ones]
     half = isinstance(first, QuantizedLinear)
-    basis = kernel.basis
-    if isinstance(basis, GaussianBasis):
-        centers = basis.centers.to(dtype)
-        widths = 0.5 / basis.widths.to(dtype) ** 2  # the kernel's β in exp(-β (r - μ)²)
+    centers, widths = function.centers.to(dtype), function.widths.to(dtype)
+    if function.basis == "gaussian":
+        widths = 0.5 / widths**2  # the kernel's β in exp(-β (r - μ)²)
         alpha, basis_id = 0.0, 0
     else:
-        centers, widths, alpha, basis_id = basis.means.to(dtype), basis.betas.to(dtype), basis.alpha, 1
-    act = ACTIVATION_IDS[type(activation).__name__]
+        alpha, basis_id = function.alpha, 1
+    basis_id += 2 if function.basis_enveloped else 0
+    act = ACTIVATION_IDS[function.activation]
     return tensors + [centers.contiguous(), widths.contiguous()], float(alpha), act, basis_id, half
 
 
 def fused_unsupported(kernel) -> str:
     """What of ``kernel``'s filter the fused Triton kernel cannot compute ("" when it computes all of it)."""
-    layers = list(kernel.filter_net)
-    if len(layers) != 3:
-        return f"a filter network of {len(layers)} layers (it computes Linear, activation, Linear)"
-    name = type(layers[1]).__name__
-    if name not in ACTIVATION_IDS:
-        return f"the activation {name} (it computes {sorted(ACTIVATION_IDS)})"
-    if getattr(kernel.basis, "envelope", None) is not None:
-        return "a radial basis multiplied by the cutoff envelope (TorchMD-Net's ExpNormal, mlcg's Gaussians)"
-    if kernel.envelope.lower_nm > 0.0:
-        return f"a lower cutoff ({kernel.envelope.lower_nm} nm)"
+    function = kernel.filter
+    if len(function.layers) != 3:
+        linear = (len(function.layers) + 1) // 2
+        return f"a filter network of {linear} linear layer(s) (it computes Linear, activation, Linear)"
+    if function.activation not in ACTIVATION_IDS:
+        return f"the activation {function.activation} (it computes {sorted(ACTIVATION_IDS)})"
+    if function.basis_enveloped and (function.basis_cutoff_nm, function.basis_lower_nm) != (
+        function.cutoff_nm,
+        0.0,
+    ):
+        return (
+            f"a radial basis enveloped on [{function.basis_lower_nm}, {function.basis_cutoff_nm}] nm "
+            f"(it computes the envelope on [0, {function.cutoff_nm}] nm, the filter's own)"
+        )
+    if function.lower_nm > 0.0:
+        return f"a lower cutoff ({function.lower_nm} nm)"
     return ""
 
 
 def fused_conv(h: Tensor, pairs: Tensor, distances: Tensor, kernel) -> Tensor:
     """(N, F) messages with the exact (or 16-bit) filter network, fused."""
     weights, alpha, act, basis, half = fused_weights(kernel, h.dtype)
-    cutoff = float(kernel.envelope.cutoff_nm)
+    cutoff = float(kernel.filter.cutoff_nm)
 
     def rows(rowptr, col, edge, r, features, *tensors):
         return fused_rows(rowptr, col, edge, r, features, list(tensors), alpha, cutoff, act, basis, half)

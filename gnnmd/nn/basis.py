@@ -19,6 +19,30 @@ from torch import Tensor, nn
 RADIAL_BASES = ("gaussian", "expnormal")
 
 
+def cosine_cutoff(distances: Tensor, cutoff_nm: float, lower_nm: float = 0.0) -> Tensor:
+    """(E,) nm -> (E,) the envelope of :class:`CosineCutoff`."""
+    inside = (distances < cutoff_nm).to(distances.dtype)
+    if lower_nm > 0.0:
+        width = cutoff_nm - lower_nm
+        phase = math.pi * (2.0 * (distances - lower_nm) / width + 1.0)
+        above = (distances > lower_nm).to(distances.dtype)
+        return 0.5 * (torch.cos(phase) + 1.0) * inside * above
+    return 0.5 * (torch.cos(distances * (math.pi / cutoff_nm)) + 1.0) * inside
+
+
+def gaussian_basis(distances: Tensor, centers: Tensor, widths: Tensor) -> Tensor:
+    """(E,) nm -> (E, K): exp(-(r - μ_k)² / (2 σ_k²)) for centres μ (K,) and widths σ (K,) in nm."""
+    offset = distances[:, None] - centers.to(distances.dtype)
+    widths = widths.to(distances.dtype)
+    return torch.exp((-0.5 / (widths * widths)) * offset * offset)
+
+
+def expnormal_basis(distances: Tensor, alpha: float, means: Tensor, betas: Tensor) -> Tensor:
+    """(E,) nm -> (E, K): exp(-β_k (exp(-α r) - μ_k)²), α in 1/nm."""
+    shifted = torch.exp(-alpha * distances)[:, None] - means.to(distances.dtype)
+    return torch.exp(-betas.to(distances.dtype) * shifted * shifted)
+
+
 class CosineCutoff(nn.Module):
     """C(r) = ½ (cos(π r / r_c) + 1) for r < r_c, else 0 (r, r_c in nm).
 
@@ -36,13 +60,7 @@ class CosineCutoff(nn.Module):
 
     def forward(self, distances: Tensor) -> Tensor:
         """(E,) nm -> (E,) dimensionless."""
-        inside = (distances < self.cutoff_nm).to(distances.dtype)
-        if self.lower_nm > 0.0:
-            width = self.cutoff_nm - self.lower_nm
-            phase = math.pi * (2.0 * (distances - self.lower_nm) / width + 1.0)
-            above = (distances > self.lower_nm).to(distances.dtype)
-            return 0.5 * (torch.cos(phase) + 1.0) * inside * above
-        return 0.5 * (torch.cos(distances * (math.pi / self.cutoff_nm)) + 1.0) * inside
+        return cosine_cutoff(distances, self.cutoff_nm, self.lower_nm)
 
 
 class GaussianBasis(nn.Module):
@@ -65,9 +83,7 @@ class GaussianBasis(nn.Module):
 
     def forward(self, distances: Tensor) -> Tensor:
         """(E,) nm -> (E, K)."""
-        offset = distances[:, None] - self.centers.to(distances.dtype)
-        widths = self.widths.to(distances.dtype)
-        basis = torch.exp((-0.5 / (widths * widths)) * offset * offset)
+        basis = gaussian_basis(distances, self.centers, self.widths)
         if self.envelope is not None:
             basis = basis * self.envelope(distances)[:, None]
         return basis
@@ -100,8 +116,7 @@ class ExpNormalBasis(nn.Module):
 
     def forward(self, distances: Tensor) -> Tensor:
         """(E,) nm -> (E, K)."""
-        shifted = torch.exp(-self.alpha * distances)[:, None] - self.means.to(distances.dtype)
-        basis = torch.exp(-self.betas.to(distances.dtype) * shifted * shifted)
+        basis = expnormal_basis(distances, self.alpha, self.means, self.betas)
         if self.envelope is not None:
             basis = basis * self.envelope(distances)[:, None]
         return basis

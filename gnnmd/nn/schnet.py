@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from gnnmd.kernels.reference import ReferenceKernel, aggregate_pairs
 from gnnmd.nn.basis import CosineCutoff, radial_basis
 from gnnmd.nn.chirality import ChiralInput
+from gnnmd.nn.filter_record import FilterRecord, filter_record
 
 ACTIVATIONS = ("tanh", "ssp", "silu", "sigmoid", "mish")
 
@@ -194,6 +195,11 @@ class SchNet(nn.Module):
         """The modules whose pair sums a kernel backend computes: the neighbour embedding, then the blocks."""
         front = [self.neighbor_embedding] if self.neighbor_embedding is not None else []
         return front + list(self.interactions)
+
+    @torch.jit.unused
+    def filter_records(self) -> list[FilterRecord]:
+        """The filters of :meth:`convolutions` as plain values, in the same order (what kernels read)."""
+        return [filter_record(module.filter_net, self.basis, self.envelope) for module in self.convolutions()]
 
     def forward(
         self, types: Tensor, pairs: Tensor, distances: Tensor, initial: Optional[Tensor] = None

@@ -121,7 +121,7 @@ def test_enveloped_basis_runs_tabulated_and_the_fused_torch_path(tmp_path):
     from gnnmd.kernels.triton_kernels import fused_unsupported
 
     fused = use_backend(model, "fused")
-    assert "envelope" in fused_unsupported(fused.network.interactions[0].kernel)  # the Triton kernel refuses
+    assert fused_unsupported(fused.network.interactions[0].kernel) == ""  # the Triton kernel computes it
 
 
 def test_exported_torchscript_matches(tmp_path):

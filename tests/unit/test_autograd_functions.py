@@ -45,7 +45,7 @@ def check(call, distances, features) -> None:
 
 def test_chunked_fused_conv(graph):
     net, pairs, distances, features = graph
-    kernel = FusedKernel(net.interactions[0].filter_net, net.basis, net.envelope).requires_grad_(False)
+    kernel = FusedKernel(net.filter_records()[0]).requires_grad_(False)
     kernel.chunk_pairs = 4  # several chunks
     check(lambda h, r: _ChunkedConv.apply(h, pairs, r, kernel), distances, features)
 

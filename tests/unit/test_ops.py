@@ -48,7 +48,7 @@ def spline(features: int = 8, dtype=torch.float64):
     torch.manual_seed(0)
     net = SchNet(4, hidden_channels=features, num_filters=features, num_interactions=1, num_rbf=6,
                  cutoff_nm=1.0, rbf="gaussian", act="tanh").double()  # fmt: skip
-    coefficients, _ = tabulate_block(net.interactions[0], net.basis, net.envelope, 1.0, points=64)
+    coefficients, _ = tabulate_block(net.filter_records()[0], points=64)
     return coefficients.to(dtype)
 
 

@@ -41,6 +41,7 @@ def interpreted(tmp_path_factory):
 @pytest.mark.parametrize(
     ("case", "tolerance"),
     [("fused-tanh-gaussian", 1e-5), ("fused-ssp-expnormal", 1e-5), ("fused-silu-gaussian", 1e-5),
+     ("fused-tanh-gaussian-enveloped", 1e-5), ("fused-silu-expnormal-enveloped", 1e-5),
      ("fused16-float16", 1e-4), ("tabulated", 1e-5), ("tabulated-empty", 0.0)],
 )  # fmt: skip
 def test_kernel_matches_torch_path(interpreted, case, tolerance):

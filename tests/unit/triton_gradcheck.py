@@ -22,9 +22,8 @@ torch.set_num_threads(1)
 torch.manual_seed(0)
 net = SchNet(4, hidden_channels=4, num_filters=4, num_interactions=1, num_rbf=6, cutoff_nm=1.0,
              rbf="gaussian", act="tanh").double()  # fmt: skip
-block = net.interactions[0]
-fused = FusedKernel(block.filter_net, net.basis, net.envelope).requires_grad_(False)
-coefficients, _ = tabulate_block(block, net.basis, net.envelope, 1.0, points=64)
+fused = FusedKernel(net.filter_records()[0]).requires_grad_(False)
+coefficients, _ = tabulate_block(net.filter_records()[0], points=64)
 coefficients = coefficients.double().contiguous()
 inv_spacing = coefficients.shape[0] / 1.0
 # Two graphs (4 and 3 beads) and an isolated bead; distances inside the cutoff, away from its edge.

@@ -62,26 +62,28 @@ def compare(kernel, triton_call, sizes, features: int, seed: int) -> dict:
     }
 
 
-def network(act: str, rbf: str, features: int = 16) -> SchNet:
+def network(act: str, rbf: str, features: int = 16, enveloped: bool = False) -> SchNet:
     torch.manual_seed(0)
     return SchNet(4, hidden_channels=features, num_filters=features, num_interactions=1, num_rbf=20,
-                  cutoff_nm=CUTOFF, rbf=rbf, act=act)  # fmt: skip
+                  cutoff_nm=CUTOFF, rbf=rbf, act=act, rbf_envelope=enveloped)  # fmt: skip
 
 
 results = {}
-for act, rbf in (("tanh", "gaussian"), ("ssp", "expnormal"), ("silu", "gaussian")):
-    net = network(act, rbf)
-    kernel = FusedKernel(net.interactions[0].filter_net, net.basis, net.envelope).requires_grad_(False)
-    results[f"fused-{act}-{rbf}"] = compare(
+FUSED_CASES = (("tanh", "gaussian", False), ("ssp", "expnormal", False), ("silu", "gaussian", False),
+               ("tanh", "gaussian", True), ("silu", "expnormal", True))  # fmt: skip
+for act, rbf, enveloped in FUSED_CASES:
+    net = network(act, rbf, enveloped=enveloped)
+    kernel = FusedKernel(net.filter_records()[0]).requires_grad_(False)
+    results[f"fused-{act}-{rbf}" + ("-enveloped" if enveloped else "")] = compare(
         kernel, lambda h, p, r, k=kernel: triton_kernels.fused_conv(h, p, r, k), [9, 4, 1], 16, seed=1
     )
 net = network("tanh", "gaussian")
-half = FusedKernel(net.interactions[0].filter_net, net.basis, net.envelope, weight_dtype=torch.float16)
+half = FusedKernel(net.filter_records()[0], weight_dtype=torch.float16)
 half.requires_grad_(False)
 results["fused16-float16"] = compare(
     half, lambda h, p, r: triton_kernels.fused_conv(h, p, r, half), [9, 4], 16, seed=2
 )
-coefficients, _ = tabulate_block(net.interactions[0], net.basis, net.envelope, CUTOFF)
+coefficients, _ = tabulate_block(net.filter_records()[0])
 table = TabulatedKernel(coefficients.float(), CUTOFF)
 results["tabulated"] = compare(
     table,
