@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from gnnmd.analysis.states import standard_error, state_masks
+from gnnmd.data.dataset import spread_indices
 
 #: Below this fraction of native contacts a frame is in the unfolded core.
 UNFOLDED_CORE_Q = 0.4
@@ -39,10 +40,10 @@ def choose_starts(samples: np.ndarray, replicas: int) -> np.ndarray:
     mask = is_folded(samples)
     folded, unfolded = np.flatnonzero(mask), np.flatnonzero(~mask)
     if len(folded) == 0 or len(unfolded) == 0 or replicas < 2:
-        return np.linspace(0, len(samples) - 1, replicas).astype(np.int64)
+        return spread_indices(len(samples), replicas)
     half = replicas // 2
     pick = [
-        s[np.linspace(0, len(s) - 1, n).astype(np.int64)]
+        s[spread_indices(len(s), n)]
         for s, n in ((folded, half), (unfolded, replicas - half))
     ]
     return np.concatenate(pick)

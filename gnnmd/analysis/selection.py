@@ -17,10 +17,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gnnmd.analysis.observables import Observable
 from gnnmd.analysis.protein import shipped_native
 from gnnmd.analysis.states import main_observable
-from gnnmd.analysis.validate import MAX_REFERENCE_FRAMES, ValidationSettings, compare_with_native, simulate
-from gnnmd.data.dataset import ForceDataset
+from gnnmd.analysis.validate import (
+    MAX_REFERENCE_FRAMES,
+    ValidationSettings,
+    choose_starts,
+    compare_with_native,
+    observables_of,
+    simulate,
+)
+from gnnmd.data.dataset import ForceDataset, spread_indices
 from gnnmd.nn.potential import CGPotential
 from gnnmd.topology import CGTopology
 
@@ -43,7 +51,7 @@ def selection_settings(replicas: int, steps: int, temperature_k: float, seed: in
 class _HeldOutMolecule:
     name: str
     topology: CGTopology
-    reference: np.ndarray  # (F, n, 3) nm, held-out frames
+    reference: list[Observable]  # observables of the held-out frames
     starts: np.ndarray  # (R, n, 3) nm
     native: np.ndarray | None
 
@@ -72,14 +80,14 @@ class HeldOutFreeEnergy:
             local = held_out[(held_out >= start) & (held_out < stop)] - start
             if len(local) == 0:
                 continue
-            spread = np.linspace(0, len(local) - 1, min(len(local), MAX_REFERENCE_FRAMES))
-            local = local[spread.astype(np.int64)]
-            reference, _ = dataset.frames(molecule, local)
-            starts = reference[np.linspace(0, len(reference) - 1, settings.replicas).astype(np.int64)]
+            local = local[spread_indices(len(local), min(len(local), MAX_REFERENCE_FRAMES))]
+            frames, _ = dataset.frames(molecule, local)
             topology = dataset.topologies[molecule]
-            self.molecules.append(
-                _HeldOutMolecule(name, topology, reference, starts, shipped_native(topology))
-            )
+            native = shipped_native(topology)
+            # Computed once: every epoch's score compares with the same held-out frames.
+            reference = observables_of(topology, frames, native)
+            starts, _ = choose_starts(frames, reference, settings.replicas)
+            self.molecules.append(_HeldOutMolecule(name, topology, reference, starts, native))
         if not self.molecules:
             raise ValueError(f"{dataset.path}: no held-out frames to score models on")
 

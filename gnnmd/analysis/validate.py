@@ -40,7 +40,7 @@ from gnnmd.analysis.states import (
     reference_blocks,
     standard_error,
 )
-from gnnmd.data.dataset import ForceDataset
+from gnnmd.data.dataset import ForceDataset, spread_indices
 from gnnmd.errors import SimulationError
 from gnnmd.models import is_trained
 from gnnmd.nn.potential import CGPotential, priors_only
@@ -111,19 +111,21 @@ def compare_frames(
     shipped protein (see :mod:`gnnmd.analysis.protein`), whose RMSD, Q and joint
     RMSD-Q observables then come first.
     """
-    return compare_with_native(topology, simulated, reference, shipped_native(topology), settings)
+    native = shipped_native(topology)
+    reference_observables = observables_of(topology, reference, native)
+    return compare_with_native(topology, simulated, reference_observables, native, settings)
 
 
 def compare_with_native(
     topology: CGTopology,
     simulated: np.ndarray,
-    reference: np.ndarray,
+    ref_all: list[Observable],
     native: np.ndarray | None,
     settings: ValidationSettings,
 ) -> tuple[dict[str, float], list, dict]:
-    """:func:`compare_frames` with the native structure (or None) already looked up."""
+    """:func:`compare_frames` with the native structure (or None) looked up and the reference's
+    observables (:func:`observables_of`) computed once by the caller."""
     sim_all = observables_of(topology, simulated, native)
-    ref_all = observables_of(topology, reference, native)
     extra = {}
     if native is not None:
         extra["folded_fraction"] = {
@@ -229,8 +231,8 @@ def held_out_frames(
         start = int(dataset.offsets[molecule])
         local = np.array([f - start for f in held if start <= f < start + count], dtype=np.int64)
         # Spread over all of them: the first ``limit`` could all come from one held-out trajectory.
-        return local[np.linspace(0, len(local) - 1, min(len(local), limit)).astype(np.int64)], "held-out"
-    return np.linspace(0, count - 1, min(count, limit)).astype(np.int64), "all (no held-out split recorded)"
+        return local[spread_indices(len(local), min(len(local), limit))], "held-out"
+    return spread_indices(count, min(count, limit)), "all (no held-out split recorded)"
 
 
 def validate_molecule(
@@ -239,13 +241,14 @@ def validate_molecule(
     """Simulate one molecule and compare it with its reference frames; returns its report."""
     topology = dataset.topologies[molecule]
     count = int(dataset.offsets[molecule + 1] - dataset.offsets[molecule])
-    chosen = np.linspace(0, count - 1, min(count, MAX_REFERENCE_FRAMES)).astype(np.int64)
+    chosen = spread_indices(count, min(count, MAX_REFERENCE_FRAMES))
     reference_frames, _ = dataset.frames(molecule, chosen)
     native = shipped_native(topology)
-    starts, start_folded = choose_starts(topology, reference_frames, native, settings.replicas)
+    reference_observables = observables_of(topology, reference_frames, native)
+    starts, start_folded = choose_starts(reference_frames, reference_observables, settings.replicas)
     simulated_frames, replicas, failed = simulate(model, topology, starts, settings)
     divergences, pairs, extra = compare_with_native(
-        topology, simulated_frames, reference_frames, native, settings
+        topology, simulated_frames, reference_observables, native, settings
     )
     if start_folded is not None:
         simulated = next(sim for sim, ref, _ in pairs if ref.name == "rmsd_q")
@@ -280,13 +283,15 @@ def validate_molecule(
 
 
 def choose_starts(
-    topology: CGTopology, reference: np.ndarray, native: np.ndarray | None, replicas: int
+    reference: np.ndarray, reference_observables: list[Observable], replicas: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Start frames (R, n, 3) nm from the reference (F, n, 3), and for a protein with a native
-    structure whether each started folded (half folded, half not: :mod:`gnnmd.analysis.folding`)."""
-    if native is None:
-        return reference[np.linspace(0, len(reference) - 1, replicas).astype(np.int64)], None
-    samples = next(o for o in protein_observables(topology, reference, native) if o.name == "rmsd_q").samples
+    """Start frames (R, n, 3) nm from the reference (F, n, 3) and its observables, and for a
+    protein with a native structure (an ``rmsd_q`` observable) whether each started folded (half
+    folded, half not: :mod:`gnnmd.analysis.folding`); otherwise spread evenly."""
+    rmsd_q = [o.samples for o in reference_observables if o.name == "rmsd_q"]
+    if not rmsd_q:
+        return reference[spread_indices(len(reference), replicas)], None
+    samples = rmsd_q[0]
     chosen = folding.choose_starts(samples, replicas)
     return reference[chosen], folding.is_folded(samples[chosen])
 

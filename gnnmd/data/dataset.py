@@ -43,6 +43,16 @@ _ARRAY_FIELDS = ("masses_amu", "bonds", "angles", "dihedrals", "residue_ids", "a
 __all__ = ["DatasetError", "ForceDataset", "Frame", "append_frames", "write_molecule"]
 
 
+def spread_indices(count: int, number: int) -> np.ndarray:
+    """(number,) int64 indices into ``count`` items, evenly spaced from the first to the last.
+
+    Items repeat when ``number`` > ``count``; ``spread_indices(count, min(count, n))`` picks at
+    most n distinct ones. Evenly spread rather than the first n: frames next to each other in
+    a trajectory are correlated, and a dataset's first frames may all come from one trajectory.
+    """
+    return np.linspace(0, count - 1, number).astype(np.int64)
+
+
 def write_molecule(
     path: str | os.PathLike,
     topology: CGTopology,

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gnnmd.data.dataset import spread_indices
 from gnnmd.nn.potential import CGPotential
 from gnnmd.train.batches import BatchLoader
 
@@ -29,8 +30,7 @@ def fit_type_energies(
     counts, residuals = [], []
     with torch.no_grad():
         for molecule, frames in sorted(frames_by_molecule.items()):
-            spread = np.linspace(0, len(frames) - 1, min(len(frames), TYPE_ENERGY_FRAMES))
-            chosen = frames[spread.astype(np.int64)]
+            chosen = frames[spread_indices(len(frames), min(len(frames), TYPE_ENERGY_FRAMES))]
             batch = loader(np.unique(chosen), dtype)
             predicted = model(batch.positions, batch.graphs)
             residuals.append(float((batch.energies - predicted).double().mean()))

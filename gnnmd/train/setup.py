@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gnnmd.data.dataset import ForceDataset
+from gnnmd.data.dataset import ForceDataset, spread_indices
 from gnnmd.nn.potential import CGPotential, PotentialConfig
 from gnnmd.nn.priors import PriorSet
 from gnnmd.nn.priors.fit import fit_boltzmann_priors
@@ -41,7 +41,7 @@ def model_for_dataset(
     structures = []
     for molecule, topology in enumerate(dataset.topologies):
         count = int(dataset.offsets[molecule + 1] - dataset.offsets[molecule])
-        chosen = np.unique(np.linspace(0, count - 1, min(count, prior_frames)).astype(np.int64))
+        chosen = np.unique(spread_indices(count, min(count, prior_frames)))
         structures.append((topology, dataset.frames(molecule, chosen)[0]))
     identity = np.arange(len(vocabulary))
     tables = fit_boltzmann_priors(

@@ -8,6 +8,7 @@ import pytest
 
 from gnnmd.analysis.folding import choose_starts, count_transitions, folding_report
 from gnnmd.analysis.validate import choose_starts as choose_start_frames
+from gnnmd.analysis.validate import observables_of
 from gnnmd.systems import load_system
 
 FOLDED, UNFOLDED, BETWEEN = (0.1, 0.9), (0.6, 0.2), (0.3, 0.55)  # (CA RMSD nm, Q)
@@ -64,11 +65,10 @@ def test_protein_validation_starts_from_both_kinds_of_reference_frame():
     rng = np.random.default_rng(0)
     folded = native + rng.normal(0, 0.01, (6, *native.shape))
     swollen = centre + 2.0 * (native - centre) + rng.normal(0, 0.01, (6, *native.shape))
-    starts, start_folded = choose_start_frames(
-        chignolin.topology, np.concatenate([folded, swollen]), native, 4
-    )
+    frames = np.concatenate([folded, swollen])
+    starts, start_folded = choose_start_frames(frames, observables_of(chignolin.topology, frames, native), 4)
     assert start_folded.tolist() == [True, True, False, False]
-    ala2_like, none = choose_start_frames(chignolin.topology, folded, None, 3)
+    ala2_like, none = choose_start_frames(folded, observables_of(chignolin.topology, folded, None), 3)
     assert none is None and len(ala2_like) == 3
 
 
