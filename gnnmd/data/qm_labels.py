@@ -136,7 +136,7 @@ def label(
             local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
             threads = max(1, (os.cpu_count() or 1) // local)
             _worker(work, frames, settings, info.rank, info.world_size, threads)
-            gather_to_root(None, info)  # every rank's frames are on disk before rank 0 merges
+            _send_frames_to_root(work, len(frames.source_indices), info)
         elif processes == 1:
             _worker(work, frames, settings, 0, 1, 0)
         else:
@@ -190,6 +190,7 @@ def _worker(
 
         lib.num_threads(threads)
     engine = engine_for(settings)
+    work.mkdir(parents=True, exist_ok=True)  # a rank on another machine has no folder yet
     done = _done(work)
     for k in range(worker, len(frames.source_indices), workers):
         if k in done:
@@ -203,6 +204,20 @@ def _worker(
             )  # fmt: skip
 
         atomic_write_bytes(_frame_file(work, k), write)
+
+
+def _send_frames_to_root(work: Path, count: int, info) -> None:
+    """Every rank's frame files into rank 0's work folder (ranks on other machines need not share
+    its disk); returns once rank 0 has them all. Files rank 0 already has are kept."""
+    mine = {}
+    for k in range(info.rank, count, info.world_size):
+        if _frame_file(work, k).is_file():
+            mine[k] = _frame_file(work, k).read_bytes()
+    gathered = gather_to_root(mine, info)
+    for files in gathered or []:
+        for k, data in files.items():
+            if not _frame_file(work, k).is_file():
+                atomic_write_bytes(_frame_file(work, k), lambda handle, data=data: handle.write(data))
 
 
 def _check_manifest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,6 +151,40 @@ def test_torchrun_ranks_equal_one_process(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("5 of 5 frames converged") == 1  # rank 0 reports
     for a, b in zip(labels(single), labels(ranked), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_torchrun_across_machines_needs_no_shared_disk(tmp_path):
+    """Two torchrun nodes (one rank each) in separate folders, as on two machines without a shared
+    disk: rank 1's labels reach rank 0 through the process group; the dataset equals one process's."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = water_frames(tmp_path / "water.xyz", 5)
+    single = tmp_path / "single.h5"
+    label(source, single, TBLITE)
+    machines = [tmp_path / "machine0", tmp_path / "machine1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = []
+    for node, folder in enumerate(machines):
+        folder.mkdir()
+        shutil.copy(source, folder / "water.xyz")
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+                   "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                   "-m", "gnnmd.cli", "data", "qm", "water.xyz", "-o", "labels.h5", "--engine", "tblite",
+                   "--method", "GFN2-xTB"]  # fmt: skip
+        runs.append(subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True))  # fmt: skip
+    outputs = [run.communicate(timeout=300) for run in runs]
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+    assert "5 of 5 frames converged" in outputs[0][0]
+    assert not (machines[1] / "labels.h5").exists()  # only rank 0 writes the dataset
+    assert sorted(p.name for p in (machines[1] / "labels.h5.qm").glob("frame-*")) == [
+        "frame-000001.npz", "frame-000003.npz"]  # fmt: skip
+    for a, b in zip(labels(single), labels(machines[0] / "labels.h5"), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
