@@ -99,9 +99,14 @@ def _test(model, positions: np.ndarray, forces: np.ndarray, energies: np.ndarray
     }
 
 
-def _ase_dynamics(model_file: Path, positions_nm: np.ndarray, picoseconds: float) -> dict:
-    """Langevin dynamics with the trained model in ASE: temperature, largest force, finite or not."""
+def _ase_dynamics(
+    model_file: Path, positions_nm: np.ndarray, picoseconds: float, symbols: list[str] | None = None
+) -> dict:
+    """Langevin dynamics with the trained model in ASE: temperature, largest force, finite or not.
+
+    ``symbols``: the elements (default: alanine dipeptide's)."""
     from ase import Atoms, units
+    from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
@@ -109,11 +114,15 @@ def _ase_dynamics(model_file: Path, positions_nm: np.ndarray, picoseconds: float
     from gnnmd.data.ala2_allatom import ala2_allatom_topology
 
     # Elements from the topology (a PDB reader would take the atom name "CA" for calcium).
-    atoms = Atoms(symbols=list(ala2_allatom_topology().bead_types), positions=positions_nm * 10.0)
+    symbols = symbols or list(ala2_allatom_topology().bead_types)
+    atoms = Atoms(symbols=symbols, positions=positions_nm * 10.0)
     atoms.calc = GNNMDCalculator(model=str(model_file))
     MaxwellBoltzmannDistribution(atoms, temperature_K=300.0, rng=np.random.default_rng(0))
+    # ASE's own fixcm=True samples NVT wrongly for small molecules (ASE >= 3.28 says so); fix the
+    # centre of mass with a constraint instead, which get_temperature counts (3N - 3 degrees of freedom).
+    atoms.set_constraint(FixCom())
     dynamics = Langevin(atoms, 0.5 * units.fs, temperature_K=300.0, friction=0.01 / units.fs,
-                        rng=np.random.default_rng(1))  # fmt: skip
+                        fixcm=False, rng=np.random.default_rng(1))  # fmt: skip
     temperatures, largest = [], 0.0
     steps = int(round(picoseconds * 1000 / 0.5))
     for _ in range(steps // 20):
