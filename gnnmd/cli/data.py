@@ -103,7 +103,7 @@ def _add_recompute(actions, output_help: str) -> None:
     qm.add_argument("--multiplicity", type=int, default=1, help="spin multiplicity 2S+1 (1)")
     qm.add_argument("--every", type=int, default=1, help="label every N-th frame (1)")
     qm.add_argument("--processes", type=int, default=1, help="worker processes on this machine (1)")
-    qm.add_argument("--molecule", help="molecule of a dataset holding several")
+    qm.add_argument("--molecule", help="label only this molecule of a dataset (default: every molecule)")
     qm.add_argument("--topology", type=Path, help="topology (PDB) of a trajectory input (DCD, XTC, ...)")
     qm.add_argument("--max-cycle", type=int, default=100, help="SCF iterations before a frame is unconverged")
 

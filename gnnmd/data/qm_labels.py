@@ -1,8 +1,9 @@
 """``gnnmd data qm``: quantum-chemistry energies and forces for every frame of a source, resumable
 and parallel, merged into a gnnmd dataset.
 
-Frames come from a gnnmd all-atom dataset (element bead types) or any file ASE reads. Each
-labelled frame is written on its own, atomically, into a work folder beside the output
+Frames come from a gnnmd all-atom dataset (element bead types; every molecule of it, or the
+one ``--molecule`` names) or any file ASE reads. Frames are numbered across molecules, in the
+dataset's order. Each labelled frame is written on its own, atomically, into a work folder beside the output
 (``OUT.h5.qm/frame-000123.npz``: energy, forces, convergence, SCF cycles, wall time), so a
 run killed at any moment loses at most the frames in flight. Workers are ``--processes P`` on
 one machine or the ranks of ``torchrun``; frame ``i`` belongs to worker ``i mod P``; a worker
@@ -46,13 +47,13 @@ class Frames:
 
 def read_frames(
     path: Path, every: int = 1, molecule: str | None = None, topology: Path | None = None
-) -> Frames:
-    """Every ``every``-th frame of a gnnmd dataset molecule, of a trajectory with its ``topology``
-    (any format mdtraj reads), or of a file ASE reads."""
+) -> list[Frames]:
+    """Every ``every``-th frame of each molecule of a gnnmd dataset (or of the one ``molecule``
+    names), of a trajectory with its ``topology`` (any format mdtraj reads), or of a file ASE reads."""
     if every < 1:
         raise QMInputError(f"--every must be at least 1, got {every}")
     if topology is not None:
-        return _trajectory_frames(path, topology, every)
+        return [_trajectory_frames(path, topology, every)]
     if h5py.is_hdf5(path):
         return _dataset_frames(path, every, molecule)
     import ase.io
@@ -67,7 +68,7 @@ def read_frames(
             raise QMInputError(f"{path}: frame {k * every} has other atoms than frame 0")
     positions = np.stack([atoms.positions for atoms in images]) * 0.1
     indices = np.arange(len(images)) * every
-    return Frames(path.stem, numbers, positions, indices)
+    return [Frames(path.stem, numbers, positions, indices)]
 
 
 def _trajectory_frames(path: Path, topology: Path, every: int) -> Frames:
@@ -82,24 +83,37 @@ def _trajectory_frames(path: Path, topology: Path, every: int) -> Frames:
     return Frames(path.stem, numbers, np.asarray(trajectory.xyz, dtype=np.float64), indices)
 
 
-def _dataset_frames(path: Path, every: int, molecule: str | None) -> Frames:
+def _dataset_frames(path: Path, every: int, molecule: str | None) -> list[Frames]:
     from ase.data import atomic_numbers
 
     from gnnmd.data.dataset import ForceDataset
 
     dataset = ForceDataset(path, [molecule] if molecule else None)
-    if len(dataset.topologies) != 1:
-        names = [t.name for t in dataset.topologies]
-        raise QMInputError(f"{path}: holds molecules {names}; name one with --molecule")
-    topology = dataset.topologies[0]
-    unknown = sorted({t for t in topology.bead_types if t not in atomic_numbers})
-    if unknown:
-        raise QMInputError(f"{path}: bead types {unknown} are not elements; QM labels need all-atom data")
-    count = len(dataset)
-    indices = np.arange(0, count, every)
-    coordinates, _ = dataset.frames(0, indices)
-    numbers = np.array([atomic_numbers[t] for t in topology.bead_types])
-    return Frames(topology.name, numbers, np.asarray(coordinates, dtype=np.float64), indices)
+    molecules = []
+    for index, topology in enumerate(dataset.topologies):
+        unknown = sorted({t for t in topology.bead_types if t not in atomic_numbers})
+        if unknown:
+            raise QMInputError(
+                f"{path}: molecule {topology.name!r} has bead types {unknown}, not elements; QM labels "
+                "need all-atom data"
+            )
+        count = int(dataset.offsets[index + 1] - dataset.offsets[index])
+        indices = np.arange(0, count, every)
+        coordinates, _ = dataset.frames(index, indices)
+        numbers = np.array([atomic_numbers[t] for t in topology.bead_types])
+        molecules.append(Frames(topology.name, numbers, np.asarray(coordinates, dtype=np.float64), indices))
+    return molecules
+
+
+def _offsets(molecules: list[Frames]) -> np.ndarray:
+    """(M + 1,) where each molecule's frames start in the numbering across molecules."""
+    return np.concatenate([[0], np.cumsum([len(m.source_indices) for m in molecules])]).astype(np.int64)
+
+
+def _locate(molecules: list[Frames], offsets: np.ndarray, frame: int) -> tuple[Frames, int]:
+    """The molecule of frame ``frame`` (numbered across molecules) and the frame's index in it."""
+    m = int(np.searchsorted(offsets, frame, side="right")) - 1
+    return molecules[m], frame - int(offsets[m])
 
 
 def label(
@@ -115,9 +129,12 @@ def label(
 
     Returns a summary: frames, converged, newly computed, seconds per label.
     """
-    frames = read_frames(source, every, molecule, topology)
-    for k, index in enumerate(frames.source_indices):
-        check_frame(frames.numbers, frames.positions_nm[k], settings, f"{source} frame {index}")
+    molecules = read_frames(source, every, molecule, topology)
+    for frames in molecules:
+        where = f"{source} molecule {frames.name!r}" if len(molecules) > 1 else str(source)
+        for k, index in enumerate(frames.source_indices):
+            check_frame(frames.numbers, frames.positions_nm[k], settings, f"{where} frame {index}")
+    total = int(_offsets(molecules)[-1])
     work = Path(str(output) + ".qm")
     info = rank_from_environment()
     if info.distributed and processes > 1:
@@ -135,19 +152,19 @@ def label(
         if info.distributed:
             local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
             threads = max(1, (os.cpu_count() or 1) // local)
-            _worker(work, frames, settings, info.rank, info.world_size, threads)
-            _send_frames_to_root(work, len(frames.source_indices), info)
+            _worker(work, molecules, settings, info.rank, info.world_size, threads)
+            _send_frames_to_root(work, total, info)
         elif processes == 1:
-            _worker(work, frames, settings, 0, 1, 0)
+            _worker(work, molecules, settings, 0, 1, 0)
         else:
             threads = max(1, (os.cpu_count() or 1) // processes)
-            tasks = [(work, frames, settings, k, processes, threads) for k in range(processes)]
+            tasks = [(work, molecules, settings, k, processes, threads) for k in range(processes)]
             # Workers read their OpenMP/BLAS thread counts from the environment when they start:
             # without this each takes every core, and spinning threads of P processes collide.
             with _environment(_THREAD_VARIABLES, str(threads)):
                 with multiprocessing.get_context("spawn").Pool(processes) as pool:
                     pool.starmap(_worker, tasks)
-        summary = on_root(info, lambda: _merge(work, output, frames, settings))
+        summary = on_root(info, lambda: _merge(work, output, molecules, settings))
         return summary | {"computed": len(_done(work)) - before}
     finally:
         if info.is_root:
@@ -182,9 +199,9 @@ def _done(work: Path) -> set[int]:
 
 
 def _worker(
-    work: Path, frames: Frames, settings: QMSettings, worker: int, workers: int, threads: int
+    work: Path, molecules: list[Frames], settings: QMSettings, worker: int, workers: int, threads: int
 ) -> None:
-    """Label frames ``worker``, ``worker + workers``, ... that are not done yet."""
+    """Label frames ``worker``, ``worker + workers``, ... (numbered across molecules) not done yet."""
     if settings.engine == "pyscf" and threads > 0:  # processes share the cores
         from pyscf import lib
 
@@ -192,10 +209,12 @@ def _worker(
     engine = engine_for(settings)
     work.mkdir(parents=True, exist_ok=True)  # a rank on another machine has no folder yet
     done = _done(work)
-    for k in range(worker, len(frames.source_indices), workers):
+    offsets = _offsets(molecules)
+    for k in range(worker, int(offsets[-1]), workers):
         if k in done:
             continue
-        result = engine.label(frames.numbers, frames.positions_nm[k])
+        frames, local = _locate(molecules, offsets, k)
+        result = engine.label(frames.numbers, frames.positions_nm[local])
 
         def write(handle, result=result) -> None:
             np.savez(
@@ -243,38 +262,51 @@ def _check_manifest(
     atomic_write_bytes(path, lambda handle: handle.write(json.dumps(manifest, indent=1).encode()))
 
 
-def _merge(work: Path, output: Path, frames: Frames, settings: QMSettings) -> dict:
-    """Write the dataset once every frame is done; returns the summary (nothing is written while
-    frames are missing)."""
-    count = len(frames.source_indices)
+def _merge(work: Path, output: Path, molecules: list[Frames], settings: QMSettings) -> dict:
+    """Write the dataset once every frame is done, molecule after molecule; returns the summary
+    (nothing is written while frames are missing)."""
+    offsets = _offsets(molecules)
+    count = int(offsets[-1])
     missing = sorted(set(range(count)) - _done(work))
     if missing:
         return {"frames": count, "missing": len(missing), "converged": None, "written": False}
     records = [np.load(_frame_file(work, k), allow_pickle=False) for k in range(count)]
-    converged = np.array([bool(r["converged"]) for r in records])
-    from ase.data import atomic_masses, chemical_symbols
-
-    symbols = [chemical_symbols[z] for z in frames.numbers]
-
-    topology = custom_topology(frames.name, symbols, atomic_masses[frames.numbers], [], source=str(output))
-    keep = np.flatnonzero(converged)
-    if keep.size:
-        from gnnmd.data.dataset import write_molecule
-
-        forces = np.stack([records[k]["forces"] for k in keep])
-        energies = np.array([float(records[k]["energy"]) for k in keep])
-        temporary = output.with_name(f".{output.name}.tmp")
-        temporary.unlink(missing_ok=True)
-        description = f"{settings.engine} {settings.method}/{settings.basis} labels"
-        write_molecule(temporary, topology, frames.positions_nm[keep], forces, energies, description)
-        with h5py.File(temporary, "a") as file:
-            group = file[f"molecules/{frames.name}"]
-            group.attrs["qm"] = json.dumps(json.loads((work / MANIFEST).read_text()))
-            for name, values in (("source_frame", frames.source_indices), ("converged", converged),
-                                 ("scf_cycles", [int(r["cycles"]) for r in records]),
-                                 ("seconds", [float(r["seconds"]) for r in records])):  # fmt: skip
-                group.create_dataset(f"qm_frames/{name}", data=np.asarray(values))
+    converged = np.array([bool(r["converged"]) for r in records], dtype=bool)
+    temporary = output.with_name(f".{output.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    for m, frames in enumerate(molecules):
+        span = slice(int(offsets[m]), int(offsets[m + 1]))
+        _write_labels(temporary, output, frames, records[span], converged[span], work, settings)
+    if converged.any():
         os.replace(temporary, output)
     seconds = np.array([float(r["seconds"]) for r in records])
-    return {"frames": count, "missing": 0, "converged": int(converged.sum()), "written": bool(keep.size),
-            "seconds_per_label": float(seconds.mean())}  # fmt: skip
+    written = bool(converged.any())
+    return {"frames": count, "missing": 0, "converged": int(converged.sum()), "written": written,
+            "seconds_per_label": float(seconds.mean()) if count else 0.0}  # fmt: skip
+
+
+def _write_labels(
+    path: Path, output: Path, frames: Frames, records: list, converged: np.ndarray, work: Path,
+    settings: QMSettings,
+) -> None:  # fmt: skip
+    """Add one molecule's converged frames and its per-frame QM record to the dataset at ``path``."""
+    from ase.data import atomic_masses, chemical_symbols
+
+    from gnnmd.data.dataset import write_molecule
+
+    keep = np.flatnonzero(converged)
+    if not keep.size:
+        return
+    symbols = [chemical_symbols[z] for z in frames.numbers]
+    topology = custom_topology(frames.name, symbols, atomic_masses[frames.numbers], [], source=str(output))
+    forces = np.stack([records[k]["forces"] for k in keep])
+    energies = np.array([float(records[k]["energy"]) for k in keep])
+    description = f"{settings.engine} {settings.method}/{settings.basis} labels"
+    write_molecule(path, topology, frames.positions_nm[keep], forces, energies, description)
+    with h5py.File(path, "a") as file:
+        group = file[f"molecules/{frames.name}"]
+        group.attrs["qm"] = json.dumps(json.loads((work / MANIFEST).read_text()))
+        for name, values in (("source_frame", frames.source_indices), ("converged", converged),
+                             ("scf_cycles", [int(r["cycles"]) for r in records]),
+                             ("seconds", [float(r["seconds"]) for r in records])):  # fmt: skip
+            group.create_dataset(f"qm_frames/{name}", data=np.asarray(values))

@@ -129,6 +129,32 @@ def test_dataset_input_and_cli(tmp_path, capsys):
     assert coordinates.shape == (2, 9, 3) and np.isfinite(energies).all()
 
 
+def test_every_molecule_of_a_dataset_in_one_run(tmp_path):
+    """A dataset of two molecules is labelled in one run (frames numbered across molecules); each
+    molecule's labels equal a run of that molecule alone, and --every applies within each."""
+    source = tmp_path / "two.h5"
+    for name, count in (("ethanol", 3), ("water", 4)):
+        atoms = ase.build.molecule("CH3CH2OH" if name == "ethanol" else "H2O")
+        topology = custom_topology(name, atoms.get_chemical_symbols(), atoms.get_masses(), [])
+        rng = np.random.default_rng(count)
+        positions = atoms.positions * 0.1 + rng.normal(0.0, 0.003, (count, len(atoms), 3))
+        write_molecule(source, topology, positions, np.zeros_like(positions))
+    together = tmp_path / "together.h5"
+    summary = label(source, together, TBLITE, every=2, processes=2)
+    assert summary["frames"] == 2 + 2 and summary["converged"] == 4
+    both = ForceDataset(together)
+    assert [t.name for t in both.topologies] == ["ethanol", "water"]
+    for index, name in enumerate(["ethanol", "water"]):
+        alone = tmp_path / f"{name}.h5"
+        label(source, alone, TBLITE, every=2, molecule=name)
+        expected = labels(alone)
+        got = (*both.frames(index), both.energies(index))
+        for a, b in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+        with h5py.File(together) as file:
+            assert file[f"molecules/{name}/qm_frames/source_frame"][()].tolist() == [0, 2]
+
+
 def test_bad_frames_are_refused_by_name(tmp_path):
     frames = [ase.build.molecule("H2O"), ase.build.molecule("H2O")]
     frames[1].positions[1] = frames[1].positions[0] + 0.1
