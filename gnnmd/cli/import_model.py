@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a TorchMD-Net graph-network (SchNet) checkpoint, with TorchMD priors",
         description="Import a TorchMD-Net graph-network checkpoint (Lightning-style .ckpt).",
     )
-    tmn.add_argument("checkpoint", help="TorchMD-Net checkpoint (.ckpt)")
+    tmn.add_argument(
+        "checkpoint", help="TorchMD-Net checkpoint (.ckpt), or a .zip of them (an ensemble: the mean energy)"
+    )
     tmn.add_argument("--topology", required=True, help="TorchMD CG PSF, or a PDB (ca mapping)")
     tmn.add_argument(
         "--types",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -10,7 +13,9 @@ from gnnmd.errors import ImportModelError
 from gnnmd.interop import provenance, read_source_file, schnetpack, torchmd_priors, torchmdnet
 from gnnmd.interop.psf import read_psf
 from gnnmd.models import save_checkpoint
+from gnnmd.nn.ensemble import ensemble_mean
 from gnnmd.nn.potential import CGPotential
+from gnnmd.runfolder import file_sha256
 from gnnmd.topology import CGTopology
 
 
@@ -28,7 +33,8 @@ def import_torchmdnet(
     """A TorchMD-Net graph-network checkpoint (and TorchMD priors) as a gnnmd model (float64).
 
     Args:
-        checkpoint: the TorchMD-Net ``.ckpt`` file.
+        checkpoint: the TorchMD-Net ``.ckpt`` file, or a ``.zip`` of them: an ensemble, imported as
+            one model computing the members' mean energy (:mod:`gnnmd.nn.ensemble`).
         topology: a TorchMD CG PSF, or a PDB read with gnnmd's ``ca`` mapping.
         output: where to write the gnnmd checkpoint (None: do not write).
         types: TYPES.json, {PSF atom type: embedding index}; None: the TorchMD CG convention
@@ -45,7 +51,8 @@ def import_torchmdnet(
     torchmd_type_of = {name: name for name in type_map} if types else _convention_torchmd_types()
     document = torchmd_priors.read_force_field(Path(priors)) if priors else None
     cg = _read_topology(topology, bool(types), torchmd_priors.masses(document) if document else {})
-    raw = read_source_file(checkpoint, "torchmd-net", allow_pickle)
+    members = _torchmdnet_members(checkpoint, allow_pickle)
+    raw = members[0][1]
     prior_set, options = None, None
     if document is not None:
         chosen = [t.lower() for t in terms] if terms is not None else torchmd_priors.default_terms(document)
@@ -61,15 +68,50 @@ def import_torchmdnet(
             energy_unit,
         )
         options = {"terms": wanted, "repulsion_exclusions": exclusions, "tables": tables}
-    model = torchmdnet.convert(raw, checkpoint, type_map, length_unit, energy_unit, prior_set, options)
+    models = [
+        torchmdnet.convert(raw_member, where, type_map, length_unit, energy_unit, copy.deepcopy(prior_set),
+                           options)  # fmt: skip
+        for where, raw_member, _ in members
+    ]
+    # An ensemble (a zip of checkpoints, as TorchMD-Net saves one) predicts its members' mean energy.
+    model = ensemble_mean(models, str(checkpoint)) if checkpoint.suffix == ".zip" else models[0]
     model.pack([cg])  # every bead type and prior term of the topology is covered, or this raises
     args = raw["hyper_parameters"]
     description = f"TorchMD-Net {args.get('model')} imported from {checkpoint.name}"
     source = _torchmdnet_provenance(checkpoint, args, length_unit, energy_unit, priors, options)
+    if checkpoint.suffix == ".zip":
+        description = (f"the mean of a TorchMD-Net ensemble of {len(models)} {args.get('model')} models, "
+                       f"imported from {checkpoint.name}")  # fmt: skip
+        source["ensemble_members"] = [{"file": where.name, "sha256": digest} for where, _, digest in members]
     # Masses travel with the model: TorchMD's PSF files leave them 0 (its force field holds them).
     masses = {bead: float(mass) for bead, mass in zip(cg.bead_types, cg.masses_amu, strict=True)}
     _record(model, checkpoint, description, source, output, bead_masses_amu=masses)
     return model, cg
+
+
+def _torchmdnet_members(checkpoint: Path, allow_pickle: bool) -> list[tuple[Path, dict, str]]:
+    """(where, checkpoint dict, SHA-256) of a ``.ckpt`` file, or of every ``.ckpt`` at the top of a
+    ``.zip`` (TorchMD-Net's ensemble format), in name order."""
+    if checkpoint.suffix != ".zip":
+        raw = read_source_file(checkpoint, "torchmd-net", allow_pickle)
+        return [(checkpoint, raw, file_sha256(checkpoint))]
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            names = sorted(n for n in archive.namelist() if n.endswith(".ckpt") and "/" not in n)
+            if not names:
+                raise ImportModelError(f"{checkpoint}: the zip holds no .ckpt file at its top level")
+            with tempfile.TemporaryDirectory() as scratch:
+                members = []
+                for name in names:
+                    path = Path(scratch) / name
+                    path.write_bytes(archive.read(name))
+                    raw = read_source_file(path, "torchmd-net", allow_pickle)
+                    members.append((Path(f"{checkpoint}:{name}"), raw, file_sha256(path)))
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ImportModelError(
+            f"{checkpoint}: not a readable zip of TorchMD-Net checkpoints ({error})"
+        ) from None
+    return members
 
 
 def _convention_torchmd_types() -> dict[str, str]:
