@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from build_ala2_allatom import train  # this folder: the shipped model's training recipe
 
-from gnnmd.data.ala2_allatom import import_ala2_allatom
+from gnnmd.data.ala2_allatom import ala2_allatom_topology, import_ala2_allatom
 from gnnmd.data.dataset import ForceDataset, write_molecule
 from gnnmd.data.qm import QMSettings
 from gnnmd.data.qm_labels import label
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         "labelling": labelling,
         "validation_force_rmse_kj_per_mol_nm": trainer.best_val,
         "epochs_run": len(trainer.history),
-        **_test(model, coordinates[TRAIN_FRAMES:], forces[TRAIN_FRAMES:], energies[TRAIN_FRAMES:]),
+        **test_errors(model, ala2_allatom_topology(), coordinates[TRAIN_FRAMES:], forces[TRAIN_FRAMES:],
+                      energies[TRAIN_FRAMES:], TRAIN_FRAMES),  # fmt: skip
         "ase_langevin": _ase_dynamics(args.work / "train" / "best.pt", coordinates[0], args.md_ps),
     }
     print(json.dumps(summary, indent=1))
@@ -81,16 +82,16 @@ def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return as_float64[0], as_float64[1], dataset.energies(0)
 
 
-def _test(model, positions: np.ndarray, forces: np.ndarray, energies: np.ndarray) -> dict:
-    """Errors against the labels of frames training never saw (energies up to their mean offset)."""
-    from gnnmd.data.ala2_allatom import ala2_allatom_topology
-
-    batch = model.pack([ala2_allatom_topology()] * len(positions))
+def test_errors(model, topology, positions: np.ndarray, forces: np.ndarray, energies: np.ndarray,
+                first: int) -> dict:  # fmt: skip
+    """Errors against the labels of frames training never saw (frames ``first``, ``first + 1``, ...
+    of ``topology``); energies also up to their mean offset (force matching fixes no zero)."""
+    batch = model.pack([topology] * len(positions))
     predicted_energy, predicted = model.energy_and_forces(torch.tensor(positions.reshape(-1, 3)), batch)
-    error = predicted.numpy().reshape(forces.shape) - forces
-    energy_error = predicted_energy.numpy() - energies
+    error = predicted.detach().numpy().reshape(forces.shape) - forces
+    energy_error = predicted_energy.detach().numpy() - energies
     return {
-        "test_frames": f"{TRAIN_FRAMES}:{TRAIN_FRAMES + len(forces)}",
+        "test_frames": f"{first}:{first + len(forces)}",
         "test_force_rmse_kj_per_mol_nm": float(np.sqrt(np.mean(error**2))),
         "test_label_force_rms_kj_per_mol_nm": float(np.sqrt(np.mean(forces**2))),
         "test_energy_rmse_kj_per_mol": float(np.sqrt(np.mean(energy_error**2))),
@@ -111,7 +112,6 @@ def _ase_dynamics(
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     from gnnmd.ase import GNNMDCalculator
-    from gnnmd.data.ala2_allatom import ala2_allatom_topology
 
     # Elements from the topology (a PDB reader would take the atom name "CA" for calcium).
     symbols = symbols or list(ala2_allatom_topology().bead_types)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from build_ala2_allatom import train  # this folder: the all-atom training recipe
-from build_ala2_xtb import _ase_dynamics
+from build_ala2_xtb import _ase_dynamics, test_errors
 
 from gnnmd.data.dataset import ForceDataset, write_molecule
 from gnnmd.data.qm import QMSettings
@@ -108,23 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=1))
     (args.work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
-
-
-def test_errors(model, topology, positions: np.ndarray, forces: np.ndarray, energies: np.ndarray,
-                first: int) -> dict:  # fmt: skip
-    """Errors against the labels of frames training never saw (energies also up to their mean offset)."""
-    batch = model.pack([topology] * len(positions))
-    predicted_energy, predicted = model.energy_and_forces(torch.tensor(positions.reshape(-1, 3)), batch)
-    error = predicted.detach().numpy().reshape(forces.shape) - forces
-    energy_error = predicted_energy.detach().numpy() - energies
-    return {
-        "test_frames": f"{first}:{first + len(forces)}",
-        "test_force_rmse_kj_per_mol_nm": float(np.sqrt(np.mean(error**2))),
-        "test_label_force_rms_kj_per_mol_nm": float(np.sqrt(np.mean(forces**2))),
-        "test_energy_rmse_kj_per_mol": float(np.sqrt(np.mean(energy_error**2))),
-        "test_energy_rmse_after_offset_kj_per_mol": float(np.std(energy_error)),
-        "test_label_energy_std_kj_per_mol": float(np.std(energies)),
-    }
 
 
 if __name__ == "__main__":
