@@ -57,13 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "seeds start from other conformations",
     )  # fmt: skip
     allatom.add_argument("--start-ps", type=float, default=0.0, help="time at --start-temperature-k, ps")
-    allatom.add_argument(
+    _add_force_map(allatom)
+    allatom.add_argument("-o", "--output", type=Path, required=True, help=output_help + "; resumable")
+    _add_recompute(actions, output_help)
+
+
+def _add_force_map(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--force-map", choices=("groups", "hydrogens"), default="groups",
         help="bead force = sum over the atoms nearest the bead atom along bonds (groups, default: "
         "least noise) or over the bead atom and its hydrogens (hydrogens: datasets before groups)",
     )  # fmt: skip
-    allatom.add_argument("-o", "--output", type=Path, required=True, help=output_help + "; resumable")
-    _add_recompute(actions, output_help)
 
 
 def _add_recompute(actions, output_help: str) -> None:
@@ -90,6 +94,7 @@ def _add_recompute(actions, output_help: str) -> None:
     recompute.add_argument("--stride", type=int, default=1, help="keep every N-th frame (1)")
     recompute.add_argument("--mapping", choices=MAPPINGS, default="5bead", help="CG mapping (5bead)")
     recompute.add_argument("--name", help="molecule name in the dataset (default: the topology file's stem)")
+    _add_force_map(recompute)
     recompute.add_argument("-o", "--output", type=Path, required=True, help=output_help + "; resumable")
     qm = actions.add_parser(
         "qm", help="quantum-chemistry energies and forces (PySCF DFT/HF, tblite xTB) per frame; resumable"
@@ -196,7 +201,7 @@ def recompute(args: argparse.Namespace) -> Path:
     settings = RecomputeSettings(
         forcefield=args.forcefield, system_xml=args.system_xml,
         ignore_external_bonds=args.ignore_external_bonds, platform=resolve_platform(args.platform),
-        stride=args.stride, mapping=args.mapping,
+        stride=args.stride, mapping=args.mapping, force_map=args.force_map,
     )  # fmt: skip
     bar = Progress(
         TextColumn("{task.description}"),

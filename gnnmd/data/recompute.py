@@ -5,9 +5,10 @@ give the positions. An OpenMM System gives the forces at those positions. The
 System is built from a named force field (the table of the all-atom generator,
 :data:`gnnmd.data.allatom.FORCEFIELDS`), or read from a serialized System XML for
 topologies whose residues the force field's templates cannot match. Coordinates
-and forces are mapped to beads with the generator's ``hydrogens`` map
-(:func:`gnnmd.data.allatom.bead_groups`): a bead's force is the sum of the forces
-on its atom and on the hydrogens bonded to it.
+and forces are mapped to beads with the generator's force maps
+(:func:`gnnmd.data.allatom.bead_groups`): ``groups`` (default; a bead's force sums
+every atom nearest to its atom along bonds, the least noisy) or ``hydrogens`` (its
+atom and the hydrogens bonded to it: what datasets recorded before the choice existed).
 
 The recomputed forces belong to the recomputing Hamiltonian, evaluated at
 positions that the trajectory's own Hamiltonian sampled. Force matching learns the
@@ -36,7 +37,7 @@ import h5py
 import mdtraj
 import numpy as np
 
-from gnnmd.data.allatom import FORCEFIELDS, PLATFORMS, aggregate_forces, bead_groups
+from gnnmd.data.allatom import FORCE_MAPS, FORCEFIELDS, PLATFORMS, aggregate_forces, bead_groups
 from gnnmd.data.dataset import DatasetError, append_frames
 from gnnmd.errors import ForceFieldError, OpenMMSetupError, TrajectoryError
 from gnnmd.topology import MAPPINGS, map_to_cg
@@ -58,6 +59,7 @@ class RecomputeSettings:
         stride: keep every ``stride``-th frame of the trajectory.
         chunk_frames: frames evaluated and written per chunk.
         mapping: CG mapping (``"5bead"`` or ``"ca"``).
+        force_map: ``"groups"`` or ``"hydrogens"`` (see the module docstring).
     """
 
     forcefield: str = "amber14-gbn2"
@@ -67,6 +69,7 @@ class RecomputeSettings:
     stride: int = 1
     chunk_frames: int = 100
     mapping: str = "5bead"
+    force_map: str = "groups"
 
     def __post_init__(self) -> None:
         if self.forcefield not in FORCEFIELDS:
@@ -75,21 +78,26 @@ class RecomputeSettings:
             raise ValueError(f"unknown platform {self.platform!r}; allowed: {PLATFORMS}")
         if self.mapping not in MAPPINGS:
             raise ValueError(f"unknown mapping {self.mapping!r}; allowed: {MAPPINGS}")
+        if self.force_map not in FORCE_MAPS:
+            raise ValueError(f"unknown force map {self.force_map!r}; allowed: {FORCE_MAPS}")
         if self.stride < 1 or self.chunk_frames < 1:
             raise ValueError(f"stride ({self.stride}) and chunk_frames ({self.chunk_frames}) must be >= 1")
         if self.system_xml is not None and self.ignore_external_bonds:
             raise ValueError("ignore_external_bonds applies to force-field templates, not to a System XML")
 
     def hamiltonian(self) -> dict:
-        """What decides the forces; all frames of one molecule must share it."""
+        """What decides the forces; all frames of one molecule must share it. The hydrogens map is
+        left out: records from before the choice have no field and used it."""
         if self.system_xml is not None:
             digest = hashlib.sha256(Path(self.system_xml).read_bytes()).hexdigest()
-            return {"system_xml": Path(self.system_xml).name, "sha256": digest, "mapping": self.mapping}
-        return {
-            "forcefield": self.forcefield,
-            "ignore_external_bonds": self.ignore_external_bonds,
-            "mapping": self.mapping,
-        }
+            record = {"system_xml": Path(self.system_xml).name, "sha256": digest, "mapping": self.mapping}
+        else:
+            record = {
+                "forcefield": self.forcefield,
+                "ignore_external_bonds": self.ignore_external_bonds,
+                "mapping": self.mapping,
+            }
+        return record if self.force_map == "hydrogens" else {**record, "force_map": self.force_map}
 
 
 def load_structure(path: str | os.PathLike) -> mdtraj.Trajectory:
@@ -199,8 +207,7 @@ class ForceRecomputer:
         structure = load_structure(self.topology_path)
         self.topology = structure.topology
         self.cg, _ = map_to_cg(structure, settings.mapping, name or self.topology_path.stem, str(topology))
-        # The map these datasets have always had; its record has no force-map field yet.
-        self.groups = bead_groups(self.topology, self.cg, "hydrogens")
+        self.groups = bead_groups(self.topology, self.cg, settings.force_map)
         system = build_system(structure, str(topology), settings)
         self.periodic = system.usesPeriodicBoundaryConditions()
         # The integrator is never stepped: the Context only evaluates forces.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import mdtraj
 import numpy as np
@@ -17,7 +19,8 @@ from gnnmd.data.dataset import DatasetError, ForceDataset, append_frames
 from gnnmd.data.recompute import RecomputeSettings, recompute
 from gnnmd.errors import ForceFieldError, TrajectoryError
 
-REFERENCE = RecomputeSettings(platform="Reference", chunk_frames=2)
+# The hand sums below are the hydrogens map's; the groups map is compared with the generator's below.
+REFERENCE = RecomputeSettings(platform="Reference", chunk_frames=2, force_map="hydrogens")
 #: Atoms of the 22-atom alanine dipeptide whose forces each ALA bead receives (ACE and NME are dropped).
 ALA2_GROUPS = {
     "N": ("N", "H"),
@@ -87,7 +90,7 @@ def test_system_xml_gives_the_same_forces(ala2_dcd, tmp_path):
     xml = tmp_path / "system.xml"
     xml.write_text(openmm.XmlSerializer.serialize(_amber14_system()))
     recompute(dcd, PDB_FILE, tmp_path / "a.h5", REFERENCE)
-    settings = RecomputeSettings(platform="Reference", system_xml=xml)
+    settings = RecomputeSettings(platform="Reference", system_xml=xml, force_map="hydrogens")
     recompute(dcd, PDB_FILE, tmp_path / "b.h5", settings)
     np.testing.assert_array_equal(
         ForceDataset(tmp_path / "a.h5").frames(0)[1], ForceDataset(tmp_path / "b.h5").frames(0)[1]
@@ -101,12 +104,13 @@ def test_system_xml_gives_the_same_forces(ala2_dcd, tmp_path):
         recompute(dcd, PDB_FILE, tmp_path / "c.h5", RecomputeSettings(platform="Reference", system_xml=small))
 
 
-def test_agrees_with_the_generators_forces(chignolin, tmp_path):
-    """The generator with recompute's map (hydrogens) gives the same bead forces for the same frame."""
+@pytest.mark.parametrize("force_map", ["groups", "hydrogens"])
+def test_agrees_with_the_generators_forces(chignolin, tmp_path, force_map):
+    """The generator and recompute with the same force map give the same bead forces for one frame."""
     generator = Generator(
         chignolin,
         tmp_path / "unused.h5",
-        AllAtomSettings(platform="Reference", frame_interval_ps=0.004, force_map="hydrogens"),
+        AllAtomSettings(platform="Reference", frame_interval_ps=0.004, force_map=force_map),
     )
     beads, forces, _ = generator.record(1)
     atoms = (
@@ -116,7 +120,8 @@ def test_agrees_with_the_generators_forces(chignolin, tmp_path):
     with open(pdb, "w") as file:
         app.PDBFile.writeFile(generator.topology, atoms, file)
     _write_dcd(tmp_path / "frame.dcd", np.asarray(atoms)[None], pdb)
-    recompute(tmp_path / "frame.dcd", pdb, tmp_path / "d.h5", REFERENCE, name="chignolin")
+    settings = RecomputeSettings(platform="Reference", chunk_frames=2, force_map=force_map)
+    recompute(tmp_path / "frame.dcd", pdb, tmp_path / "d.h5", settings, name="chignolin")
     dataset = ForceDataset(tmp_path / "d.h5")
     assert dataset.topologies[0].bead_types == generator.cg.bead_types
     coordinates, mapped = dataset.frames(0)
@@ -124,6 +129,21 @@ def test_agrees_with_the_generators_forces(chignolin, tmp_path):
     # The DCD rounds positions to float32 Å; stiff bonds turn that into up to 0.09 kJ/mol/nm here,
     # against an RMS force of ~800 and ~1000 for the slice map's error.
     np.testing.assert_allclose(mapped, forces, rtol=1e-4, atol=0.5)
+
+
+def test_the_force_map_is_part_of_the_molecules_record(ala2_dcd, tmp_path):
+    """Another map cannot extend a molecule; a dataset from before the choice (no field) is the
+    hydrogens map's, so it still resumes with force_map="hydrogens"."""
+    dcd, _ = ala2_dcd
+    output = tmp_path / "maps.h5"
+    recompute(dcd, PDB_FILE, output, REFERENCE, name="ala2")  # hydrogens: no force_map in the record
+    assert "force_map" not in REFERENCE.hamiltonian()
+    groups = RecomputeSettings(platform="Reference", chunk_frames=2)
+    assert groups.hamiltonian()["force_map"] == "groups"
+    with pytest.raises(DatasetError, match="force_map"):
+        recompute(dcd, PDB_FILE, output, groups, name="ala2")
+    with pytest.raises(ValueError, match="unknown force map 'slices'"):
+        RecomputeSettings(force_map="slices")
 
 
 def test_interrupted_import_resumes_and_nothing_is_imported_twice(ala2_dcd, tmp_path):
@@ -153,7 +173,7 @@ def test_interrupted_import_resumes_and_nothing_is_imported_twice(ala2_dcd, tmp_
     with pytest.raises(DatasetError, match="one molecule must have one Hamiltonian"):
         recompute(other, PDB_FILE, part, RecomputeSettings(platform="Reference", ignore_external_bonds=True))
     strided = tmp_path / "strided.h5"
-    recompute(dcd, PDB_FILE, strided, RecomputeSettings(platform="Reference", chunk_frames=2, stride=2))
+    recompute(dcd, PDB_FILE, strided, dataclasses.replace(REFERENCE, stride=2))
     for a, b in zip(ForceDataset(whole).frames(0, [0, 2, 4]), ForceDataset(strided).frames(0), strict=True):
         np.testing.assert_array_equal(a, b)
 
