@@ -52,13 +52,12 @@ struct Graph {
   int64_t features;
 };
 
-// `Width` > 0 fixes the channel count at compile time (the common widths), so the channel loop is
-// unrolled into registers; 0 reads it from the graph.
-template <typename real, int64_t Width>
+// Any channel count; the common widths take the row kernels below.
+template <typename real>
 __attribute__((always_inline)) inline void forward_range(
     const Graph& g, int64_t begin, int64_t end, const real* r, const real* coef, real inv_dr,
     real cutoff, const real* h, real* out) {
-  const int64_t F = Width > 0 ? Width : g.features;
+  const int64_t F = g.features;
   for (int64_t p = begin; p < end; ++p) {
     real t;
     int64_t k = segment<real>(r[p], inv_dr, g.segments, cutoff, &t);
@@ -77,11 +76,11 @@ __attribute__((always_inline)) inline void forward_range(
   }
 }
 
-template <typename real, int64_t Width>
+template <typename real>
 __attribute__((always_inline)) inline void backward_range(
     const Graph& g, int64_t begin, int64_t end, const real* r, const real* coef, real inv_dr,
     real cutoff, const real* h, const real* grad, real* grad_h, real* grad_r) {
-  const int64_t F = Width > 0 ? Width : g.features;
+  const int64_t F = g.features;
   for (int64_t p = begin; p < end; ++p) {
     real t;
     int64_t k = segment<real>(r[p], inv_dr, g.segments, cutoff, &t);
@@ -210,7 +209,7 @@ __attribute__((always_inline)) inline void backward_rows(
   flush();
 }
 
-// The range loops for the channel counts unrolled at compile time, else for any count.
+// The row kernels for the channel counts fixed at compile time, else the loops for any count.
 template <typename real>
 __attribute__((always_inline)) inline void forward_any(const Graph& g, int64_t b, int64_t e,
                                                        const real* r, const real* c, real inv,
@@ -219,7 +218,7 @@ __attribute__((always_inline)) inline void forward_any(const Graph& g, int64_t b
     case 32: return forward_rows<real, 32>(g, b, e, r, c, inv, cut, h, out);
     case 64: return forward_rows<real, 64>(g, b, e, r, c, inv, cut, h, out);
     case 128: return forward_rows<real, 128>(g, b, e, r, c, inv, cut, h, out);
-    default: return forward_range<real, 0>(g, b, e, r, c, inv, cut, h, out);
+    default: return forward_range<real>(g, b, e, r, c, inv, cut, h, out);
   }
 }
 
@@ -232,7 +231,7 @@ __attribute__((always_inline)) inline void backward_any(const Graph& g, int64_t 
     case 32: return backward_rows<real, 32>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
     case 64: return backward_rows<real, 64>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
     case 128: return backward_rows<real, 128>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
-    default: return backward_range<real, 0>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
+    default: return backward_range<real>(g, b, e, r, c, inv, cut, h, gr, gh, grr);
   }
 }
 
@@ -337,7 +336,7 @@ at::Tensor accumulate_pairs(const at::Tensor& like, const Graph& g, int64_t pair
   const int64_t rows = like.size(0), F = like.size(1), stride = rows * F;
   const Partition part = disjoint_partition(g, pairs, rows, threads);
   const int64_t pieces = static_cast<int64_t>(part.pair_cut.size()) - 1;
-  if (pieces == threads || threads == 1) {
+  if (pieces == threads) {  // one thread: one piece, always
     at::Tensor out = at::empty_like(like);
     scalar_t* base = out.data_ptr<scalar_t>();
     at::parallel_for(0, pieces, 1, [&](int64_t first, int64_t last) {
