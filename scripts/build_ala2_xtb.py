@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs_run": len(trainer.history),
         **test_errors(model, ala2_allatom_topology(), coordinates[TRAIN_FRAMES:], forces[TRAIN_FRAMES:],
                       energies[TRAIN_FRAMES:], TRAIN_FRAMES),  # fmt: skip
-        "ase_langevin": _ase_dynamics(args.work / "train" / "best.pt", coordinates[0], args.md_ps),
+        "ase_langevin": ase_dynamics(args.work / "train" / "best.pt", coordinates[0], args.md_ps),
     }
     print(json.dumps(summary, indent=1))
     (args.work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -100,7 +100,7 @@ def test_errors(model, topology, positions: np.ndarray, forces: np.ndarray, ener
     }
 
 
-def _ase_dynamics(
+def ase_dynamics(
     model_file: Path, positions_nm: np.ndarray, picoseconds: float, symbols: list[str] | None = None
 ) -> dict:
     """Langevin dynamics with the trained model in ASE: temperature, largest force, finite or not.

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from build_ala2_allatom import train  # this folder: the all-atom training recipe
-from build_ala2_xtb import _ase_dynamics, test_errors
+from build_ala2_xtb import ase_dynamics, test_errors
 
 from gnnmd.data.dataset import ForceDataset, write_molecule
 from gnnmd.data.qm import QMSettings
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "validation_force_rmse_kj_per_mol_nm": trainer.best_val,
         "epochs_run": len(trainer.history),
         **test_errors(model, topology, coordinates[cut:], forces[cut:], energies[cut:], cut),
-        "ase_langevin": _ase_dynamics(args.work / "train" / "best.pt", coordinates[cut], args.md_ps,
+        "ase_langevin": ase_dynamics(args.work / "train" / "best.pt", coordinates[cut], args.md_ps,
                                       list(topology.bead_types)),  # fmt: skip
     }
     print(json.dumps(summary, indent=1))

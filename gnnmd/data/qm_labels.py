@@ -274,22 +274,24 @@ def _merge(work: Path, output: Path, molecules: list[Frames], settings: QMSettin
     converged = np.array([bool(r["converged"]) for r in records], dtype=bool)
     temporary = output.with_name(f".{output.name}.tmp")
     temporary.unlink(missing_ok=True)
+    manifest = json.dumps(json.loads((work / MANIFEST).read_text()))  # one record for every molecule
     for m, frames in enumerate(molecules):
         span = slice(int(offsets[m]), int(offsets[m + 1]))
-        _write_labels(temporary, output, frames, records[span], converged[span], work, settings)
-    if converged.any():
+        _write_labels(temporary, output, frames, records[span], converged[span], manifest, settings)
+    written = bool(converged.any())
+    if written:
         os.replace(temporary, output)
     seconds = np.array([float(r["seconds"]) for r in records])
-    written = bool(converged.any())
     return {"frames": count, "missing": 0, "converged": int(converged.sum()), "written": written,
             "seconds_per_label": float(seconds.mean()) if count else 0.0}  # fmt: skip
 
 
 def _write_labels(
-    path: Path, output: Path, frames: Frames, records: list, converged: np.ndarray, work: Path,
+    path: Path, output: Path, frames: Frames, records: list, converged: np.ndarray, manifest: str,
     settings: QMSettings,
 ) -> None:  # fmt: skip
-    """Add one molecule's converged frames and its per-frame QM record to the dataset at ``path``."""
+    """Add one molecule's converged frames, its per-frame QM record and the run's ``manifest``
+    (JSON) to the dataset at ``path``."""
     from ase.data import atomic_masses, chemical_symbols
 
     from gnnmd.data.dataset import write_molecule
@@ -305,7 +307,7 @@ def _write_labels(
     write_molecule(path, topology, frames.positions_nm[keep], forces, energies, description)
     with h5py.File(path, "a") as file:
         group = file[f"molecules/{frames.name}"]
-        group.attrs["qm"] = json.dumps(json.loads((work / MANIFEST).read_text()))
+        group.attrs["qm"] = manifest
         for name, values in (("source_frame", frames.source_indices), ("converged", converged),
                              ("scf_cycles", [int(r["cycles"]) for r in records]),
                              ("seconds", [float(r["seconds"]) for r in records])):  # fmt: skip

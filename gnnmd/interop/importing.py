@@ -73,16 +73,18 @@ def import_torchmdnet(
                            options)  # fmt: skip
         for where, raw_member, _ in members
     ]
-    # An ensemble (a zip of checkpoints, as TorchMD-Net saves one) predicts its members' mean energy.
-    model = ensemble_mean(models, str(checkpoint)) if checkpoint.suffix == ".zip" else models[0]
-    model.pack([cg])  # every bead type and prior term of the topology is covered, or this raises
     args = raw["hyper_parameters"]
-    description = f"TorchMD-Net {args.get('model')} imported from {checkpoint.name}"
     source = _torchmdnet_provenance(checkpoint, args, length_unit, energy_unit, priors, options)
     if checkpoint.suffix == ".zip":
+        # An ensemble (a zip of checkpoints, as TorchMD-Net saves one) predicts its members' mean energy.
+        model = ensemble_mean(models, str(checkpoint))
         description = (f"the mean of a TorchMD-Net ensemble of {len(models)} {args.get('model')} models, "
                        f"imported from {checkpoint.name}")  # fmt: skip
         source["ensemble_members"] = [{"file": where.name, "sha256": digest} for where, _, digest in members]
+    else:
+        model = models[0]
+        description = f"TorchMD-Net {args.get('model')} imported from {checkpoint.name}"
+    model.pack([cg])  # every bead type and prior term of the topology is covered, or this raises
     # Masses travel with the model: TorchMD's PSF files leave them 0 (its force field holds them).
     masses = {bead: float(mass) for bead, mass in zip(cg.bead_types, cg.masses_amu, strict=True)}
     _record(model, checkpoint, description, source, output, bead_masses_amu=masses)
