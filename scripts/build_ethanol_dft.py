@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs_run": len(trainer.history),
         **test_errors(model, topology, coordinates[cut:], forces[cut:], energies[cut:], cut),
         "ase_langevin": ase_dynamics(args.work / "train" / "best.pt", coordinates[cut], args.md_ps,
-                                      list(topology.bead_types)),  # fmt: skip
+                                     list(topology.bead_types)),  # fmt: skip
     }
     print(json.dumps(summary, indent=1))
     (args.work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
