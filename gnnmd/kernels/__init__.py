@@ -103,6 +103,8 @@ def use_backend(
         from gnnmd.kernels.quantize import quantize_linear_layers
 
         quantize_linear_layers(network, options.get("weight_dtype"))
+    # The native path also computes pair distances and priors through registered ops (CPU).
+    converted.native_geometry = converted.priors.native = backend == "tabulated" and native
     converted.requires_grad_(False)
     return converted
 

@@ -34,8 +34,9 @@ def sources() -> list[Path]:
 
 
 def source_hash() -> str:
+    """SHA-256 of the sources and the headers they include."""
     digest = hashlib.sha256()
-    for path in sources():
+    for path in sorted([*sources(), *SOURCE_DIR.glob("*.h")]):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

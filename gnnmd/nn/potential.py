@@ -174,6 +174,9 @@ class CGPotential(nn.Module):
         self.priors.repulsion.shift = bool(config.repulsion_shift)
         self.priors.repulsion_exclusions = list(config.repulsion_exclusions)
         self.priors.terms = list(config.prior_terms)
+        #: Pair distances through the registered op ``gnnmd::pair_distances`` on CPU, unfiltered (set by
+        #: the tabulated backend, whose kernels and priors leave out pairs beyond the cutoff).
+        self.native_geometry = False
 
     def forward(self, positions: Tensor, batch: GraphBatch, box: Optional[Tensor] = None) -> Tensor:
         """Per-graph potential energy.
@@ -185,8 +188,21 @@ class CGPotential(nn.Module):
         Returns:
             (G,) kJ/mol.
         """
-        pairs, _, distances = within_cutoff(positions, batch.pairs, batch.graph_index, self.cutoff_nm, box)
+        pairs, distances = self.neighbor_distances(positions, batch.pairs, batch.graph_index, box)
         return self.energy_from_pairs(positions, batch, pairs, distances, box)
+
+    def neighbor_distances(
+        self, positions: Tensor, candidates: Tensor, graph_index: Tensor, box: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tensor]:
+        """The pairs of ``candidates`` (2, P) this model needs, and their distances (nm, differentiable).
+
+        The candidates inside the cutoff; on the native tabulated path all of them (its kernels and
+        priors give pairs at or beyond the cutoff nothing, and filtering would cost more).
+        """
+        if self.native_geometry and not positions.is_cuda:
+            return candidates, torch.ops.gnnmd.pair_distances(positions, candidates, graph_index, box)
+        pairs, _, distances = within_cutoff(positions, candidates, graph_index, self.cutoff_nm, box)
+        return pairs, distances
 
     def energy_from_pairs(
         self,

@@ -178,7 +178,7 @@ class ReplicaRunner:
         self.verlet.update(positions)
         with torch.enable_grad():
             x = positions.detach().requires_grad_(True)
-            pairs, _, distances = self.verlet.within_cutoff(x)
+            pairs, distances = self.model.neighbor_distances(x, self.verlet.pairs, self.batch.graph_index)
             energy = self.model.energy_from_pairs(x, self.batch, pairs, distances)
             gradient = torch.autograd.grad([energy.sum()], [x], allow_unused=True)[0]
         if gradient is None:

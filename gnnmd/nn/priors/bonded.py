@@ -58,12 +58,18 @@ class HarmonicAngles(HarmonicTerm):
 
     def __init__(self, num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> None:
         super().__init__(3, num_prior_types, keys, parameters)
+        #: The harmonic variable is θ itself (the native op's ``cosine_angles``).
+        self.cosine = False
 
     def feature(self, positions: Tensor, terms: Tensor, graph_index: Tensor, box: Optional[Tensor]) -> Tensor:
         return bond_angles(positions, terms, graph_index, box)
 
     def rest(self, row: Tensor) -> Tensor:
         return self.theta0[row]
+
+    def rest_values(self) -> Tensor:
+        """(K,) θ₀ of every row, rad."""
+        return self.theta0
 
 
 class HarmonicCosineAngles(HarmonicTerm):
@@ -74,12 +80,18 @@ class HarmonicCosineAngles(HarmonicTerm):
 
     def __init__(self, num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> None:
         super().__init__(3, num_prior_types, keys, parameters)
+        #: The harmonic variable is cos θ (the native op's ``cosine_angles``).
+        self.cosine = True
 
     def feature(self, positions: Tensor, terms: Tensor, graph_index: Tensor, box: Optional[Tensor]) -> Tensor:
         return bond_angle_cosines(positions, terms, graph_index, box)
 
     def rest(self, row: Tensor) -> Tensor:
         return self.cos_theta0[row]
+
+    def rest_values(self) -> Tensor:
+        """(K,) cos θ₀ of every row."""
+        return self.cos_theta0
 
 
 def angle_term(num_prior_types: int, keys: Tensor, parameters: Dict[str, Tensor]) -> TypeKeyedTerm:
