@@ -2,8 +2,8 @@
 # Interleaved throughput of two commits of gnnmd, side by side on one machine.
 #   bash benchmarks/compare_commits.sh OLD_COMMIT [ROUNDS] [-- extra gnnmd bench options]
 # Runs `gnnmd bench` from a worktree of OLD_COMMIT and from this tree, alternately, ROUNDS
-# times (default 2), with the repository's venv; prints one line per row (system,
-# implementation, ms/step, ns/day). Run it on an otherwise idle machine.
+# times (default 2), with the repository's venv; prints one line per row (system, replicas,
+# engine, backend, implementation, ms/step, ns/day). Run it on an otherwise idle machine.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 old="$1"; shift
@@ -27,7 +27,8 @@ for round in $(seq "$rounds"); do
 import json, sys
 rows = json.load(open(sys.argv[1]))["benchmarks"]
 for r in rows:
-    print(sys.argv[2], sys.argv[3], r["system"], r.get("implementation"), f"{r['ms_per_step']:.1f} ms/step",
+    print(sys.argv[2], sys.argv[3], r["system"], r["replicas"], r["engine"], r["backend"], r.get("implementation"),
+          f"{r['ms_per_step']:.2f} ms/step",
           f"{r['ns_per_day']:.1f} ns/day")
 PY
   done

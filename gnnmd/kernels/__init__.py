@@ -103,8 +103,12 @@ def use_backend(
         from gnnmd.kernels.quantize import quantize_linear_layers
 
         quantize_linear_layers(network, options.get("weight_dtype"))
-    # The native path also computes pair distances and priors through registered ops (CPU).
-    converted.native_geometry = converted.priors.native = backend == "tabulated" and native
+    if backend == "tabulated" and native:
+        # The native path also computes pair distances and priors through registered ops (CPU).
+        from gnnmd.kernels.native_geometry import NativePairDistances, NativePriorTerms
+
+        converted.pair_distance_kernel = NativePairDistances()
+        converted.priors.kernel = NativePriorTerms()
     converted.requires_grad_(False)
     return converted
 

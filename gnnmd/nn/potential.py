@@ -174,9 +174,10 @@ class CGPotential(nn.Module):
         self.priors.repulsion.shift = bool(config.repulsion_shift)
         self.priors.repulsion_exclusions = list(config.repulsion_exclusions)
         self.priors.terms = list(config.prior_terms)
-        #: Pair distances through the registered op ``gnnmd::pair_distances`` on CPU, unfiltered (set by
-        #: the tabulated backend, whose kernels and priors leave out pairs beyond the cutoff).
-        self.native_geometry = False
+        #: Pair distances through a registered op on CPU, unfiltered
+        #: (:class:`gnnmd.kernels.native_geometry.NativePairDistances`, set by the tabulated backend,
+        #: whose kernels and priors leave out pairs beyond the cutoff), or None.
+        self.pair_distance_kernel = None
 
     def forward(self, positions: Tensor, batch: GraphBatch, box: Optional[Tensor] = None) -> Tensor:
         """Per-graph potential energy.
@@ -199,8 +200,9 @@ class CGPotential(nn.Module):
         The candidates inside the cutoff; on the native tabulated path all of them (its kernels and
         priors give pairs at or beyond the cutoff nothing, and filtering would cost more).
         """
-        if self.native_geometry and not positions.is_cuda:
-            return candidates, torch.ops.gnnmd.pair_distances(positions, candidates, graph_index, box)
+        kernel = self.pair_distance_kernel
+        if kernel is not None and not positions.is_cuda:
+            return candidates, kernel(positions, candidates, graph_index, box)
         pairs, _, distances = within_cutoff(positions, candidates, graph_index, self.cutoff_nm, box)
         return pairs, distances
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from gnnmd.kernels import ops, use_backend
+from gnnmd.kernels.native_geometry import NativePriorTerms
 from gnnmd.neighbors.dense import displacements
 from gnnmd.nn.priors.bonded import HarmonicCosineAngles
 from gnnmd.sim import ReplicaRunner
@@ -34,7 +35,7 @@ def cosine_angles(model):
 def native_and_twin(model):
     """The model's priors computed by the ops, and by the torch twin (same tables)."""
     native = copy.deepcopy(model.priors)
-    native.native = True
+    native.kernel = NativePriorTerms()
     return native, model.priors
 
 
@@ -209,9 +210,9 @@ def test_bad_inputs_are_named(small_model, chignolin):
 
 def test_the_tabulated_backend_uses_the_ops_in_the_runner_and_torchscript(small_model, chignolin, villin):
     native = use_backend(small_model, "tabulated")
-    assert native.native_geometry and native.priors.native
+    assert native.pair_distance_kernel is not None and native.priors.kernel is not None
     twin = copy.deepcopy(native)
-    twin.native_geometry = twin.priors.native = False
+    twin.pair_distance_kernel = twin.priors.kernel = None
     topologies = [chignolin.topology, villin.topology]
     positions = torch.cat([perturbed(chignolin.positions_nm), perturbed(villin.positions_nm, seed=4)])
     runners = [ReplicaRunner(m, topologies, positions, dtype=torch.float64, seed=5) for m in (twin, native)]
@@ -223,3 +224,4 @@ def test_the_tabulated_backend_uses_the_ops_in_the_runner_and_torchscript(small_
     graph = str(torch.jit.script(native).inlined_graph)
     for name in ("gnnmd::pair_distances", "gnnmd::bonded_priors", "gnnmd::pair_repulsion"):
         assert name in graph
+        assert name not in str(torch.jit.script(small_model).inlined_graph)  # a reference model: no ops

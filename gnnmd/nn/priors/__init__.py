@@ -66,9 +66,9 @@ class PriorSet(nn.Module):
         #: The terms that contribute (set from the model config; a model without, e.g., an angle
         #: term neither computes angles nor needs parameters for them).
         self.terms: List[str] = list(PRIOR_TERMS)
-        #: Compute through the registered ops ``gnnmd::bonded_priors`` and ``gnnmd::pair_repulsion``
-        #: on CPU (set by the tabulated backend; first derivatives only, so not for training).
-        self.native = False
+        #: The terms through registered ops on CPU (:class:`gnnmd.kernels.native_geometry.NativePriorTerms`,
+        #: set by the tabulated backend; first derivatives only, so not for training), or None.
+        self.kernel = None
 
     def term_types(self, batch: GraphBatch, terms: Tensor) -> Tensor:
         """(M, k) prior types of the beads of M terms (M, k)."""
@@ -94,7 +94,7 @@ class PriorSet(nn.Module):
             (G,) kJ/mol.
         """
         num_graphs = batch.ptr.shape[0] - 1
-        if self.native and not positions.is_cuda:
+        if self.kernel is not None and not positions.is_cuda:
             return self._native(positions, batch, pairs, distances, box, num_graphs)
         energy = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device)
         graph = batch.graph_index
@@ -126,26 +126,26 @@ class PriorSet(nn.Module):
         box: Optional[Tensor],
         num_graphs: int,
     ) -> Tensor:
-        """:meth:`forward` through the registered ops (the torch code above is their twin). Pairs at or
-        beyond the cutoff may be passed: the repulsion op leaves them out."""
-        types = self.bead_to_prior_type[batch.types]
-        count = len(self.prior_types)
-        energy = torch.ops.gnnmd.bonded_priors(
-            positions, batch.graph_index, box, num_graphs, types, count,
+        """:meth:`forward` through :attr:`kernel` (the torch code above is its twin). Pairs at or beyond
+        the cutoff may be passed: the native repulsion leaves them out."""
+        bonded = [
             self._used("bonds", batch.bonds), self.bonds.keys, self.bonds.k, self.bonds.r0,
             self._used("angles", batch.angles), self.angles.keys, self.angles.k, self.angles.rest_values(),
-            self.angles.cosine, self._used("dihedrals", batch.dihedrals), self.dihedrals.keys,
-            self.dihedrals.cos_coefficients, self.dihedrals.sin_coefficients, self.dihedrals.constant,
-        )  # fmt: skip
-        if "repulsion" not in self.terms:
-            return energy
+            self._used("dihedrals", batch.dihedrals), self.dihedrals.keys, self.dihedrals.cos_coefficients,
+            self.dihedrals.sin_coefficients, self.dihedrals.constant,
+        ]  # fmt: skip
         repulsion = self.repulsion
-        energy = energy + torch.ops.gnnmd.pair_repulsion(
-            distances, pairs, batch.graph_index, num_graphs, types, count, repulsion.keys,
-            repulsion.sigma, repulsion.epsilon, repulsion.cutoff_nm, repulsion.shift,
+        tables = [repulsion.keys, repulsion.sigma, repulsion.epsilon] if "repulsion" in self.terms else []
+        kernel = self.kernel
+        assert kernel is not None
+        energy = kernel(
+            positions, batch.graph_index, box, num_graphs, self.bead_to_prior_type[batch.types],
+            len(self.prior_types), bonded, self.angles.cosine, pairs, distances, tables,
+            repulsion.cutoff_nm, repulsion.shift,
         )  # fmt: skip
-        for separation in self.repulsion_exclusions:
-            energy = energy - self._excluded_repulsion(positions, batch, separation, num_graphs, box)
+        if "repulsion" in self.terms:
+            for separation in self.repulsion_exclusions:
+                energy = energy - self._excluded_repulsion(positions, batch, separation, num_graphs, box)
         return energy
 
     def _used(self, term: str, indices: Tensor) -> Tensor:
