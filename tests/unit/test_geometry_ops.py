@@ -206,6 +206,14 @@ def test_bad_inputs_are_named(small_model, chignolin):
         torch.ops.gnnmd.pair_distances(bonded[0], outside, batch.graph_index, None)
     with pytest.raises(RuntimeError, match="parameters must have the positions' dtype"):
         torch.ops.gnnmd.bonded_priors(bonded[0].float(), *bonded[1:])
+    box = triclinic_boxes(1, torch.float64).requires_grad_(True)
+    with pytest.raises(RuntimeError, match="no gradient with respect to the box"):
+        torch.ops.gnnmd.bonded_priors(*bonded[:2], box, *bonded[3:])
+    with pytest.raises(RuntimeError, match="no gradient with respect to the box"):
+        torch.ops.gnnmd.pair_distances(bonded[0], batch.pairs, batch.graph_index, box)
+    sigma = repulsion[7].clone().requires_grad_(True)
+    with pytest.raises(RuntimeError, match="the repulsion parameters are fixed"):
+        torch.ops.gnnmd.pair_repulsion(*repulsion[:7], sigma, *repulsion[8:])
 
 
 def test_the_tabulated_backend_uses_the_ops_in_the_runner_and_torchscript(small_model, chignolin, villin):

@@ -206,6 +206,9 @@ class BondedPriors : public torch::autograd::Function<BondedPriors> {
   template <typename... Rest>
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& positions,
                             const at::Tensor& graph_index, const Rest&... rest) {
+    const auto& box = std::get<0>(std::tie(rest...));
+    TORCH_CHECK(!box.has_value() || !box->requires_grad(),
+                "bonded_priors: gives no gradient with respect to the box (no virial)");
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("gnnmd::bonded_priors_forward", "")
@@ -224,42 +227,6 @@ class BondedPriors : public torch::autograd::Function<BondedPriors> {
   }
 };
 
-at::Tensor bonded_priors_autograd(
-    const at::Tensor& positions, const at::Tensor& graph_index, const c10::optional<at::Tensor>& box,
-    int64_t num_graphs, const at::Tensor& bead_prior_types, int64_t num_prior_types,
-    const at::Tensor& bond_terms, const at::Tensor& bond_keys, const at::Tensor& bond_k,
-    const at::Tensor& bond_r0, const at::Tensor& angle_terms, const at::Tensor& angle_keys,
-    const at::Tensor& angle_k, const at::Tensor& angle_rest, bool cosine_angles,
-    const at::Tensor& dihedral_terms, const at::Tensor& dihedral_keys, const at::Tensor& dihedral_cos,
-    const at::Tensor& dihedral_sin, const at::Tensor& dihedral_constant) {
-  TORCH_CHECK(!box.has_value() || !box->requires_grad(),
-              "bonded_priors: gives no gradient with respect to the box (no virial)");
-  return BondedPriors::apply(positions, graph_index, box, num_graphs, bead_prior_types, num_prior_types,
-                             bond_terms, bond_keys, bond_k, bond_r0, angle_terms, angle_keys, angle_k,
-                             angle_rest, cosine_angles, dihedral_terms, dihedral_keys, dihedral_cos,
-                             dihedral_sin, dihedral_constant);
-}
-
-// Without autograd (no_grad, inference mode, Meta): the energies alone.
-template <Result (*forward)(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
-                            int64_t, const at::Tensor&, int64_t, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, bool, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&)>
-at::Tensor energies_only(
-    const at::Tensor& positions, const at::Tensor& graph_index, const c10::optional<at::Tensor>& box,
-    int64_t num_graphs, const at::Tensor& bead_prior_types, int64_t num_prior_types,
-    const at::Tensor& bond_terms, const at::Tensor& bond_keys, const at::Tensor& bond_k,
-    const at::Tensor& bond_r0, const at::Tensor& angle_terms, const at::Tensor& angle_keys,
-    const at::Tensor& angle_k, const at::Tensor& angle_rest, bool cosine_angles,
-    const at::Tensor& dihedral_terms, const at::Tensor& dihedral_keys, const at::Tensor& dihedral_cos,
-    const at::Tensor& dihedral_sin, const at::Tensor& dihedral_constant) {
-  return std::get<0>(forward(positions, graph_index, box, num_graphs, bead_prior_types, num_prior_types,
-                             bond_terms, bond_keys, bond_k, bond_r0, angle_terms, angle_keys, angle_k,
-                             angle_rest, cosine_angles, dihedral_terms, dihedral_keys, dihedral_cos,
-                             dihedral_sin, dihedral_constant));
-}
-
 #define GNNMD_BONDED_ARGUMENTS                                                                      \
   "Tensor positions, Tensor graph_index, Tensor? box, int num_graphs, Tensor bead_prior_types, "   \
   "int num_prior_types, Tensor bond_terms, Tensor bond_keys, Tensor bond_k, Tensor bond_r0, "      \
@@ -274,14 +241,18 @@ TORCH_LIBRARY_FRAGMENT(gnnmd, m) {
   m.def("bonded_priors_forward(" GNNMD_BONDED_ARGUMENTS ") -> (Tensor, Tensor)");
 }
 
+using Signature = decltype(bonded_priors_forward_cpu);
+
 TORCH_LIBRARY_IMPL(gnnmd, CPU, m) {
-  m.impl("bonded_priors", &energies_only<bonded_priors_forward_cpu>);
+  m.impl("bonded_priors", &gnnmd_geometry::EnergiesOnly<Signature>::call<bonded_priors_forward_cpu>);
   m.impl("bonded_priors_forward", &bonded_priors_forward_cpu);
 }
 
 TORCH_LIBRARY_IMPL(gnnmd, Meta, m) {
-  m.impl("bonded_priors", &energies_only<bonded_priors_forward_meta>);
+  m.impl("bonded_priors", &gnnmd_geometry::EnergiesOnly<Signature>::call<bonded_priors_forward_meta>);
   m.impl("bonded_priors_forward", &bonded_priors_forward_meta);
 }
 
-TORCH_LIBRARY_IMPL(gnnmd, Autograd, m) { m.impl("bonded_priors", &bonded_priors_autograd); }
+TORCH_LIBRARY_IMPL(gnnmd, Autograd, m) {
+  m.impl("bonded_priors", &gnnmd_geometry::Autograd<BondedPriors, Signature>::call);
+}

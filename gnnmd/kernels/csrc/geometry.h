@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <tuple>
 
 namespace gnnmd_geometry {
 
@@ -108,5 +109,27 @@ inline at::Tensor scaled_gradient(const char* op, const at::Tensor& grad_energy,
   if (gradient.dim() == 2) scale = scale.unsqueeze(1);
   return scale * gradient;
 }
+
+// The energies alone of a forward op returning (energies, gradient): the CPU and Meta kernels of an
+// energy op, for calls without autograd (no_grad, inference mode, shape propagation).
+// Use: &EnergiesOnly<decltype(forward)>::call<forward>.
+template <typename Signature>
+struct EnergiesOnly;
+template <typename... Args>
+struct EnergiesOnly<std::tuple<at::Tensor, at::Tensor>(Args...)> {
+  template <std::tuple<at::Tensor, at::Tensor> (*forward)(Args...)>
+  static at::Tensor call(Args... args) {
+    return std::get<0>(forward(args...));
+  }
+};
+
+// The autograd kernel of an op whose formula is the torch::autograd::Function `Formula`.
+// Use: &Autograd<Formula, decltype(forward)>::call.
+template <typename Formula, typename Signature>
+struct Autograd;
+template <typename Formula, typename... Args>
+struct Autograd<Formula, std::tuple<at::Tensor, at::Tensor>(Args...)> {
+  static at::Tensor call(Args... args) { return Formula::apply(args...); }
+};
 
 }  // namespace gnnmd_geometry

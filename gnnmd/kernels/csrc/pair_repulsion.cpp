@@ -102,22 +102,14 @@ Result pair_repulsion_forward_meta(const at::Tensor& distances, const at::Tensor
   return {at::empty({num_graphs}, distances.options()), at::empty_like(distances)};
 }
 
-template <Result (*forward)(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
-                            const at::Tensor&, int64_t, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, double, bool)>
-at::Tensor energies_only(const at::Tensor& distances, const at::Tensor& pairs, const at::Tensor& graph_index,
-                         int64_t num_graphs, const at::Tensor& bead_prior_types, int64_t num_prior_types,
-                         const at::Tensor& keys, const at::Tensor& sigma, const at::Tensor& epsilon,
-                         double cutoff, bool shift) {
-  return std::get<0>(forward(distances, pairs, graph_index, num_graphs, bead_prior_types, num_prior_types,
-                             keys, sigma, epsilon, cutoff, shift));
-}
-
 class PairRepulsion : public torch::autograd::Function<PairRepulsion> {
  public:
   template <typename... Rest>
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& distances,
                             const at::Tensor& pairs, const at::Tensor& graph_index, const Rest&... rest) {
+    const auto parameters = std::tie(rest...);  // num_graphs, types, P, keys, sigma, epsilon, ...
+    TORCH_CHECK(!std::get<4>(parameters).requires_grad() && !std::get<5>(parameters).requires_grad(),
+                "pair_repulsion: the repulsion parameters are fixed (no gradient with respect to them)");
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("gnnmd::pair_repulsion_forward", "")
@@ -136,17 +128,6 @@ class PairRepulsion : public torch::autograd::Function<PairRepulsion> {
   }
 };
 
-at::Tensor pair_repulsion_autograd(const at::Tensor& distances, const at::Tensor& pairs,
-                                   const at::Tensor& graph_index, int64_t num_graphs,
-                                   const at::Tensor& bead_prior_types, int64_t num_prior_types,
-                                   const at::Tensor& keys, const at::Tensor& sigma, const at::Tensor& epsilon,
-                                   double cutoff, bool shift) {
-  TORCH_CHECK(!sigma.requires_grad() && !epsilon.requires_grad(),
-              "pair_repulsion: the repulsion parameters are fixed (no gradient with respect to them)");
-  return PairRepulsion::apply(distances, pairs, graph_index, num_graphs, bead_prior_types, num_prior_types,
-                              keys, sigma, epsilon, cutoff, shift);
-}
-
 #define GNNMD_REPULSION_ARGUMENTS                                                               \
   "Tensor distances, Tensor pairs, Tensor graph_index, int num_graphs, Tensor bead_prior_types, " \
   "int num_prior_types, Tensor keys, Tensor sigma, Tensor epsilon, float cutoff, bool shift"
@@ -158,14 +139,18 @@ TORCH_LIBRARY_FRAGMENT(gnnmd, m) {
   m.def("pair_repulsion_forward(" GNNMD_REPULSION_ARGUMENTS ") -> (Tensor, Tensor)");
 }
 
+using Signature = decltype(pair_repulsion_forward_cpu);
+
 TORCH_LIBRARY_IMPL(gnnmd, CPU, m) {
-  m.impl("pair_repulsion", &energies_only<pair_repulsion_forward_cpu>);
+  m.impl("pair_repulsion", &gnnmd_geometry::EnergiesOnly<Signature>::call<pair_repulsion_forward_cpu>);
   m.impl("pair_repulsion_forward", &pair_repulsion_forward_cpu);
 }
 
 TORCH_LIBRARY_IMPL(gnnmd, Meta, m) {
-  m.impl("pair_repulsion", &energies_only<pair_repulsion_forward_meta>);
+  m.impl("pair_repulsion", &gnnmd_geometry::EnergiesOnly<Signature>::call<pair_repulsion_forward_meta>);
   m.impl("pair_repulsion_forward", &pair_repulsion_forward_meta);
 }
 
-TORCH_LIBRARY_IMPL(gnnmd, Autograd, m) { m.impl("pair_repulsion", &pair_repulsion_autograd); }
+TORCH_LIBRARY_IMPL(gnnmd, Autograd, m) {
+  m.impl("pair_repulsion", &gnnmd_geometry::Autograd<PairRepulsion, Signature>::call);
+}
