@@ -22,7 +22,7 @@ import torch
 
 from gnnmd.cli.options import add_coordinates_option, add_fallback_option, add_threads_option
 from gnnmd.cli.progress import print_summary, progress_bar
-from gnnmd.kernels import BACKENDS
+from gnnmd.kernels import AUTO, BACKENDS, choose_backend
 from gnnmd.sim import distributed, run_record
 from gnnmd.sim.committee import committee_monitor, committee_summary
 from gnnmd.sim.reporters import FORMATS, save_topologies
@@ -52,9 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        default="reference",
-        choices=BACKENDS,
-        help="kernel backend (default: reference; see gnnmd.kernels)",
+        default=AUTO,
+        choices=(AUTO, *BACKENDS),
+        help="kernel backend (default: auto, the fastest accurate one that runs here: tabulated where its "
+        "kernel is built, else reference; the run record holds the one that ran; see gnnmd.kernels)",
     )
     add_fallback_option(parser)
     add_threads_option(parser)
@@ -272,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
     if args.cuda_graph and args.device != "cuda":
         raise ValueError("--cuda-graph needs --device cuda (CUDA graphs do not exist on CPUs)")
+    # The run record holds the backend that runs: a resume that would resolve `auto` otherwise is refused.
+    args.backend = choose_backend(args.backend, args.device)
     if args.device == "ipu":
         _check_ipu(args)
     distributed.initialize(info, args.device)

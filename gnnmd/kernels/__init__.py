@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from gnnmd.nn.potential import CGPotential
 
 BACKENDS = ("reference", "fused", "fused16", "tabulated")
+#: The request for the fastest accurate backend that runs here (see :func:`choose_backend`).
+AUTO = "auto"
 
 
 def resolve_backend(name: str) -> str:
@@ -40,6 +42,45 @@ def resolve_backend(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
     return name
+
+
+_CHOICES_SAID: set[str] = set()
+
+
+def choose_backend(requested: str, device: Any = "cpu", *, torchscript: bool = False) -> str:
+    """The backend a request names: itself, or for ``auto`` the fastest accurate one that runs on
+    ``device`` (``cpu``, ``cuda[:k]`` or ``ipu``), said once on stderr with the reason.
+
+    ``auto`` is ``tabulated`` (filters as splines: forces within about 1e-4 of the network's, see
+    docs/kernels.md) where its kernel runs: the registered op on CPUs, Triton on CUDA devices in
+    eager mode (``torchscript=True``, e.g. OpenMM's CUDA platform, has no CUDA kernel yet); else
+    ``reference``. The fast backends give first derivatives only: train with ``reference``.
+    """
+    if requested != AUTO:
+        return resolve_backend(requested)
+    kind = str(device).split(":")[0]
+    if kind == "cpu":
+        from gnnmd.kernels import ops
+
+        try:
+            ops.load()
+            choice, why = "tabulated", "the native CPU op library is loaded"
+        except ops.OpsUnavailableError as error:
+            choice, why = "reference", f"the tabulated backend's op library cannot load: {error}"
+    elif kind == "cuda" and not torchscript:
+        from gnnmd.kernels import triton_kernels
+
+        available = triton_kernels.available()
+        choice = "tabulated" if available else "reference"
+        why = "Triton runs the tabulated kernels" if available else "Triton is not installed"
+    else:
+        where = f"{device} in TorchScript" if torchscript else str(device)
+        choice, why = "reference", f"no fast kernel runs on {where}"
+    message = f"gnnmd: --backend auto runs {choice} ({why})"
+    if message not in _CHOICES_SAID:
+        _CHOICES_SAID.add(message)
+        print(message, file=sys.stderr)
+    return choice
 
 
 def backend_of(model: CGPotential) -> str:

@@ -178,6 +178,7 @@ def create_simulation(
     system: System | str | os.PathLike,
     model: ModelLike = "default",
     *,
+    backend: str = "auto",
     route: str = DEFAULT_ROUTE,
     replicas: int = 1,
     box_nm: np.ndarray | None = None,
@@ -195,6 +196,9 @@ def create_simulation(
     Args:
         system: a :class:`~gnnmd.systems.System`, or a shipped name or PDB path.
         model: CGPotential, shipped name, checkpoint path or exported file (torch route).
+        backend: kernel backend of a model given by name or path; ``"auto"`` (default): the fastest
+            accurate one that runs on the platform (tabulated on CPUs where its op library is built,
+            else reference; said on stderr). A CGPotential or exported file runs as it is.
         route: ``"torch"`` (TorchForce) or ``"python"`` (PythonForce).
         replicas: non-interacting copies evaluated in one model call.
         box_nm: optional (3, 3) periodic box vectors in nm.
@@ -214,7 +218,8 @@ def create_simulation(
     system = system if isinstance(system, System) else load_system(system)
     spec = resolve_platform(platform, precision)
     settings = langevin if langevin is not None else LangevinSettings()
-    model = resolve_model(model)
+    device = "cuda" if spec.name == "CUDA" else "cpu"
+    model = resolve_model(model, backend, device=device, torchscript=route == "torch")
     label = f"model {model_label(model)} on {system.name} x {replicas}"
     omm_system = create_system(
         system.topology, model, route=route, replicas=replicas, box_nm=box_nm, platform=spec

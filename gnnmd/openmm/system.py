@@ -17,6 +17,7 @@ import openmm
 import openmm.unit
 import torch
 
+from gnnmd.kernels import AUTO, choose_backend
 from gnnmd.models import load_model
 from gnnmd.nn.potential import CGPotential
 from gnnmd.openmm.forces import check_box, is_exported_file, python_force, torch_force, torch_force_from_file
@@ -31,10 +32,25 @@ ModelLike = Union[CGPotential, str, os.PathLike]
 
 
 def resolve_model(
-    model: ModelLike, backend: str = "reference", allow_fallback: bool = False
+    model: ModelLike,
+    backend: str = "reference",
+    allow_fallback: bool = False,
+    device: str = "cpu",
+    torchscript: bool = True,
 ) -> CGPotential | str:
     """A CGPotential from a model, a shipped name or a checkpoint path (on ``backend``); an exported
-    file's path as a str (its backend was fixed at export; asking for another is an error)."""
+    file's path as a str (its backend was fixed at export; asking for another is an error).
+
+    ``backend="auto"`` leaves a given model or exported file as it is, and loads a name or path on
+    the fastest accurate backend that runs on ``device`` (in a TorchScript module where
+    ``torchscript``: OpenMM's TorchForce; see :func:`gnnmd.kernels.choose_backend`).
+    """
+    if backend == AUTO:
+        given = isinstance(model, CGPotential) or (
+            isinstance(model, (str, os.PathLike)) and is_exported_file(model)
+        )
+        # "reference" below means "as given" for a model or an exported file.
+        backend = "reference" if given else choose_backend(AUTO, device, torchscript=torchscript)
     if isinstance(model, CGPotential):
         if backend != "reference" and model.network.backend != backend:
             raise ValueError(f"the model runs the {model.network.backend!r} backend, not {backend!r}")

@@ -42,10 +42,14 @@ def small_member(chignolin, path):
 def test_simulate_writes_every_replica_and_a_summary(tmp_path, capsys, one_thread):
     out = tmp_path / "run"
     assert simulate("chignolin,villin", "--replicas", "2", *SHORT, "-o", str(out)) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "UNTRAINED" in printed and "ns/day" in printed
     run = json.loads((out / "run.json").read_text())
     assert run["replica_systems"] == ["chignolin", "chignolin", "villin", "villin"]
+    # The default backend is the fastest accurate one built here, said and recorded as what ran.
+    assert (run["backend"], run["implementation"]) == ("tabulated", "native-cpu")
+    assert "--backend auto runs tabulated" in captured.err
     assert frames(out, 3, "villin").shape == (4, 173, 3)  # steps 0, 2, 4, 6
     with (out / "replica_0000.csv").open() as file:
         assert [row["step"] for row in csv.DictReader(file)] == ["0", "2", "4", "6"]

@@ -233,3 +233,31 @@ def test_the_tabulated_backend_uses_the_ops_in_the_runner_and_torchscript(small_
     for name in ("gnnmd::pair_distances", "gnnmd::bonded_priors", "gnnmd::pair_repulsion"):
         assert name in graph
         assert name not in str(torch.jit.script(small_model).inlined_graph)  # a reference model: no ops
+
+
+@pytest.mark.parametrize("degeneracy", ["two beads on one point", "three collinear beads"])
+def test_degenerate_geometry_gives_the_twins_gradient(small_model, chignolin, degeneracy):
+    """Undefined angles give NaN forces on both paths (so a collapsing run stops with its clear error);
+    a bond angle of exactly pi gives zero on both. (The energy of an angle whose beads coincide is
+    atan2(±0, ±0): 0 or pi by the signs of zeros, which the two paths need not share.)"""
+    positions = perturbed(chignolin.positions_nm)
+    if degeneracy == "two beads on one point":
+        positions[4] = positions[3]
+    else:  # N, CA, C of residue 1 exactly on a line along x (angle 0-1-3 and dihedrals 0-1-3-*)
+        step = torch.tensor([0.38, 0.0, 0.0], dtype=positions.dtype)
+        positions[0], positions[3] = positions[1] - step, positions[1] + step
+    batch = small_model.pack([chignolin.topology])
+    native, twin = native_and_twin(small_model)
+    results = []
+    for priors in (twin, native):
+        x = positions.clone().requires_grad_(True)
+        energy = priors(x, batch, batch.pairs[:, :0], x.new_zeros(0))
+        results.append((energy.detach(), torch.autograd.grad(energy.sum(), x)[0]))
+    (e_twin, g_twin), (e_native, g_native) = results
+    if degeneracy == "three collinear beads":
+        torch.testing.assert_close(e_native, e_twin, rtol=1e-12, atol=0)
+    assert bool(torch.isnan(g_twin).any())
+    assert torch.equal(torch.isnan(g_native), torch.isnan(g_twin))
+    finite = torch.isfinite(g_twin)
+    scale = float(g_twin[finite].abs().max())
+    torch.testing.assert_close(g_native[finite], g_twin[finite], rtol=0, atol=1e-9 * scale)

@@ -9,14 +9,16 @@
 // The energy of a term goes to the graph of its first bead.
 //   bonded_priors            autograd formula (C++): energies (G,), gradient computed alongside
 //   bonded_priors_forward    CPU kernel, Meta kernel: (energies (G,), dE/dx (N, 3))
-// First derivatives only. A term whose geometry leaves its angle undefined (collinear beads) gets a
-// zero gradient, as the twin's autograd gives.
+// First derivatives only. Where the twin's autograd gives a zero gradient (a bond of length zero, a
+// bond angle of exactly 0 or pi) so does the op; where it gives NaN (an angle with two beads on one
+// point, a dihedral with three collinear beads) the op gives NaN too.
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <tuple>
 
 #include "geometry.h"
@@ -57,6 +59,12 @@ struct Accumulator {
   real* gradient;
   void add(int64_t bead, const Vec<real>& v) { gnnmd_geometry::add_to(gradient, bead, v); }
   void add_energy(int64_t bead, real e) { energy[frame.graph[bead]] += e; }
+  // A term whose angle is undefined has no gradient: NaN on its beads, as the twin's autograd gives,
+  // so a run that collapses beads stops with the non-finite-state error instead of going on.
+  void undefined(const int64_t* beads, int count) {
+    const real nan = std::numeric_limits<real>::quiet_NaN();
+    for (int c = 0; c < count; ++c) add(beads[c], {nan, nan, nan});
+  }
 };
 
 template <typename real>
@@ -83,7 +91,8 @@ void angle(Accumulator<real>& out, const int64_t* a, int64_t m, const real* k, c
   } else {
     const real s = gnnmd_geometry::norm(cross(u, w)), theta = std::atan2(s, c);
     out.add_energy(a[0], real(0.5) * k[m] * (theta - rest[m]) * (theta - rest[m]));
-    if (s == real(0)) return;
+    if (s == real(0) && uu != real(0) && ww != real(0)) return;  // collinear: zero, as the twin gives
+    if (s == real(0)) return out.undefined(a, 3);  // two beads on one point: the angle is undefined
     const real slope = k[m] * (theta - rest[m]);
     gu = (u * c - w * uu) * (slope / (s * uu));
     gw = (w * c - u * ww) * (slope / (s * ww));
@@ -110,7 +119,7 @@ void dihedral(Accumulator<real>& out, const int64_t* d, int64_t m, int64_t harmo
   }
   out.add_energy(d[0], energy);
   const real nn1 = dot(n1, n1), nn2 = dot(n2, n2);
-  if (nn1 == real(0) || nn2 == real(0)) return;
+  if (nn1 == real(0) || nn2 == real(0)) return out.undefined(d, 4);  // collinear: phi is undefined
   // dphi/dx (Blondel & Karplus 1996, J. Comput. Chem. 17, 1132) with F = -b1, G = -b2, H = b3.
   const Vec<real> gi = n1 * (-length / nn1), gl = n2 * (length / nn2);
   const Vec<real> shared = n1 * (dot(b1, b2) / (nn1 * length)) + n2 * (dot(b3, b2) / (nn2 * length));
