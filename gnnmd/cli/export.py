@@ -25,16 +25,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--forces", action="store_true", help="return (energy, forces) for TorchForce.setOutputsForces(True)"
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="model precision")
-    add_backend_options(parser, "kernel backend recorded in the module (default: reference)")
+    add_backend_options(
+        parser, "kernel backend recorded in the module (default: reference; auto: tabulated where the op "
+        "library is built; the module then needs the library wherever it is loaded)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     from gnnmd.cli.options import ops_instructions
     from gnnmd.export import required_ops, save_exported
+    from gnnmd.kernels import choose_backend
     from gnnmd.models import is_trained, load_model, vocabulary_mapping
     from gnnmd.systems import load_system
 
-    model = load_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
+    backend = choose_backend(args.backend, "cpu", torchscript=True)
+    model = load_model(args.model, backend=backend, allow_fallback=args.allow_fallback)
     if args.system.lower().endswith(".psf"):
         from gnnmd.interop.psf import psf_topology_for_model
 

@@ -26,10 +26,10 @@ def langevin_settings(args: argparse.Namespace) -> LangevinSettings:
 
 
 def add_backend_options(parser: argparse.ArgumentParser, help_text: str) -> None:
-    """--backend (one kernel backend) and --allow-fallback."""
-    from gnnmd.kernels import BACKENDS
+    """--backend (one kernel backend, or ``auto``: see gnnmd.kernels.choose_backend) and --allow-fallback."""
+    from gnnmd.kernels import AUTO, BACKENDS
 
-    parser.add_argument("--backend", default="reference", choices=BACKENDS, help=help_text)
+    parser.add_argument("--backend", default="reference", choices=(AUTO, *BACKENDS), help=help_text)
     add_fallback_option(parser)
 
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from gnnmd.cli.options import add_fallback_option, add_threads_option
-from gnnmd.kernels import BACKENDS
+from gnnmd.kernels import AUTO, BACKENDS, choose_backend
 
 SHIPPED_REFERENCES = ("cgnet-ala2",)
 
@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature-k", type=float, default=300.0, help="temperature in K (300)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument(
-        "--backend", default="reference", choices=BACKENDS,
-        help="kernel backend of the simulation and force check (default: reference; see docs/kernels.md)",
+        "--backend", default="reference", choices=(AUTO, *BACKENDS),
+        help="kernel backend of the simulation and force check (default: reference; auto: the fastest "
+        "accurate one that runs here; see docs/kernels.md)",
     )  # fmt: skip
     parser.add_argument(
         "--no-priors-only", action="store_true",
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from gnnmd.threads import apply_threads
 
     threads = apply_threads(args.threads)
-    model = load_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
+    backend = choose_backend(args.backend, "cpu")
+    model = load_model(args.model, backend=backend, allow_fallback=args.allow_fallback)
     settings = ValidationSettings(
         replicas=args.replicas, steps=args.steps, equilibration_steps=args.equilibration_steps,
         timestep_fs=args.dt_fs, temperature_k=args.temperature_k, seed=args.seed,

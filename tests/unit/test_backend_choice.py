@@ -53,3 +53,15 @@ def test_create_simulation_defaults_to_auto(chignolin, capsys):
         energies[backend] = state.getPotentialEnergy()._value
     assert "--backend auto runs tabulated" in capsys.readouterr().err
     assert energies["auto"] == pytest.approx(energies["reference"], rel=1e-4)
+
+
+def test_export_with_auto_records_the_backend_that_ran(tmp_path, capsys):
+    """`gnnmd export --backend auto` writes a tabulated module (its metadata says so) on CPUs."""
+    from gnnmd.cli import main
+    from gnnmd.export import exported_metadata
+
+    out = tmp_path / "chignolin.pt"
+    assert main(["export", "chignolin", "--system", "chignolin", "--backend", "auto", "-o", str(out)]) == 0
+    metadata = exported_metadata(out)
+    assert (metadata["backend"], metadata["implementation"]) == ("tabulated", "native-cpu")
+    assert "--backend auto runs tabulated" in capsys.readouterr().err
