@@ -99,7 +99,7 @@ def test_resume_refuses_a_new_report_interval_and_a_foreign_checkpoint(tmp_path,
 
 def test_backend_change_needs_consent_and_is_recorded(tmp_path, capsys):
     out = tmp_path / "run"
-    assert simulate(*COMMON, "--steps", "2", "-o", str(out)) == 0
+    assert simulate(*COMMON, "--steps", "2", "--backend", "reference", "-o", str(out)) == 0
     assert simulate(*COMMON, "--steps", "4", "--backend", "tabulated", "--resume", "-o", str(out)) == 2
     assert "field 'backend' is 'reference' but this command asks for 'tabulated'; pass --accept-change " \
            "backend" in capsys.readouterr().err  # fmt: skip
@@ -116,8 +116,10 @@ def test_backend_change_needs_consent_and_is_recorded(tmp_path, capsys):
             "time_ps": pytest.approx(0.008),
         }
     ]
-    assert simulate(*COMMON, "--steps", "6", "--backend", "tabulated", "--resume", "-o", str(out)) == 0
-    assert simulate(*COMMON, "--steps", "8", "--resume", "-o", str(out)) == 2  # back needs consent too
+    # The default (auto) resolves to tabulated here: the same backend, no consent needed.
+    assert simulate(*COMMON, "--steps", "6", "--resume", "-o", str(out)) == 0
+    back = ("--backend", "reference")  # back needs consent too
+    assert simulate(*COMMON, "--steps", "8", *back, "--resume", "-o", str(out)) == 2
 
 
 def test_smaller_time_step_after_a_blow_up(tmp_path, capsys, one_thread):
@@ -199,7 +201,7 @@ def test_run_json_records_what_defines_the_run(tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert len(record["model_sha256"]) == 64 and len(record["system_sha256"][0]) == 64
     assert record["report_interval_ps"] == pytest.approx(0.008)
-    assert record["checkpoint_interval_ps"] == 0.016 and record["backend"] == "reference"
+    assert record["checkpoint_interval_ps"] == 0.016 and record["backend"] == "tabulated"
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     assert checkpoint["extra"]["run_id"] == record["run_id"]
     trajectory = mdtraj.load(str(out / "replica_0001.dcd"), top=str(out / "chignolin.pdb"))  # no gnnmd

@@ -39,7 +39,10 @@ def small_member(chignolin, path):
     return path
 
 
-def test_simulate_writes_every_replica_and_a_summary(tmp_path, capsys, one_thread):
+def test_simulate_writes_every_replica_and_a_summary(tmp_path, capsys, one_thread, monkeypatch):
+    from gnnmd import kernels
+
+    monkeypatch.setattr(kernels, "_CHOICES_SAID", set())  # the choice is said once per process
     out = tmp_path / "run"
     assert simulate("chignolin,villin", "--replicas", "2", *SHORT, "-o", str(out)) == 0
     captured = capsys.readouterr()
