@@ -46,9 +46,11 @@ class NativePriorTerms(nn.Module):
         repulsion: list[Tensor],
         cutoff_nm: float,
         shift: bool,
+        excluded: list[Tensor],
     ) -> Tensor:
         """``bonded``: bond terms, keys, k, r0; angle terms, keys, k, rest; dihedral terms, keys, cos
-        and sin coefficients, constant. ``repulsion``: keys, sigma, epsilon (empty: no repulsion)."""
+        and sin coefficients, constant. ``repulsion``: keys, sigma, epsilon (empty: no repulsion).
+        ``excluded``: (2, M) bonded pairs that are in ``pairs`` but whose repulsion is left out."""
         energy = torch.ops.gnnmd.bonded_priors(
             positions, graph_index, box, num_graphs, bead_prior_types, num_prior_types,
             bonded[0], bonded[1], bonded[2], bonded[3], bonded[4], bonded[5], bonded[6], bonded[7],
@@ -56,7 +58,14 @@ class NativePriorTerms(nn.Module):
         )  # fmt: skip
         if len(repulsion) == 0:
             return energy
-        return energy + torch.ops.gnnmd.pair_repulsion(
+        energy = energy + torch.ops.gnnmd.pair_repulsion(
             distances, pairs, graph_index, num_graphs, bead_prior_types, num_prior_types,
             repulsion[0], repulsion[1], repulsion[2], cutoff_nm, shift,
         )  # fmt: skip
+        for ends in excluded:
+            lengths = torch.ops.gnnmd.pair_distances(positions, ends, graph_index, box)
+            energy = energy - torch.ops.gnnmd.pair_repulsion(
+                lengths, ends, graph_index, num_graphs, bead_prior_types, num_prior_types,
+                repulsion[0], repulsion[1], repulsion[2], cutoff_nm, shift,
+            )  # fmt: skip
+        return energy

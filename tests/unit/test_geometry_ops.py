@@ -261,3 +261,22 @@ def test_degenerate_geometry_gives_the_twins_gradient(small_model, chignolin, de
     finite = torch.isfinite(g_twin)
     scale = float(g_twin[finite].abs().max())
     torch.testing.assert_close(g_native[finite], g_twin[finite], rtol=0, atol=1e-9 * scale)
+
+
+@pytest.mark.parametrize("exclusions", [[3], [1, 2, 3]])
+def test_repulsion_exclusions_equal_the_twin(small_model, proteins, exclusions):
+    """TorchMD's priors leave bonded pairs out of the repulsion while the network sees them."""
+    topologies, positions = proteins
+    batch = small_model.pack(topologies)
+    native, twin = native_and_twin(small_model)
+    for priors in (native, twin):
+        priors.repulsion_exclusions = list(exclusions)
+    results = []
+    for priors in (twin, native):
+        x = positions.clone().requires_grad_(True)
+        distances = pair_distances_twin(x, batch.pairs, batch.graph_index, None)
+        inside = distances.detach() < small_model.cutoff_nm
+        energy = priors(x, batch, batch.pairs[:, inside], distances[inside])
+        results.append((energy.detach(), torch.autograd.grad(energy.sum(), x)[0]))
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12 * float(expected.abs().max()))

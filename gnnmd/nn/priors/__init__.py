@@ -136,17 +136,22 @@ class PriorSet(nn.Module):
         ]  # fmt: skip
         repulsion = self.repulsion
         tables = [repulsion.keys, repulsion.sigma, repulsion.epsilon] if "repulsion" in self.terms else []
+        excluded = [self._bonded_ends(batch, order).t().contiguous() for order in self.repulsion_exclusions]
         kernel = self.kernel
         assert kernel is not None
-        energy = kernel(
+        return kernel(
             positions, batch.graph_index, box, num_graphs, self.bead_to_prior_type[batch.types],
             len(self.prior_types), bonded, self.angles.cosine, pairs, distances, tables,
-            repulsion.cutoff_nm, repulsion.shift,
+            repulsion.cutoff_nm, repulsion.shift, excluded,
         )  # fmt: skip
-        if "repulsion" in self.terms:
-            for separation in self.repulsion_exclusions:
-                energy = energy - self._excluded_repulsion(positions, batch, separation, num_graphs, box)
-        return energy
+
+    def _bonded_ends(self, batch: GraphBatch, separation: int) -> Tensor:
+        """(M, 2) end beads of the bonded paths ``separation`` bonds long (bonds, angles, dihedrals)."""
+        if separation == 1:
+            return batch.bonds
+        if separation == 2:
+            return batch.angles[:, 0::2]
+        return batch.dihedrals[:, 0::3]
 
     def _used(self, term: str, indices: Tensor) -> Tensor:
         """``indices`` where ``term`` contributes, else none of them."""
@@ -157,12 +162,7 @@ class PriorSet(nn.Module):
     ) -> Tensor:
         """(G,) repulsion of the bonded pairs ``separation`` bonds apart that lie inside the cutoff:
         they are in the pair list (the network sees them) but the repulsion leaves them out."""
-        if separation == 1:
-            ends = batch.bonds
-        elif separation == 2:
-            ends = batch.angles[:, 0::2]
-        else:
-            ends = batch.dihedrals[:, 0::3]
+        ends = self._bonded_ends(batch, separation)
         distances = bond_lengths(positions, ends, batch.graph_index, box)
         inside = distances < self.repulsion.cutoff_nm
         # Outside pairs get a harmless distance: they are masked, but must not divide by zero.
