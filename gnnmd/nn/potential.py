@@ -201,7 +201,8 @@ class CGPotential(nn.Module):
         priors give pairs at or beyond the cutoff nothing, and filtering would cost more).
         """
         kernel = self.pair_distance_kernel
-        if kernel is not None and not positions.is_cuda:
+        # The op gives no gradient with respect to the box: a stress (virial) takes the torch path.
+        if kernel is not None and not positions.is_cuda and (box is None or not box.requires_grad):
             return candidates, kernel(positions, candidates, graph_index, box)
         pairs, _, distances = within_cutoff(positions, candidates, graph_index, self.cutoff_nm, box)
         return pairs, distances

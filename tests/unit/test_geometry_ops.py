@@ -280,3 +280,20 @@ def test_repulsion_exclusions_equal_the_twin(small_model, proteins, exclusions):
         results.append((energy.detach(), torch.autograd.grad(energy.sum(), x)[0]))
     for expected, got in zip(*results, strict=True):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12 * float(expected.abs().max()))
+
+
+def test_a_box_that_needs_a_gradient_takes_the_torch_path(small_model, chignolin):
+    """A stress (ASE's strain derivative) needs ∂E/∂box, which the ops do not give: the tabulated model
+    computes it through its torch twin, equal to the model without the ops."""
+    native = use_backend(small_model, "tabulated")
+    twin = copy.deepcopy(native)
+    twin.pair_distance_kernel = twin.priors.kernel = None
+    batch = native.pack([chignolin.topology])
+    positions = perturbed(chignolin.positions_nm)
+    results = []
+    for model in (twin, native):
+        box = triclinic_boxes(1, torch.float64).requires_grad_(True)
+        energy = model(positions, batch, box)
+        results.append((energy.detach(), torch.autograd.grad(energy.sum(), box)[0]))
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

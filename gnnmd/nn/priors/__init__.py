@@ -94,7 +94,8 @@ class PriorSet(nn.Module):
             (G,) kJ/mol.
         """
         num_graphs = batch.ptr.shape[0] - 1
-        if self.kernel is not None and not positions.is_cuda:
+        # The ops give no gradient with respect to the box: a stress (virial) takes the torch path.
+        if self.kernel is not None and not positions.is_cuda and (box is None or not box.requires_grad):
             return self._native(positions, batch, pairs, distances, box, num_graphs)
         energy = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device)
         graph = batch.graph_index
