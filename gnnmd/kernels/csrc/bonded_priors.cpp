@@ -215,9 +215,7 @@ class BondedPriors : public torch::autograd::Function<BondedPriors> {
   template <typename... Rest>
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& positions,
                             const at::Tensor& graph_index, const Rest&... rest) {
-    const auto& box = std::get<0>(std::tie(rest...));
-    TORCH_CHECK(!box.has_value() || !box->requires_grad(),
-                "bonded_priors: gives no gradient with respect to the box (no virial)");
+    gnnmd_geometry::require_no_box_gradient("bonded_priors", std::get<0>(std::tie(rest...)));
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("gnnmd::bonded_priors_forward", "")

@@ -1,5 +1,5 @@
-// Shared by the geometry and prior ops: 3-vectors, the minimum image, key lookup, and the autograd
-// pattern of an energy whose gradient is computed with it.
+// Shared by the native ops: 3-vectors, the minimum image, index checks, the refusals of second
+// derivatives and box gradients, and the autograd pattern of an energy whose gradient is computed with it.
 //
 // Units: positions and box vectors in nm. Boxes are (G, 3, 3) rows a, b, c per graph in OpenMM's
 // reduced triclinic form (a along x, b in the xy plane), wrapped along c, then b, then a, as
@@ -97,14 +97,27 @@ inline void check_indices(const char* op, const char* what, const at::Tensor& in
   }
 }
 
+// Called in a backward formula: backward runs in grad mode only for create_graph=True, a second
+// derivative, which the native ops do not give.
+inline void require_first_derivatives(const char* op) {
+  TORCH_CHECK(!at::GradMode::is_enabled(), op,
+              ": the native op gives first derivatives only (forces), not the second derivatives "
+              "that create_graph=True asks for (training through forces); use the reference backend "
+              "to train");
+}
+
+// The geometry and prior ops give no gradient with respect to a periodic box (no virial).
+inline void require_no_box_gradient(const char* op, const c10::optional<at::Tensor>& box) {
+  TORCH_CHECK(!box.has_value() || !box->requires_grad(), op,
+              ": gives no gradient with respect to the box (no virial)");
+}
+
 // Autograd of E = energy(inputs) (G,) whose gradient (M, ...) with respect to one input the forward
 // computed anyway: dL/dinput_m = dL/dE_owner(m) * gradient_m. First derivatives only: the saved
 // gradient does not depend differentiably on the input.
 inline at::Tensor scaled_gradient(const char* op, const at::Tensor& grad_energy, const at::Tensor& owner,
                                   const at::Tensor& gradient) {
-  TORCH_CHECK(!at::GradMode::is_enabled(), op,
-              ": the native op gives first derivatives only (forces), not the second derivatives "
-              "that create_graph=True asks for; use the reference backend to train");
+  require_first_derivatives(op);
   at::Tensor scale = grad_energy.index_select(0, owner);
   if (gradient.dim() == 2) scale = scale.unsqueeze(1);
   return scale * gradient;

@@ -97,8 +97,7 @@ class PairDistances : public torch::autograd::Function<PairDistances> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& positions,
                             const at::Tensor& pairs, const at::Tensor& graph_index,
                             const c10::optional<at::Tensor>& box) {
-    TORCH_CHECK(!box.has_value() || !box->requires_grad(),
-                "pair_distances: gives no gradient with respect to the box (no virial)");
+    gnnmd_geometry::require_no_box_gradient("pair_distances", box);
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("gnnmd::pair_distances", "")
@@ -110,9 +109,7 @@ class PairDistances : public torch::autograd::Function<PairDistances> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "pair_distances: the native op gives first derivatives only (forces), not the second "
-                "derivatives that create_graph=True asks for; use the reference backend to train");
+    gnnmd_geometry::require_first_derivatives("pair_distances");
     auto saved = ctx->get_saved_variables();
     c10::optional<at::Tensor> box = saved[3].defined() ? c10::optional<at::Tensor>(saved[3]) : c10::nullopt;
     static auto op = c10::Dispatcher::singleton()

@@ -26,6 +26,8 @@
 #include <tuple>
 #include <vector>
 
+#include "geometry.h"
+
 namespace {
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -429,11 +431,7 @@ class TabulatedConv : public torch::autograd::Function<TabulatedConv> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    // Backward runs in grad mode only for create_graph=True: a second derivative.
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "the tabulated (native CPU) kernel gives first derivatives only (forces), not the "
-                "second derivatives that create_graph=True asks for (training through forces); "
-                "use the reference backend to train");
+    gnnmd_geometry::require_first_derivatives("tabulated_conv");
     auto saved = ctx->get_saved_variables();
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("gnnmd::tabulated_conv_backward", "")
