@@ -20,7 +20,7 @@ from gnnmd.config import from_mapping
 from gnnmd.graph import GraphBatch, pack
 from gnnmd.neighbors import within_cutoff
 from gnnmd.nn.basis import RADIAL_BASES
-from gnnmd.nn.priors import PRIOR_TERMS, PriorSet
+from gnnmd.nn.priors import PRIOR_TERMS, PriorSet, native_ops_apply
 from gnnmd.nn.schnet import ACTIVATIONS, SchNet
 from gnnmd.topology import CGTopology
 
@@ -201,8 +201,7 @@ class CGPotential(nn.Module):
         priors give pairs at or beyond the cutoff nothing, and filtering would cost more).
         """
         kernel = self.pair_distance_kernel
-        # The op gives no gradient with respect to the box: a stress (virial) takes the torch path.
-        if kernel is not None and not positions.is_cuda and (box is None or not box.requires_grad):
+        if kernel is not None and native_ops_apply(positions, box):
             return candidates, kernel(positions, candidates, graph_index, box)
         pairs, _, distances = within_cutoff(positions, candidates, graph_index, self.cutoff_nm, box)
         return pairs, distances

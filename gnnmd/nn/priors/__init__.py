@@ -94,8 +94,7 @@ class PriorSet(nn.Module):
             (G,) kJ/mol.
         """
         num_graphs = batch.ptr.shape[0] - 1
-        # The ops give no gradient with respect to the box: a stress (virial) takes the torch path.
-        if self.kernel is not None and not positions.is_cuda and (box is None or not box.requires_grad):
+        if self.kernel is not None and native_ops_apply(positions, box):
             return self._native(positions, batch, pairs, distances, box, num_graphs)
         energy = torch.zeros(num_graphs, dtype=positions.dtype, device=positions.device)
         graph = batch.graph_index
@@ -202,6 +201,14 @@ class PriorSet(nn.Module):
     def tables(self) -> Dict[str, Dict[str, Tensor]]:
         """Every term's key table and parameters, for checkpoints."""
         return {name: getattr(self, name).table() for name in PRIOR_TERMS}
+
+
+def native_ops_apply(positions: Tensor, box: Optional[Tensor]) -> bool:
+    """Whether a converted model's registered geometry and prior ops serve this call: on CPU, and no
+    gradient with respect to the box (the ops give no virial; a stress takes the torch path). The
+    model's pair distances and its priors ask this one question, so pairs left unfiltered for the
+    ops never reach the torch repulsion."""
+    return not positions.is_cuda and (box is None or not box.requires_grad)
 
 
 # TorchScript types these attributes from the class annotations (an empty list has no type of its
