@@ -77,12 +77,18 @@ def test_priors_equal_the_twin_forward_and_backward(small_model, proteins, with_
     box = triclinic_boxes(3, torch.float64) if with_box else None
     if box is not None:
         positions = wrapped(positions, batch.graph_index, box)
-    native, twin = native_and_twin(model)
+    assert_priors_equal(*native_and_twin(model), positions, batch, model.cutoff_nm, box)
+
+
+def assert_priors_equal(native, twin, positions, batch, cutoff_nm, box=None):
+    """Energies and position gradients of the native priors (fed by the distance op, pairs unfiltered,
+    as the runner feeds them) equal the twin's (torch distances, pairs inside the cutoff): 1e-12
+    relative to the largest value."""
     results = []
     for priors, distance in ((twin, pair_distances_twin), (native, torch.ops.gnnmd.pair_distances)):
         x = positions.clone().requires_grad_(True)
         distances = distance(x, batch.pairs, batch.graph_index, box)
-        inside = distances.detach() < model.cutoff_nm
+        inside = distances.detach() < cutoff_nm
         pairs = batch.pairs[:, inside] if priors is twin else batch.pairs  # the ops take unfiltered lists
         distances = distances[inside] if priors is twin else distances
         energy = priors(x, batch, pairs, distances, box)
@@ -271,15 +277,7 @@ def test_repulsion_exclusions_equal_the_twin(small_model, proteins, exclusions):
     native, twin = native_and_twin(small_model)
     for priors in (native, twin):
         priors.repulsion_exclusions = list(exclusions)
-    results = []
-    for priors in (twin, native):
-        x = positions.clone().requires_grad_(True)
-        distances = pair_distances_twin(x, batch.pairs, batch.graph_index, None)
-        inside = distances.detach() < small_model.cutoff_nm
-        energy = priors(x, batch, batch.pairs[:, inside], distances[inside])
-        results.append((energy.detach(), torch.autograd.grad(energy.sum(), x)[0]))
-    for expected, got in zip(*results, strict=True):
-        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12 * float(expected.abs().max()))
+    assert_priors_equal(native, twin, positions, batch, small_model.cutoff_nm)
 
 
 def test_a_box_that_needs_a_gradient_takes_the_torch_path(small_model, chignolin):
