@@ -37,9 +37,18 @@ CANDIDATES = {
     "w32-chiral": {"hidden_channels": 32, "num_filters": 32, **CHIRAL},
     "w128-chiral": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
     "w64-chiral-averaged": {"hidden_channels": 64, "num_filters": 64, **CHIRAL},
+    "w64-chiral-cosine": {"hidden_channels": 64, "num_filters": 64, **CHIRAL},
+    "w128-chiral-cosine": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
 }
+#: A rate that decays to 1e-5 along a half cosine, the weights averaged over the last ~1000 steps.
+COSINE = ["--lr-schedule", "cosine", "--final-learning-rate", "1e-5", "--weight-average-decay", "0.999",
+          "--patience", "100"]  # fmt: skip
 #: Training options of a candidate besides TRAINING.
-EXTRA_TRAINING = {"w64-chiral-averaged": ["--weight-average-decay", "0.999", "--patience", "100"]}
+EXTRA_TRAINING = {
+    "w64-chiral-averaged": ["--weight-average-decay", "0.999", "--patience", "100"],
+    "w64-chiral-cosine": COSINE,
+    "w128-chiral-cosine": COSINE,
+}
 TRAINING = ["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "0", "--validation-fraction", "0.2",
             "--select-by", "free_energy"]  # fmt: skip
 DESCRIPTION = (

@@ -59,6 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "per step (e.g. 0.999: about the last 1000 steps); 0 (default): the weights themselves",
     )  # fmt: skip
     parser.add_argument(
+        "--lr-schedule", choices=("plateau", "cosine"), default="plateau",
+        help="plateau (default): halve the rate when the validation loss stalls for 2 epochs; cosine: "
+        "lower it every step along a half cosine to --final-learning-rate over --epochs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--final-learning-rate", type=float, default=1e-5,
+        help="where the cosine schedule ends (default 1e-5)",
+    )  # fmt: skip
+    parser.add_argument(
         "--patience", type=int, default=6,
         help="stop after this many epochs without improvement of the selection criterion (6)",
     )  # fmt: skip
@@ -113,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         energy_weight=args.energy_weight, select_by=args.select_by,
         selection_replicas=args.selection_replicas, selection_steps=args.selection_steps,
         weight_average_decay=args.weight_average_decay, early_stopping_patience=args.patience,
-        validation_fraction=args.validation_fraction,
+        validation_fraction=args.validation_fraction, lr_schedule=args.lr_schedule,
+        final_learning_rate=args.final_learning_rate,
     )  # fmt: skip
     dataset = ForceDataset(args.data)
     model = model_for_dataset(dataset, potential_config(args.model_config), args.temperature_k, args.seed)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ from gnnmd.train.batches import BatchLoader, ForceBatch
 from gnnmd.train.distributed import all_reduce_sum, init_from_environment, local_device, on_root
 from gnnmd.train.energies import fit_type_energies
 from gnnmd.train.plots import plot_learning_curve
+from gnnmd.train.schedule import SCHEDULES, make_schedule
 from gnnmd.train.split import split_frames, trajectory_groups
 
 STATE_FILE = "train_state.pt"
@@ -100,6 +102,10 @@ class TrainingConfig:
         weight_decay: AdamW weight decay.
         lr_decay_factor: learning-rate factor when validation stops improving.
         lr_patience: epochs without improvement before the rate decays.
+        lr_schedule: "plateau" (decay by ``lr_decay_factor`` when validation stops improving)
+            or "cosine" (a half cosine per step down to ``final_learning_rate`` over ``epochs``;
+            :mod:`gnnmd.train.schedule`).
+        final_learning_rate: the rate the cosine schedule ends at (unused by "plateau").
         early_stopping_patience: epochs without improvement before training stops.
         validation_fraction: share of frames held out (chosen by ``seed``).
         seed: seeds the split and the frame order.
@@ -121,6 +127,8 @@ class TrainingConfig:
     weight_decay: float = 0.0
     lr_decay_factor: float = 0.5
     lr_patience: int = 2
+    lr_schedule: str = "plateau"
+    final_learning_rate: float = 1e-5
     early_stopping_patience: int = 6
     validation_fraction: float = 0.1
     seed: int = 0
@@ -139,6 +147,13 @@ class TrainingConfig:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.final_learning_rate <= self.learning_rate:
+            raise ValueError(
+                f"final_learning_rate must be in [0, learning_rate = {self.learning_rate}], "
+                f"got {self.final_learning_rate}"
+            )
         if self.select_by not in SELECTION_CRITERIA:
             raise ValueError(f"select_by must be one of {SELECTION_CRITERIA}, got {self.select_by!r}")
         if not 0.0 <= self.weight_average_decay < 1.0:
@@ -255,9 +270,11 @@ class Trainer:
         )
         decay = config.weight_average_decay
         self.average = WeightAverage(model.network, decay) if decay > 0 else None
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=config.lr_decay_factor, patience=config.lr_patience
-        )
+        self.scheduler = make_schedule(
+            self.optimizer, config.lr_schedule, factor=config.lr_decay_factor, patience=config.lr_patience,
+            final_rate=config.final_learning_rate,
+            total_steps=config.epochs * math.ceil(len(self.train_frames) / config.batch_size),
+        )  # fmt: skip
         self.epoch = 0
         self.best_val = float("inf")  # validation force RMSE of the best epoch, kJ/mol/nm
         self.best_loss = float("inf")  # its validation loss, which picks the best epoch
@@ -351,6 +368,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.loss(errors).backward()
             self.optimizer.step()
+            self.scheduler.after_step()
             if self.average is not None:
                 self.average.update()
             totals += errors.detach().double()
@@ -420,7 +438,7 @@ class Trainer:
                 improved = val_loss < self.best_loss if score is None else score < self.best_score
                 if improved and self.rank == 0:
                     self.save_best(self.epoch + 1, val, score)
-            self.scheduler.step(val_loss)
+            self.scheduler.after_epoch(val_loss)
             self.epoch += 1
             row = {
                 "epoch": self.epoch,
