@@ -41,18 +41,37 @@ class GraphBatch(NamedTuple):
     pairs: Tensor
 
 
-def resolve_types(topology: CGTopology, vocabulary: Sequence[str]) -> np.ndarray:
-    """Indices of ``topology.bead_types`` in ``vocabulary``; unknown types raise BeadTypeError."""
+#: Appended to the type of a molecule's first and last bead by models with terminal types.
+TERMINAL_SUFFIX = "-terminal"
+
+
+def model_bead_types(topology: CGTopology, terminal_types: bool = False) -> tuple[str, ...]:
+    """The type name of each bead as a model sees it: ``topology.bead_types``, and with
+    ``terminal_types`` the first and last bead of the molecule as ``"TYR.CA-terminal"``
+    (mlcg's ``special_terminal``: the chain ends get types of their own)."""
+    names = list(topology.bead_types)
+    if terminal_types and names:
+        for end in {0, len(names) - 1}:
+            names[end] += TERMINAL_SUFFIX
+    return tuple(names)
+
+
+def resolve_types(
+    topology: CGTopology, vocabulary: Sequence[str], terminal_types: bool = False
+) -> np.ndarray:
+    """Indices of the beads' types (:func:`model_bead_types`) in ``vocabulary``; unknown types raise
+    BeadTypeError."""
     index = {name: i for i, name in enumerate(vocabulary)}
-    unknown = sorted({t for t in topology.bead_types if t not in index})
+    names = model_bead_types(topology, terminal_types)
+    unknown = sorted({t for t in names if t not in index})
     if unknown:
-        where = topology.bead_types.index(unknown[0])
+        where = names.index(unknown[0])
         raise BeadTypeError(
             f"{topology.source}: bead type {unknown[0]!r} (bead {where}, "
             f"{topology.residue_names[where]} {int(topology.residue_ids[where])}) is not in the "
             f"model's vocabulary of {len(vocabulary)} types; unknown types: {unknown}"
         )
-    return np.array([index[t] for t in topology.bead_types], dtype=np.int64)
+    return np.array([index[t] for t in names], dtype=np.int64)
 
 
 def candidate_pairs(n_beads: int, excluded: np.ndarray) -> np.ndarray:
@@ -71,6 +90,7 @@ def pack(
     vocabulary: Sequence[str],
     exclusion_order: int,
     device: torch.device | str | None = None,
+    terminal_types: bool = False,
 ) -> GraphBatch:
     """Pack ``topologies`` into one :class:`GraphBatch`.
 
@@ -80,6 +100,7 @@ def pack(
         exclusion_order: non-bonded pairs separated by at most this many bonds are
             excluded from the pair list (0 = none, 2 = bonds and angles).
         device: where the tensors live.
+        terminal_types: each topology's first and last bead take their ``-terminal`` types.
     """
     if len(topologies) == 0:
         raise ValueError("pack() needs at least one topology")
@@ -91,7 +112,7 @@ def pack(
         if id(topology) not in cache:
             excluded = topology.excluded_pairs(exclusion_order)
             cache[id(topology)] = (
-                resolve_types(topology, vocabulary),
+                resolve_types(topology, vocabulary, terminal_types),
                 candidate_pairs(topology.n_beads, excluded),
             )
         type_index, graph_pairs = cache[id(topology)]

@@ -16,6 +16,9 @@ Two models, random weights and priors near chignolin's geometry, units Å and kc
 * ``ca``: CA beads typed by mlcg's ``CA_MAP``; chain bonds, angles and dihedrals from
   ``build_cg_topology``; repulsion on mlcg's default "fully connected" list; Gaussian basis
   with an IdentityCutoff; tanh; readout widths [12, 8].
+* ``ca_terminal``: as ``ca``, with mlcg's default ``special_terminal=True``: the first and last
+  bead typed ``t + len(CA_MAP)``; a 42-row embedding; no dihedral prior (mlcg's dense
+  types⁴ tables would make the file 80 MB).
 * ``opeps``: N, CA, CB, C, O beads typed by ``OPEPS_MAP``; bonds from
   ``build_opeps_connectivity_matrix``, angles and dihedrals from ``get_n_paths``, repulsion on
   ``make_non_bonded_set`` (pairs more than two bonds apart); trainable Gaussian basis with a
@@ -77,17 +80,21 @@ def _import_mlcg(source: str) -> dict:
     }  # fmt: skip
 
 
-def _terms_ca(m: dict, traj: mdtraj.Trajectory):
+def _terms_ca(m: dict, traj: mdtraj.Trajectory, special_terminal: bool = False):
     topology = m["mlcg_topology"].Topology.from_mdtraj(traj.topology)
-    cg = m["projection"].build_cg_topology(topology, cg_mapping=m["_mappings"].CA_MAP, special_terminal=False)
+    cg = m["projection"].build_cg_topology(
+        topology, cg_mapping=m["_mappings"].CA_MAP, special_terminal=special_terminal
+    )
     keep = traj.topology.select("name CA")
-    atom_types = [m["_mappings"].CA_MAP[(traj.topology.atom(i).residue.name, "CA")][1] for i in keep]
+    atom_types = [int(t) for t in cg.types]  # mlcg's own typing (chain ends apart with special_terminal)
     lists = {
         "bonds": cg.bonds2torch(),
         "angles": cg.angles2torch(),
         "dihedrals": cg.dihedrals2torch(),
         "repulsion": cg.fully_connected2torch(),
     }
+    if special_terminal:  # mlcg's dihedral tables are dense over types⁴: 88 MB at 42 types
+        del lists["dihedrals"]
     return keep, torch.tensor(atom_types), lists
 
 
@@ -157,14 +164,16 @@ def _model(m: dict, kind: str, atom_types, lists, positions, generator):
             "k2s": {f"k2_{n}": rand(1.0) - 0.5 for n in range(1, n_degs + 1)},
         }
 
-    torsions = compute_torsions(pos, lists["dihedrals"])
-    dihedral_stats = _statistics(4, torsions, types_of(lists["dihedrals"]), dihedral)
+    if "dihedrals" in lists:
+        torsions = compute_torsions(pos, lists["dihedrals"])
+        dihedral_stats = _statistics(4, torsions, types_of(lists["dihedrals"]), dihedral)
     distances = compute_distances(pos, lists["repulsion"])
     repulsion_stats = _statistics(2, distances, types_of(lists["repulsion"]),
                                   lambda v: {"sigma": 3.0 + rand(1.0)})  # fmt: skip
-    if kind == "ca":
+    if kind.startswith("ca"):
         rbf = m["GaussianBasis"](m["IdentityCutoff"](0, CUTOFF_ANGSTROM), num_rbf=12)
-        cutoff, act, widths, embedding = m["CosineCutoff"](0, CUTOFF_ANGSTROM), torch.nn.Tanh(), [12, 8], 25
+        embedding = 42 if kind == "ca_terminal" else 25
+        cutoff, act, widths = m["CosineCutoff"](0, CUTOFF_ANGSTROM), torch.nn.Tanh(), [12, 8]
     else:
         rbf = m["GaussianBasis"](m["CosineCutoff"](0, CUTOFF_ANGSTROM), num_rbf=10, trainable=True)
         cutoff, act, widths, embedding = m["CosineCutoff"](0, CUTOFF_ANGSTROM), torch.nn.SiLU(), [10], 26
@@ -174,17 +183,19 @@ def _model(m: dict, kind: str, atom_types, lists, positions, generator):
         for name, parameter in schnet.named_parameters():
             if name.endswith("bias"):
                 parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
-        if kind != "ca":
+        if not kind.startswith("ca"):
             rbf.offset.add_(0.2 * torch.randn(rbf.offset.shape, generator=generator))
             rbf.coeff.mul_(0.8)
     gradients = m["GradientsOut"]
-    models = torch.nn.ModuleDict({
+    parts = {
         "bonds": gradients(m["HarmonicBonds"](bond_stats), "forces"),
         "angles": gradients(m["HarmonicAngles"](angle_stats), "forces"),
-        "dihedrals": gradients(m["Dihedral"](dihedral_stats, n_degs=n_degs), "forces"),
+        "dihedrals": gradients(m["Dihedral"](dihedral_stats, n_degs=n_degs), "forces")
+        if "dihedrals" in lists else None,
         "repulsion": gradients(m["Repulsion"](repulsion_stats), "forces"),
         "SchNet": gradients(schnet, "forces"),
-    })  # fmt: skip
+    }  # fmt: skip
+    models = torch.nn.ModuleDict({name: part for name, part in parts.items() if part is not None})
     return m["SumOut"](models, targets=["energy", "forces"])
 
 
@@ -210,6 +221,16 @@ def _evaluate(m: dict, model, atom_types, lists, frames: np.ndarray):
     return np.array(energies), np.array(forces)
 
 
+#: Each fixture model: its terms and the seed of its own random generator, or None: the generator ca
+#: and opeps share (seeded 20261128, drawn by ca first: regenerate those two together).
+KINDS = {
+    "ca": (_terms_ca, None),
+    "ca_terminal": (lambda m, traj: _terms_ca(m, traj, special_terminal=True), 20261129),
+    "opeps": (_terms_opeps, None),
+}
+SHARED_SEED = 20261128
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -217,14 +238,21 @@ def main() -> None:
     parser.add_argument("--mlcg-src", required=True, help="mlcg's src/ folder (public source)")
     parser.add_argument("--commit", required=True, help="the mlcg commit the source is from")
     parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     args = parser.parse_args()
     m = _import_mlcg(args.mlcg_src)
     traj = mdtraj.load(str(PDB))
     args.output.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(20261128)
-    record = {"mlcg_commit": args.commit, "structure": f"systems/{PDB.name}", "units": "angstrom, kcal/mol"}
-    for kind, terms in (("ca", _terms_ca), ("opeps", _terms_opeps)):
-        keep, atom_types, lists = terms(m, traj)
+    record_file = args.output / "fixture.json"
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    record.update(
+        {"mlcg_commit": args.commit, "structure": f"systems/{PDB.name}", "units": "angstrom, kcal/mol"}
+    )
+    shared = torch.Generator().manual_seed(SHARED_SEED)
+    for kind in args.kinds:
+        seed = KINDS[kind][1]
+        generator = shared if seed is None else torch.Generator().manual_seed(seed)
+        keep, atom_types, lists = KINDS[kind][0](m, traj)
         native = traj.xyz[0, keep] * 10.0  # Å
         noise = np.random.default_rng(7).normal(scale=0.25, size=(3, *native.shape))
         frames = np.concatenate([native[None], native[None] + noise]).astype(np.float64)
@@ -241,7 +269,7 @@ def main() -> None:
             **{f"terms_{name}": mapping.numpy() for name, mapping in lists.items()},
         )
         record[kind] = {"beads": len(keep), "terms": {k: int(v.shape[1]) for k, v in lists.items()}}
-    (args.output / "fixture.json").write_text(json.dumps(record, indent=2) + "\n")
+    record_file.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 
 

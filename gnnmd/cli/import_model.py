@@ -62,6 +62,11 @@ def _add_mlcg(libraries) -> None:
     )  # fmt: skip
     mlcg.add_argument("--types", help="TYPES.json {gnnmd bead type, e.g. TYR.CA: mlcg atom type}")
     mlcg.add_argument(
+        "--special-terminal", choices=("yes", "no"),
+        help="the model was trained with mlcg's special_terminal chain-end types (default: read from "
+        "its priors, or from TYPES.json names ending in -terminal)",
+    )  # fmt: skip
+    mlcg.add_argument(
         "--repulsion-pairs", default="all", choices=sorted(REPULSION_PAIRS),
         help="the pairs the repulsion prior acted on: "
         + "; ".join(f"{name}: {what}" for name, what in REPULSION_PAIRS.items()),
@@ -116,13 +121,15 @@ def _run_mlcg(args: argparse.Namespace) -> int:
     model, topology = import_mlcg(
         args.model, args.output, args.topology, args.mapping, args.types, args.repulsion_pairs,
         args.length_unit, args.energy_unit,
+        special_terminal=None if args.special_terminal is None else args.special_terminal == "yes",
     )  # fmt: skip
     config = model.config
     checked = f"; checked on {topology.source} ({topology.n_beads} beads)" if topology is not None else ""
     print(
         f"imported {args.model} -> {args.output}: mlcg CGSchNet, {config.num_interactions} blocks x "
         f"{config.hidden_channels} features, cutoff {config.cutoff_nm:g} nm, {len(model.vocabulary)} bead "
-        f"types, priors: {', '.join(config.prior_terms) if config.use_priors else 'none'}{checked}; "
+        f"types{' (chain ends typed apart)' if config.terminal_types else ''}, priors: "
+        f"{', '.join(config.prior_terms) if config.use_priors else 'none'}{checked}; "
         f"units converted from {args.length_unit}, {args.energy_unit}"
     )
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from gnnmd.errors import ImportModelError
+from gnnmd.graph import TERMINAL_SUFFIX
 from gnnmd.interop import provenance, read_source_file, schnetpack, torchmd_priors, torchmdnet
 from gnnmd.interop.psf import read_psf
 from gnnmd.models import save_checkpoint
@@ -69,8 +70,9 @@ def import_torchmdnet(
         )
         options = {"terms": wanted, "repulsion_exclusions": exclusions, "tables": tables}
     models = [
-        torchmdnet.convert(raw_member, where, type_map, length_unit, energy_unit, copy.deepcopy(prior_set),
-                           options)  # fmt: skip
+        torchmdnet.convert(
+            raw_member, where, type_map, length_unit, energy_unit, copy.deepcopy(prior_set), options
+        )  # fmt: skip
         for where, raw_member, _ in members
     ]
     args = raw["hyper_parameters"]
@@ -222,6 +224,7 @@ def import_mlcg(
     repulsion_pairs: str = "all",
     length_unit: str = "angstrom",
     energy_unit: str = "kcal/mol",
+    special_terminal: bool | None = None,
 ) -> tuple[CGPotential, CGTopology | None]:
     """An mlcg CGSchNet model file (``torch.save(model)``) as a gnnmd model (float64).
 
@@ -238,6 +241,9 @@ def import_mlcg(
         types: TYPES.json {gnnmd bead type ("TYR.CA"): mlcg atom type}.
         repulsion_pairs: the repulsion's neighbour list (see :data:`mlcg_priors.REPULSION_PAIRS`).
         length_unit, energy_unit: the units the model was trained in.
+        special_terminal: whether the model was trained with mlcg's ``special_terminal`` chain-end
+            types; None: read from its priors (the convention), or from ``types`` (names ending in
+            ``-terminal``).
     Returns:
         (model, the topology as gnnmd reads it, or None).
     """
@@ -245,8 +251,20 @@ def import_mlcg(
     from gnnmd.interop.opaque_pickle import read_opaque
 
     model_file = Path(model_file)
-    type_map = torchmdnet.types_from_file(Path(types)) if types else mlcg.convention_types(mapping)
     root = read_opaque(model_file, "mlcg")
+    if types:
+        type_map = torchmdnet.types_from_file(Path(types))
+        named = any(name.endswith(TERMINAL_SUFFIX) for name in type_map)
+        if special_terminal is not None and special_terminal != named:
+            raise ImportModelError(
+                f"{types}: special_terminal={special_terminal} but the type map "
+                f"{'names' if named else 'has no'} chain-end types ending in {TERMINAL_SUFFIX!r}"
+            )
+        special_terminal = named
+    else:
+        if special_terminal is None:
+            special_terminal = mlcg.special_terminal_of(root, model_file, mapping)
+        type_map = mlcg.convention_types(mapping, special_terminal, mlcg.embedding_rows(root, model_file))
     model, described = mlcg.convert(root, model_file, type_map, length_unit, energy_unit, repulsion_pairs)
     cg = None
     if topology is not None:
@@ -257,7 +275,7 @@ def import_mlcg(
     source = provenance(
         "mlcg", model_file, length_unit, energy_unit, mapping=mapping,
         types=str(Path(types).resolve()) if types else f"mlcg convention for the {mapping} mapping",
-        **described,
+        special_terminal=special_terminal, **described,
     )  # fmt: skip
     if model.config.use_priors:
         source["repulsion"] = "unshifted, within the network cutoff"

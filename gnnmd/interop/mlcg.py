@@ -17,8 +17,11 @@ gnnmd's SchNet with ``exclusion_order=0``, the readout widths of mlcg's
 **Bead types.** mlcg types beads by integer: the model's ``atom_types``. The conventions of
 mlcg's own mappings are built in (:data:`CA_TYPES`, ``CA_MAP``; :data:`OPEPS_TYPES`, ``OPEPS_MAP``:
 N, CA, C, O shared by all residues, CB per residue); a TYPES.json ``{"TYR.CA": 19, ...}``
-gives any other. Not covered: mlcg's ``special_terminal`` types and its separate ``HSD`` type
-(gnnmd reads HSD as HIS).
+gives any other. mlcg's ``special_terminal`` (its default) gives the first and last bead of a
+molecule the type ``t + len(mapping)`` (21 for ``CA_MAP``, 99 for ``OPEPS_MAP``): gnnmd names them
+``"TYR.CA-terminal"`` and sets the model's ``terminal_types`` (:func:`special_terminal_of` reads
+whether the model was trained so from its priors). Not covered: the separate ``HSD`` type of
+``CA_MAP`` (gnnmd reads HSD as HIS).
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ import torch
 from torch import Tensor
 
 from gnnmd.errors import ImportModelError
+from gnnmd.graph import TERMINAL_SUFFIX
 from gnnmd.interop import check_type_map, require
-from gnnmd.interop.mlcg_priors import REPULSION_PAIRS, build_priors, prior_parts
+from gnnmd.interop.mlcg_priors import REPULSION_PAIRS, build_priors, prior_atom_types, prior_parts
 from gnnmd.interop.opaque_pickle import Opaque
 from gnnmd.nn.potential import CGPotential, PotentialConfig
 from gnnmd.units import energy_to_kj_per_mol, length_to_nm
@@ -60,19 +64,54 @@ OPEPS_TYPES = {
     **{f"{residue}.CB": index for residue, index in _OPEPS_CB.items()},
     "GLY.CA": 6,
 }
+#: Entries of mlcg's ``CA_MAP`` (HSD included) and ``OPEPS_MAP``: ``special_terminal`` adds this
+#: many to the types of a molecule's first and last bead.
+MAP_SIZES = {"ca": 21, "5bead": 99}
 
 #: mlcg/torch activation modules by class name, and gnnmd's names.
 ACTIVATIONS = {"Tanh": "tanh", "SiLU": "silu", "Sigmoid": "sigmoid", "Mish": "mish"}
 _SCHNETS = ("mlcg.nn.schnet.StandardSchNet", "mlcg.nn.schnet.SchNet")
 
 
-def convention_types(mapping: str) -> dict[str, int]:
-    """gnnmd bead type (``"TYR.CA"``) -> mlcg atom type, for gnnmd's ``ca`` or ``5bead`` mapping."""
+def convention_types(
+    mapping: str, special_terminal: bool = False, type_count: int | None = None
+) -> dict[str, int]:
+    """gnnmd bead type (``"TYR.CA"``) -> mlcg atom type, for gnnmd's ``ca`` or ``5bead`` mapping.
+
+    With ``special_terminal`` the chain-end types (``"TYR.CA-terminal"``) follow, those below
+    ``type_count`` (the model's embedding rows) only: an end type the model has no row for is
+    then an unknown bead type when a structure needs it.
+    """
     if mapping == "ca":
-        return {f"{residue}.CA": index for residue, index in CA_TYPES.items()}
-    if mapping == "5bead":
-        return dict(OPEPS_TYPES)
-    raise ImportModelError(f"mlcg type conventions exist for the 'ca' and '5bead' mappings, not {mapping!r}")
+        types = {f"{residue}.CA": index for residue, index in CA_TYPES.items()}
+    elif mapping == "5bead":
+        types = dict(OPEPS_TYPES)
+    else:
+        raise ImportModelError(
+            f"mlcg type conventions exist for the 'ca' and '5bead' mappings, not {mapping!r}"
+        )
+    if special_terminal:
+        shift = MAP_SIZES[mapping]
+        types.update({name + TERMINAL_SUFFIX: index + shift for name, index in types.items()})
+    return {name: index for name, index in types.items() if type_count is None or index < type_count}
+
+
+def special_terminal_of(root: Opaque, source: Path, mapping: str) -> bool:
+    """Whether the model was trained with mlcg's ``special_terminal`` types for ``mapping``: its priors
+    were fitted on atom types at or beyond the mapping's size. A model without priors does not tell."""
+    _, priors = prior_parts(root, source)
+    if not priors:
+        raise ImportModelError(
+            f"{source}: the model has no priors, whose type tables would tell whether it was trained with "
+            "mlcg's special_terminal types (its default): give special_terminal (--special-terminal yes|no)"
+        )
+    return max(prior_atom_types(priors)) >= MAP_SIZES[mapping]
+
+
+def embedding_rows(root: Opaque, source: Path) -> int:
+    """Rows of the model's type embedding (mlcg's ``embedding_size``)."""
+    schnet, _ = prior_parts(root, source)
+    return int(schnet.module("embedding_layer").tensors()["weight"].shape[0])
 
 
 def convert(
@@ -105,6 +144,7 @@ def convert(
     embedding = schnet.module("embedding_layer").tensors()["weight"]
     check_type_map(types, embedding.shape[0], source, "atom type")
     config = _config(schnet, source, to_nm)
+    config = dataclasses.replace(config, terminal_types=any(name.endswith(TERMINAL_SUFFIX) for name in types))
     prior_set, options = None, {}
     if priors:
         prior_set, options = build_priors(

@@ -86,6 +86,14 @@ def prior_parts(root: object, source: Path) -> tuple[Opaque, dict[str, list[tupl
     return schnets[0], priors
 
 
+def prior_atom_types(priors: Mapping[str, list[tuple[str, Opaque]]]) -> set[int]:
+    """Every atom type in the fitted tuples (``allowed_interaction_keys``) of the priors."""
+    return {
+        int(t) for found in priors.values() for _, prior in found
+        for key in prior.attribute("allowed_interaction_keys") or [] for t in key
+    }  # fmt: skip
+
+
 def build_priors(
     priors: Mapping[str, list[tuple[str, Opaque]]],
     source: Path,

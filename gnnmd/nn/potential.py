@@ -59,6 +59,8 @@ class PotentialConfig:
         prior_terms: the prior terms that contribute (a subset of ``PRIOR_TERMS``).
         readout_activation: the readout MLP's activation when it differs from ``activation``
             (SchNetPack's default: shifted softplus in the blocks, SiLU in the readout).
+        terminal_types: the first and last bead of each molecule take types of their own,
+            ``"TYR.CA-terminal"`` (mlcg's ``special_terminal``; :func:`gnnmd.graph.model_bead_types`).
     """
 
     hidden_channels: int = 128
@@ -80,6 +82,7 @@ class PotentialConfig:
     readout_activation: Optional[str] = None
     readout_widths: Tuple[int, ...] = ()
     chiral_features: bool = False
+    terminal_types: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hidden_channels", "num_filters", "num_rbf"):
@@ -273,7 +276,9 @@ class CGPotential(nn.Module):
     @torch.jit.unused
     def pack(self, topologies: Sequence[CGTopology], device: torch.device | str | None = None) -> GraphBatch:
         """Pack topologies for this model; unknown bead types or uncovered prior terms raise BeadTypeError."""
-        batch = pack(topologies, self.vocabulary, self.config.exclusion_order, device)
+        batch = pack(
+            topologies, self.vocabulary, self.config.exclusion_order, device, self.config.terminal_types
+        )
         if self.use_priors:
             sources = ", ".join(sorted({t.source for t in topologies}))
             self.priors.check(batch, sources)

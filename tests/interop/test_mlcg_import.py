@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from gnnmd.cli import main
-from gnnmd.errors import ImportModelError
+from gnnmd.errors import BeadTypeError, ImportModelError
+from gnnmd.graph import model_bead_types
 from gnnmd.interop import mlcg
 from gnnmd.interop.importing import import_mlcg
 from gnnmd.interop.opaque_pickle import Opaque, read_opaque
@@ -31,7 +32,7 @@ from gnnmd.systems import load_system
 DATA = Path(__file__).parent / "data" / "mlcg"
 KCAL = 4.184  # kJ per kcal, checked against openmm.unit in tests/unit/test_units.py
 #: fixture -> (gnnmd mapping, the repulsion list the fixture's model used)
-FIXTURES = {"ca": ("ca", "all"), "opeps": ("5bead", "nonbonded")}
+FIXTURES = {"ca": ("ca", "all"), "ca_terminal": ("ca", "all"), "opeps": ("5bead", "nonbonded")}
 
 
 def reference(kind: str) -> dict[str, np.ndarray]:
@@ -67,27 +68,30 @@ def test_gnnmd_topology_is_the_one_mlcg_built(kind):
     mapping, _ = FIXTURES[kind]
     topology = load_system("chignolin", mapping).topology
     data = reference(kind)
-    types = mlcg.convention_types(mapping)
-    assert [types[t] for t in topology.bead_types] == data["atom_types"].tolist()
+    terminal = kind == "ca_terminal"
+    types = mlcg.convention_types(mapping, special_terminal=terminal)
+    assert [types[t] for t in model_bead_types(topology, terminal)] == data["atom_types"].tolist()
 
     def terms(rows) -> set:
         return {canonical_tuple(tuple(int(i) for i in row)) for row in rows}
 
     assert terms(topology.bonds) == terms(data["terms_bonds"].T)
     assert terms(topology.angles) == terms(data["terms_angles"].T)
-    assert terms(topology.dihedrals) == terms(data["terms_dihedrals"].T)
+    if "terms_dihedrals" in data:
+        assert terms(topology.dihedrals) == terms(data["terms_dihedrals"].T)
     pairs = terms(data["terms_repulsion"].T)
     n = topology.n_beads
-    if kind == "ca":  # fully connected: every pair
+    if mapping == "ca":  # fully connected: every pair
         assert pairs == {(i, j) for i in range(n) for j in range(i + 1, n)}
     else:  # more than two bonds apart
         near = terms(topology.bonds) | terms(topology.angles[:, [0, 2]])
         assert pairs == {(i, j) for i in range(n) for j in range(i + 1, n)} - near
 
 
-def test_cli_import_float32_and_backends(tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["ca", "ca_terminal"])
+def test_cli_import_float32_and_backends(tmp_path, capsys, kind):
     out = tmp_path / "imported.pt"
-    argv = ["import", "mlcg", str(DATA / "ca_model.pt"), "--mapping", "ca", "--topology", "chignolin"]
+    argv = ["import", "mlcg", str(DATA / f"{kind}_model.pt"), "--mapping", "ca", "--topology", "chignolin"]
     argv += ["-o", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr()
@@ -96,8 +100,10 @@ def test_cli_import_float32_and_backends(tmp_path, capsys):
     source = model.metadata["imported_from"]
     assert source["library"] == "mlcg" and source["repulsion_pairs"] == "all"
     assert source["sha256"] and source["length_unit"] == "angstrom"
+    assert source["special_terminal"] is (kind == "ca_terminal") is model.config.terminal_types
+    assert ("chain ends typed apart" in printed.out) is (kind == "ca_terminal")
     topology = load_system("chignolin", "ca").topology
-    data = reference("ca")
+    data = reference(kind)
     frames = data["positions_angstrom"] * 0.1
     expected = data["forces_kcal_per_mol_per_angstrom"] * KCAL * 10.0
     scale = float(np.sqrt((expected**2).mean()))
@@ -247,3 +253,40 @@ def test_checkpoint_round_trip_keeps_every_part(tmp_path):
     expected, _ = energies_and_forces(model, topology, frames)
     energies, _ = energies_and_forces(loaded, topology, frames)
     assert np.array_equal(energies, expected)
+
+
+def test_special_terminal_read_from_the_priors_or_given():
+    """mlcg's default special_terminal types the chain ends t + len(CA_MAP): read from the priors'
+    type tables; an explicit answer that contradicts the model leaves its ends without priors."""
+    plain, _ = imported("ca")
+    ends, _ = imported("ca_terminal")
+    assert not plain.config.terminal_types and ends.config.terminal_types
+    assert "TYR.CA-terminal" in ends.vocabulary and "TYR.CA-terminal" not in plain.vocabulary
+    with pytest.raises(BeadTypeError, match="bond prior has no parameters"):  # fitted on end types
+        imported("ca_terminal", special_terminal=False)
+    schnet, _ = mlcg.prior_parts(read_opaque(DATA / "ca_terminal_model.pt", "mlcg"), DATA)
+    with pytest.raises(ImportModelError, match="special_terminal"):  # no priors: nothing tells
+        mlcg.special_terminal_of(schnet, DATA / "ca_terminal_model.pt", "ca")
+
+
+def test_special_terminal_from_a_types_file(tmp_path):
+    types = mlcg.convention_types("ca", special_terminal=True, type_count=42)
+    assert types["TYR.CA-terminal"] == 40 and types["ALA.CA-terminal"] == 21
+    path = tmp_path / "types.json"
+    path.write_text(json.dumps(types))
+    model, topology = imported("ca_terminal", types=str(path))
+    data = reference("ca_terminal")
+    energies, _ = energies_and_forces(model, topology, data["positions_angstrom"] * 0.1)
+    assert np.allclose(energies, data["energy_kcal_per_mol"] * KCAL, rtol=1e-9, atol=0)
+    with pytest.raises(ImportModelError, match="special_terminal=False"):
+        imported("ca_terminal", types=str(path), special_terminal=False)
+
+
+def test_terminal_types_follow_each_molecule_in_a_batch():
+    model, topology = imported("ca_terminal")
+    batch = model.pack([topology, topology])
+    names = [model.vocabulary[i] for i in batch.types.tolist()]
+    ends = [i for i, name in enumerate(names) if name.endswith("-terminal")]
+    assert ends == [0, 9, 10, 19]
+    lone = model_bead_types(topology, True)
+    assert lone[0] == "TYR.CA-terminal" and lone[-1] == "TYR.CA-terminal" and lone[1] == "TYR.CA"
