@@ -45,11 +45,26 @@ class GraphBatch(NamedTuple):
 TERMINAL_SUFFIX = "-terminal"
 
 
-def model_bead_types(topology: CGTopology, terminal_types: bool = False) -> tuple[str, ...]:
-    """The type name of each bead as a model sees it: ``topology.bead_types``, and with
-    ``terminal_types`` the first and last bead of the molecule as ``"TYR.CA-terminal"``
-    (mlcg's ``special_terminal``: the chain ends get types of their own)."""
-    names = list(topology.bead_types)
+def model_bead_types(
+    topology: CGTopology, vocabulary: Sequence[str] = (), terminal_types: bool = False
+) -> tuple[str, ...]:
+    """The type name of each bead as a model with ``vocabulary`` sees it: ``topology.bead_types``,
+    except that
+
+    * a bead of a residue spelled as a variant (``"HSD"``) whose type the vocabulary has
+      (``"HSD.CA"``, as mlcg's ``CA_MAP``) takes that type; other models read it as the canonical
+      residue (``"HIS.CA"``);
+    * with ``terminal_types`` the molecule's first and last bead are ``"TYR.CA-terminal"`` (mlcg's
+      ``special_terminal``: the chain ends get types of their own).
+    """
+    known = set(vocabulary)
+    names = [
+        variant_type if variant != residue and (variant_type := f"{variant}.{bead}") in known else own
+        for own, residue, variant, bead in zip(
+            topology.bead_types, topology.residue_names, topology.residue_variants, topology.bead_names,
+            strict=True,
+        )
+    ]  # fmt: skip
     if terminal_types and names:
         for end in {0, len(names) - 1}:
             names[end] += TERMINAL_SUFFIX
@@ -62,7 +77,7 @@ def resolve_types(
     """Indices of the beads' types (:func:`model_bead_types`) in ``vocabulary``; unknown types raise
     BeadTypeError."""
     index = {name: i for i, name in enumerate(vocabulary)}
-    names = model_bead_types(topology, terminal_types)
+    names = model_bead_types(topology, vocabulary, terminal_types)
     unknown = sorted({t for t in names if t not in index})
     if unknown:
         where = names.index(unknown[0])

@@ -142,6 +142,9 @@ class CGTopology:
         dihedrals: (D, 4) int64 bonded paths i-j-k-l with (i, j) < (l, k), sorted.
         atom_indices: (n,) int64, index in the source all-atom topology of each bead's atom.
         source: file the molecule came from, or ``"<memory>"``; used in error messages.
+        residue_variants: per bead, the residue name as the source spells it (``"HSD"``, ``"HIE"``;
+            upper case), for models with a type of their own for a variant (mlcg's HSD); empty
+            (the default): the canonical ``residue_names``.
     """
 
     name: str
@@ -157,6 +160,7 @@ class CGTopology:
     dihedrals: np.ndarray
     atom_indices: np.ndarray
     source: str = "<memory>"
+    residue_variants: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mapping != CUSTOM_MAPPING:
@@ -171,14 +175,16 @@ class CGTopology:
         }
         for key, value in fields.items():
             object.__setattr__(self, key, value)
-        for key in ("bead_names", "residue_names", "chain_ids", "bead_types"):
+        for key in ("bead_names", "residue_names", "chain_ids", "bead_types", "residue_variants"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
+        if not self.residue_variants:
+            object.__setattr__(self, "residue_variants", self.residue_names)
         self._validate()
 
     def _validate(self) -> None:
         n = len(self.bead_names)
         per_bead = ("residue_names", "residue_ids", "chain_ids", "bead_types", "masses_amu",
-                    "atom_indices")  # fmt: skip
+                    "atom_indices", "residue_variants")  # fmt: skip
         for key in per_bead:
             if len(getattr(self, key)) != n:
                 raise ValueError(f"{self.source}: {key} has {len(getattr(self, key))} entries, "
@@ -256,6 +262,7 @@ class CGTopology:
             name=self.name if n == 1 else f"{self.name}_x{n}",
             bead_names=self.bead_names * n,
             residue_names=self.residue_names * n,
+            residue_variants=self.residue_variants * n,
             residue_ids=np.tile(self.residue_ids, n),
             chain_ids=self.chain_ids * n,
             bead_types=self.bead_types * n,
@@ -350,9 +357,7 @@ def _link_bonds(
     mapping: str,
 ) -> list[tuple[int, int]]:
     """Bonds between consecutive residues of one chain that are close enough in frame 0."""
-    head, tail, cutoff = (
-        ("CA", "CA", CA_BOND_MAX_NM) if mapping == "ca" else ("C", "N", PEPTIDE_BOND_MAX_NM)
-    )
+    head, tail, cutoff = ("CA", "CA", CA_BOND_MAX_NM) if mapping == "ca" else ("C", "N", PEPTIDE_BOND_MAX_NM)
     bonds = []
     for r in range(len(residues) - 1):
         if residues[r].chain.index != residues[r + 1].chain.index:
@@ -463,6 +468,7 @@ def map_to_cg(
         dihedrals=dihedrals,
         atom_indices=atom_indices,
         source=source,
+        residue_variants=tuple(a.residue.name.strip().upper() for a in atoms),
     )
     return topology, positions
 

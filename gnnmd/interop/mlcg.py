@@ -20,8 +20,8 @@ N, CA, C, O shared by all residues, CB per residue); a TYPES.json ``{"TYR.CA": 1
 gives any other. mlcg's ``special_terminal`` (its default) gives the first and last bead of a
 molecule the type ``t + len(mapping)`` (21 for ``CA_MAP``, 99 for ``OPEPS_MAP``): gnnmd names them
 ``"TYR.CA-terminal"`` and sets the model's ``terminal_types`` (:func:`special_terminal_of` reads
-whether the model was trained so from its priors). Not covered: the separate ``HSD`` type of
-``CA_MAP`` (gnnmd reads HSD as HIS).
+whether the model was trained so from its priors). ``CA_MAP``'s own type for HSD residues is
+``"HSD.CA"`` (:func:`gnnmd.graph.model_bead_types`).
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ from gnnmd.interop.opaque_pickle import Opaque
 from gnnmd.nn.potential import CGPotential, PotentialConfig
 from gnnmd.units import energy_to_kj_per_mol, length_to_nm
 
-#: mlcg's ``CA_MAP``: the atom type of each residue's CA bead.
+#: mlcg's ``CA_MAP``: the atom type of each residue's CA bead (HSD, CHARMM's δ-protonated histidine,
+#: has its own; other histidine spellings are HIS here, where mlcg would drop their bead).
 CA_TYPES = {
     "ALA": 0, "ARG": 1, "ASN": 2, "ASP": 3, "CYS": 4, "GLN": 5, "GLU": 6, "GLY": 7, "HIS": 8,
     "ILE": 10, "LEU": 11, "LYS": 12, "MET": 13, "PHE": 14, "PRO": 15, "SER": 16, "THR": 17,
-    "TRP": 18, "TYR": 19, "VAL": 20,
+    "TRP": 18, "TYR": 19, "VAL": 20, "HSD": 9,
 }  # fmt: skip
 #: mlcg's ``OPEPS_MAP``: CB types per residue; N, CA, C, O are shared (GLY's CA has its own).
 _OPEPS_CB = {

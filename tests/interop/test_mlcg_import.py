@@ -70,7 +70,7 @@ def test_gnnmd_topology_is_the_one_mlcg_built(kind):
     data = reference(kind)
     terminal = kind == "ca_terminal"
     types = mlcg.convention_types(mapping, special_terminal=terminal)
-    assert [types[t] for t in model_bead_types(topology, terminal)] == data["atom_types"].tolist()
+    assert [types[t] for t in model_bead_types(topology, types, terminal)] == data["atom_types"].tolist()
 
     def terms(rows) -> set:
         return {canonical_tuple(tuple(int(i) for i in row)) for row in rows}
@@ -288,5 +288,25 @@ def test_terminal_types_follow_each_molecule_in_a_batch():
     names = [model.vocabulary[i] for i in batch.types.tolist()]
     ends = [i for i, name in enumerate(names) if name.endswith("-terminal")]
     assert ends == [0, 9, 10, 19]
-    lone = model_bead_types(topology, True)
+    lone = model_bead_types(topology, model.vocabulary, True)
     assert lone[0] == "TYR.CA-terminal" and lone[-1] == "TYR.CA-terminal" and lone[1] == "TYR.CA"
+
+
+@pytest.mark.parametrize("spelling, expected", [("HSD", 9), ("HIS", 8), ("HSE", 8), ("HIE", 8)])
+def test_histidine_spellings_take_mlcg_types(spelling, expected):
+    """CA_MAP types HSD apart (9) from HIS (8); gnnmd's own models read every spelling as HIS."""
+    import mdtraj
+
+    from gnnmd.topology import map_to_cg
+
+    structure = mdtraj.load(str(load_system("chignolin", "ca").pdb_path))
+    structure.topology.residue(3).name = spelling
+    topology, _ = map_to_cg(structure, "ca", "his", f"chignolin with residue 4 as {spelling}")
+    assert topology.residue_names[3] == "HIS" and topology.residue_variants[3] == spelling
+    types = mlcg.convention_types("ca", special_terminal=True)
+    vocabulary = list(types)
+    names = model_bead_types(topology, vocabulary, terminal_types=True)
+    assert types[names[3]] == expected
+    assert names[0] == "TYR.CA-terminal" and topology.replicate(2).residue_variants[13] == spelling
+    own = ["HIS.CA", *sorted({t for t in topology.bead_types if t != "HIS.CA"})]
+    assert model_bead_types(topology, own)[3] == "HIS.CA"  # a vocabulary without HSD: the canonical type
