@@ -52,9 +52,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gnnmd.config import from_mapping
 from gnnmd.data.dataset import DatasetError, ForceDataset
-from gnnmd.errors import CheckpointError, GnnmdError
+from gnnmd.errors import GnnmdError
 from gnnmd.graph import GraphBatch
 from gnnmd.models import save_checkpoint
 from gnnmd.nn.potential import CGPotential
@@ -65,13 +64,14 @@ from gnnmd.runfolder import (
     file_sha256,
     require_fresh,
 )
-from gnnmd.safe_load import load_tensors
 from gnnmd.train.averaging import WeightAverage
 from gnnmd.train.batches import BatchLoader, ForceBatch
+from gnnmd.train.config import TrainingConfig
 from gnnmd.train.distributed import all_reduce_sum, init_from_environment, local_device, on_root
 from gnnmd.train.energies import fit_type_energies
 from gnnmd.train.plots import plot_learning_curve
-from gnnmd.train.schedule import SCHEDULES, make_schedule
+from gnnmd.train.resume import read_state
+from gnnmd.train.schedule import make_schedule
 from gnnmd.train.split import split_frames, trajectory_groups
 
 STATE_FILE = "train_state.pt"
@@ -81,7 +81,6 @@ METRIC_COLUMNS = (
     "epoch", "train_force_rmse", "val_force_rmse", "learning_rate", "seconds",
     "train_energy_rmse", "val_energy_rmse", "val_loss", "val_free_energy_js",
 )  # fmt: skip
-SELECTION_CRITERIA = ("force", "free_energy")
 #: Builds the free-energy score from the held-out global frame indices; the score maps the
 #: model to a number, lower is better.
 ScorerFactory = Callable[[np.ndarray], Callable[[CGPotential], float]]
@@ -89,95 +88,6 @@ ScorerFactory = Callable[[np.ndarray], Callable[[CGPotential], float]]
 
 class TrainingError(GnnmdError, RuntimeError):
     """Training cannot go on: the loss is not finite."""
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Optimisation settings.
-
-    Attributes:
-        epochs: maximum number of passes over the training frames.
-        batch_size: frames per optimiser step, summed over all ranks.
-        learning_rate: AdamW initial learning rate.
-        weight_decay: AdamW weight decay.
-        lr_decay_factor: learning-rate factor when validation stops improving.
-        lr_patience: epochs without improvement before the rate decays.
-        lr_schedule: "plateau" (decay by ``lr_decay_factor`` when validation stops improving)
-            or "cosine" (a half cosine per step down to ``final_learning_rate`` over ``epochs``;
-            :mod:`gnnmd.train.schedule`).
-        final_learning_rate: the rate the cosine schedule ends at (unused by "plateau").
-        early_stopping_patience: epochs without improvement before training stops.
-        validation_fraction: share of frames held out (chosen by ``seed``).
-        seed: seeds the split and the frame order.
-        max_frames: use at most this many frames (a random subset), or all.
-        force_weight: weight of the force MSE, (kJ/mol/nm)², in the loss.
-        energy_weight: weight of the per-frame energy MSE, (kJ/mol)², in the loss; above 0
-            the dataset must hold energies for every molecule.
-        select_by: what picks the best epoch and stops early: "force" (validation loss) or
-            "free_energy" (the trainer's held-out free-energy score, computed every epoch).
-        selection_replicas: replicas of each free-energy score's simulation.
-        selection_steps: steps of each replica, equilibration (a sixth) included.
-        weight_average_decay: above 0, validation, selection and ``best.pt`` use an exponential
-            moving average of the weights with this decay per step (:mod:`gnnmd.train.averaging`).
-    """
-
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    lr_decay_factor: float = 0.5
-    lr_patience: int = 2
-    lr_schedule: str = "plateau"
-    final_learning_rate: float = 1e-5
-    early_stopping_patience: int = 6
-    validation_fraction: float = 0.1
-    seed: int = 0
-    max_frames: int | None = None
-    force_weight: float = 1.0
-    energy_weight: float = 0.0
-    select_by: str = "force"
-    selection_replicas: int = 64
-    selection_steps: int = 6000
-    weight_average_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
-        if not 0.0 <= self.final_learning_rate <= self.learning_rate:
-            raise ValueError(
-                f"final_learning_rate must be in [0, learning_rate = {self.learning_rate}], "
-                f"got {self.final_learning_rate}"
-            )
-        if self.select_by not in SELECTION_CRITERIA:
-            raise ValueError(f"select_by must be one of {SELECTION_CRITERIA}, got {self.select_by!r}")
-        if not 0.0 <= self.weight_average_decay < 1.0:
-            raise ValueError(f"weight_average_decay must be in [0, 1), got {self.weight_average_decay}")
-        if self.selection_replicas < 1 or self.selection_steps < 12:
-            raise ValueError(
-                f"selection_replicas ({self.selection_replicas}) must be >= 1 and selection_steps "
-                f"({self.selection_steps}) >= 12"
-            )
-        weights = (self.force_weight, self.energy_weight)
-        if not (min(weights) >= 0 and sum(weights) > 0):
-            raise ValueError(
-                f"force_weight {self.force_weight} and energy_weight {self.energy_weight} must be >= 0, "
-                "not both zero"
-            )
-
-    @property
-    def uses_energies(self) -> bool:
-        return self.energy_weight > 0
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
-        """Build from a mapping; unknown keys raise ValueError."""
-        return from_mapping(cls, values, "training config")
 
 
 @dataclass(frozen=True)
@@ -526,27 +436,7 @@ class Trainer:
         atomic_write_bytes(self.output_dir / STATE_FILE, lambda file: torch.save(state, file))
 
     def load_state(self) -> None:
-        path = self.output_dir / STATE_FILE
-        state = load_tensors(path, "training state", self.device)  # weights_only: runs no code
-        missing = [k for k in ("network", "optimizer", "scheduler", "config", "identity") if k not in state]
-        if not isinstance(state, dict) or missing:
-            raise CheckpointError(
-                f"{path}: missing field(s) {missing} (written by an older gnnmd or not a training state); "
-                "train into a new folder, or pass --fresh to replace it"
-            )
-        # Everything but the epoch budget must match: extending a run is allowed.
-        defaults = dataclasses.asdict(TrainingConfig())  # fields added since the state was written
-        saved = {k: v for k, v in {**defaults, **state["config"]}.items() if k != "epochs"}
-        current = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "epochs"}
-        identity = self.identity()
-        for key in sorted(set(saved) | set(identity)):
-            old = saved[key] if key in saved else state["identity"].get(key)
-            new = current[key] if key in current else identity[key]
-            if old != new:
-                raise CheckpointError(
-                    f"{path}: field {key!r} is {old!r} but this run has {new!r}; a resumed run must "
-                    "train the same model on the same data: use a new output folder (or --fresh)"
-                )
+        state = read_state(self.output_dir / STATE_FILE, self.device, self.config, self.identity())
         self.model.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
