@@ -46,6 +46,7 @@ class ExportedEnergy(nn.Module):
         self.register_buffer("angles", batch.angles)
         self.register_buffer("dihedrals", batch.dihedrals)
         self.register_buffer("pairs", batch.pairs)
+        self.register_buffer("residues", batch.residues)
         # Carries the model dtype through .to()/.double(); inputs are cast to it.
         self.register_buffer("dtype_reference", torch.zeros(0))
         self.num_graphs = int(batch.ptr.shape[0] - 1)
@@ -53,9 +54,8 @@ class ExportedEnergy(nn.Module):
         self.cutoff_nm = float(potential.cutoff_nm)
 
     def batch(self) -> GraphBatch:
-        return GraphBatch(
-            self.types, self.ptr, self.graph_index, self.bonds, self.angles, self.dihedrals, self.pairs
-        )
+        return GraphBatch(self.types, self.ptr, self.graph_index, self.bonds, self.angles, self.dihedrals,
+                          self.pairs, self.residues)  # fmt: skip
 
     def boxes(self, box: Optional[Tensor]) -> Optional[Tensor]:
         """(3, 3) nm box -> (G, 3, 3), after checking the cutoff fits in it."""

@@ -30,6 +30,8 @@ class GraphBatch(NamedTuple):
         dihedrals: (D, 4) int64.
         pairs: (2, P) int64 candidate non-bonded pairs i<j within each graph,
             bonded exclusions already removed. The cutoff is applied per step.
+        residues: (N,) int64, the residue of each bead, numbered across the batch (beads of two
+            graphs never share one): for priors that leave out pairs within a residue.
     """
 
     types: Tensor
@@ -39,6 +41,7 @@ class GraphBatch(NamedTuple):
     angles: Tensor
     dihedrals: Tensor
     pairs: Tensor
+    residues: Tensor
 
 
 #: Appended to the type of a molecule's first and last bead by models with terminal types.
@@ -89,6 +92,16 @@ def resolve_types(
     return np.array([index[t] for t in names], dtype=np.int64)
 
 
+def residue_numbers(topology: CGTopology) -> np.ndarray:
+    """(n,) int64 residue of each bead from 0: a new residue wherever the chain, the residue id or
+    the residue name changes from the bead before."""
+    if topology.n_beads == 0:
+        return np.zeros(0, dtype=np.int64)
+    keys = list(zip(topology.chain_ids, topology.residue_ids.tolist(), topology.residue_names, strict=True))
+    starts = [False] + [keys[i] != keys[i - 1] for i in range(1, len(keys))]
+    return np.cumsum(starts).astype(np.int64)
+
+
 def candidate_pairs(n_beads: int, excluded: np.ndarray) -> np.ndarray:
     """All pairs i<j of one graph minus ``excluded`` ((X, 2), i<j); returns (2, P) int64."""
     i, j = np.triu_indices(n_beads, k=1)
@@ -119,9 +132,9 @@ def pack(
     """
     if len(topologies) == 0:
         raise ValueError("pack() needs at least one topology")
-    types, bonds, angles, dihedrals, pairs, sizes = [], [], [], [], [], []
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    offset = 0
+    types, bonds, angles, dihedrals, pairs, sizes, residues = [], [], [], [], [], [], []
+    cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    offset = residue_offset = 0
     for topology in topologies:
         # Replicas share one topology object: resolve it once.
         if id(topology) not in cache:
@@ -129,9 +142,12 @@ def pack(
             cache[id(topology)] = (
                 resolve_types(topology, vocabulary, terminal_types),
                 candidate_pairs(topology.n_beads, excluded),
+                residue_numbers(topology),
             )
-        type_index, graph_pairs = cache[id(topology)]
+        type_index, graph_pairs, graph_residues = cache[id(topology)]
         types.append(type_index)
+        residues.append(graph_residues + residue_offset)
+        residue_offset += int(graph_residues[-1]) + 1 if len(graph_residues) else 0
         bonds.append(topology.bonds + offset)
         angles.append(topology.angles + offset)
         dihedrals.append(topology.dihedrals + offset)
@@ -154,6 +170,7 @@ def pack(
         angles=cat(angles, 3),
         dihedrals=cat(dihedrals, 4),
         pairs=torch.as_tensor(np.concatenate(pairs, axis=1), device=device),
+        residues=torch.as_tensor(np.concatenate(residues), device=device),
     )
 
 

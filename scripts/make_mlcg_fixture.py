@@ -23,6 +23,9 @@ Two models, random weights and priors near chignolin's geometry, units Å and kc
   ``build_opeps_connectivity_matrix``, angles and dihedrals from ``get_n_paths``, repulsion on
   ``make_non_bonded_set`` (pairs more than two bonds apart); trainable Gaussian basis with a
   CosineCutoff; SiLU; readout widths [10].
+* ``opeps_residue``: the ``opeps`` model file itself, evaluated with the repulsion on
+  ``make_non_bonded_set`` with its default ``residue_exclusion`` (no pair within one residue):
+  which pairs a prior acts on is not in an mlcg model file, only the reference changes.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def _terms_ca(m: dict, traj: mdtraj.Trajectory, special_terminal: bool = False):
     return keep, torch.tensor(atom_types), lists
 
 
-def _terms_opeps(m: dict, traj: mdtraj.Trajectory):
+def _terms_opeps(m: dict, traj: mdtraj.Trajectory, residue_exclusion: bool = False):
     order = ("N", "CA", "CB", "C", "O")
     keep, resnames = [], []
     for residue in traj.topology.residues:
@@ -122,8 +125,11 @@ def _terms_opeps(m: dict, traj: mdtraj.Trajectory):
         "bonds": bonds,
         "angles": m["mlcg_topology"].get_n_paths(connectivity, n=3),
         "dihedrals": m["mlcg_topology"].get_n_paths(connectivity, n=4),
-        "repulsion": m["projection"].make_non_bonded_set(topology, 3, None, residue_exclusion=False),
-    }
+        "repulsion": m["projection"].make_non_bonded_set(
+            topology, 3, m["projection"].make_opep_residue_indices(resnames) if residue_exclusion else None,
+            residue_exclusion=residue_exclusion,
+        ),
+    }  # fmt: skip
     return keep, torch.tensor(atom_types), lists
 
 
@@ -222,11 +228,13 @@ def _evaluate(m: dict, model, atom_types, lists, frames: np.ndarray):
 
 
 #: Each fixture model: its terms and the seed of its own random generator, or None: the generator ca
-#: and opeps share (seeded 20261128, drawn by ca first: regenerate those two together).
+#: and opeps share (seeded 20261128, drawn by ca first: regenerate those two together), or the name
+#: of the fixture whose model file it evaluates (with other term lists).
 KINDS = {
     "ca": (_terms_ca, None),
     "ca_terminal": (lambda m, traj: _terms_ca(m, traj, special_terminal=True), 20261129),
     "opeps": (_terms_opeps, None),
+    "opeps_residue": (lambda m, traj: _terms_opeps(m, traj, residue_exclusion=True), "opeps"),
 }
 SHARED_SEED = 20261128
 
@@ -251,14 +259,17 @@ def main() -> None:
     shared = torch.Generator().manual_seed(SHARED_SEED)
     for kind in args.kinds:
         seed = KINDS[kind][1]
-        generator = shared if seed is None else torch.Generator().manual_seed(seed)
         keep, atom_types, lists = KINDS[kind][0](m, traj)
         native = traj.xyz[0, keep] * 10.0  # Å
         noise = np.random.default_rng(7).normal(scale=0.25, size=(3, *native.shape))
         frames = np.concatenate([native[None], native[None] + noise]).astype(np.float64)
-        torch.manual_seed(0)
-        model = _model(m, kind, atom_types, lists, native, generator)
-        torch.save(model, args.output / f"{kind}_model.pt")
+        if isinstance(seed, str):  # another fixture's model file (the source library's pickle)
+            model = torch.load(args.output / f"{seed}_model.pt", weights_only=False)
+        else:
+            generator = shared if seed is None else torch.Generator().manual_seed(seed)
+            torch.manual_seed(0)
+            model = _model(m, kind, atom_types, lists, native, generator)
+            torch.save(model, args.output / f"{kind}_model.pt")
         energies, forces = _evaluate(m, model, atom_types, lists, frames)
         np.savez(
             args.output / f"{kind}_reference.npz",

@@ -156,6 +156,7 @@ def convert(
             use_priors=True,
             prior_terms=tuple(options["terms"]),
             repulsion_exclusions=tuple(options["repulsion_exclusions"]),
+            repulsion_residue_exclusion=options["residue_exclusion"],
         )
     model = CGPotential(config, vocabulary, prior_set).double()
     if prior_set is not None:

@@ -35,10 +35,14 @@ from gnnmd.nn.priors.base import canonical_tuple, tuple_keys
 
 #: The repulsion's neighbour list: ``all`` is mlcg's ``Repulsion.neighbor_list`` ("fully
 #: connected": every ordered pair, so each pair counts twice); ``nonbonded`` is
-#: ``make_non_bonded_set`` without residue exclusion (pairs more than two bonds apart, once).
+#: ``make_non_bonded_set`` without residue exclusion (pairs more than two bonds apart, once), and
+#: ``nonbonded-residue`` with it (also no pair within one residue: for the 5bead mapping, N–O and
+#: CB–O of each residue).
 REPULSION_PAIRS = {
     "all": "every bead pair, both orders (mlcg's fully connected list)",
     "nonbonded": "pairs more than two bonds apart, once (mlcg's make_non_bonded_set)",
+    "nonbonded-residue": "pairs more than two bonds apart and in different residues, once "
+    "(make_non_bonded_set with residue_exclusion, its default)",
 }
 
 _WRAPPERS = ("mlcg.nn.gradients.GradientsOut", "mlcg.nn.gradients.EnergyOut")
@@ -116,10 +120,13 @@ def build_priors(
         rows = _rows(priors.get(term, []), term, source, prior_type_of)
         tables[term] = _TABLES[term](rows, len(atom_types), to_nm, to_kj, repulsion_pairs)
     prior_set = PriorSet([f"mlcg type {t}" for t in atom_types], bead_to_prior, tables, cutoff_nm)
-    exclusions = (1, 2) if repulsion_pairs == "nonbonded" and "repulsion" in priors else ()
+    nonbonded = repulsion_pairs.startswith("nonbonded") and "repulsion" in priors
+    exclusions = (1, 2) if nonbonded else ()
     terms = [term for term in ("bonds", "angles", "dihedrals", "repulsion") if term in priors]
     parts = {term: [name for name, _ in found] for term, found in priors.items()}
-    return prior_set, {"terms": terms, "repulsion_exclusions": exclusions, "tables": tables, "parts": parts}
+    residue_exclusion = nonbonded and repulsion_pairs == "nonbonded-residue"
+    return prior_set, {"terms": terms, "repulsion_exclusions": exclusions, "tables": tables, "parts": parts,
+                       "residue_exclusion": residue_exclusion}  # fmt: skip
 
 
 def _rows(

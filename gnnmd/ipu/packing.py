@@ -342,12 +342,13 @@ def build_layout(
         raise ValueError(f"{len(packs)} GraphBatches for a plan of {plan.num_packs} packs")
     shape = _shape(packs, plan)
     length = shape["L"]
-    names = ("types", "ptr", "bonds", "angles", "dihedrals", "pairs", "pair_mask", "node_mask")
+    names = ("types", "ptr", "bonds", "angles", "dihedrals", "pairs", "pair_mask", "node_mask", "residues")
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for index, pack in enumerate(packs):
         local = _pack_arrays(pack, shape)
         node_base = index * length
         parts["types"].append(local["types"])
+        parts["residues"].append(local["residues"] + node_base)
         parts["node_mask"].append(local["node_mask"])
         parts["ptr"].append(local["ptr"][:-1] + node_base)
         for name in ("bonds", "angles", "dihedrals", "pairs"):
@@ -370,6 +371,7 @@ def build_layout(
         angles=tensor(np.concatenate(parts["angles"])),
         dihedrals=tensor(np.concatenate(parts["dihedrals"])),
         pairs=tensor(candidates.transpose(1, 0, 2).reshape(2, -1)),
+        residues=tensor(np.concatenate(parts["residues"])),
     )
     batch = StaticBatch(graphs, tensor(np.stack(parts["node_mask"])), tensor(candidates),
                         tensor(np.stack(parts["pair_mask"])))  # fmt: skip
@@ -410,12 +412,16 @@ def _pack_arrays(pack: GraphBatch, shape: dict[str, int]) -> dict[str, np.ndarra
     types[:real] = pack.types.cpu().numpy()
     node_mask = np.zeros(length, dtype=bool)
     node_mask[:real] = True
+    # Each padding node its own residue, above the pack's real ones (fewer than its real nodes).
+    residues = np.arange(length, dtype=np.int64)
+    residues[:real] = pack.residues.cpu().numpy()
     pairs = pack.pairs.cpu().numpy()
     padded_pairs = _pad_rows(pairs.T, shape["pairs"], sinks[:2]).T
     pair_mask = np.zeros(shape["pairs"], dtype=bool)
     pair_mask[: pairs.shape[1]] = True
     return {
         "types": types,
+        "residues": residues,
         "node_mask": node_mask,
         "ptr": np.concatenate([[0], np.cumsum(counts)]),
         "bonds": _pad_rows(pack.bonds.cpu().numpy(), shape["bonds"], sinks[:2]),

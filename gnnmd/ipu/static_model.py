@@ -62,7 +62,7 @@ class StaticPotential(nn.Module):
         packs, length = batch.node_mask.shape
         self.num_packs, self.nodes_per_pack = int(packs), int(length)
         self.graphs_per_pack = int(batch.graphs.ptr.shape[0] - 1) // self.num_packs - 1
-        for name in ("types", "ptr", "graph_index", "bonds", "angles", "dihedrals"):
+        for name in ("types", "ptr", "graph_index", "bonds", "angles", "dihedrals", "residues"):
             self.register_buffer(name, getattr(batch.graphs, name).clone())
         for name in ("node_mask", "candidates", "candidate_mask"):
             self.register_buffer(name, getattr(batch, name).clone())
@@ -75,7 +75,7 @@ class StaticPotential(nn.Module):
     def load(self, batch: StaticBatch) -> None:
         """Copy another layout of the same shapes in place (no recompile, CUDA graphs stay valid)."""
         new = {**batch.graphs._asdict(), **batch._asdict()}
-        for name in ("types", "ptr", "graph_index", "bonds", "angles", "dihedrals", "node_mask",
+        for name in ("types", "ptr", "graph_index", "bonds", "angles", "dihedrals", "residues", "node_mask",
                      "candidates", "candidate_mask"):  # fmt: skip
             buffer = getattr(self, name)
             if tuple(new[name].shape) != tuple(buffer.shape):
@@ -117,8 +117,8 @@ class StaticPotential(nn.Module):
         padding = self.padding_positions.to(positions.dtype)
         x = torch.where(mask, positions, padding).reshape(packs * length, 3)
         pairs, valid, counts = self.compact_pairs(x)
-        graphs = (self.types, self.ptr, self.graph_index, self.bonds, self.angles, self.dihedrals)
-        batch = GraphBatch(*graphs, pairs)
+        batch = GraphBatch(self.types, self.ptr, self.graph_index, self.bonds, self.angles, self.dihedrals,
+                          pairs, self.residues)  # fmt: skip
         pairs, distances = masked_within_cutoff(x, pairs, valid, self.graph_index, self.cutoff_nm)
         # Slot G of each pack takes the padding nodes' bead energies and the padding terms: dropped here.
         energy = self.model.energy_from_pairs(x, batch, pairs, distances)

@@ -55,6 +55,8 @@ class PotentialConfig:
             prior leaves out beyond those ``exclusion_order`` removes from every pair list:
             TorchMD's priors exclude the bonded pairs its force terms list from the repulsion,
             while its networks see every pair. Needs a bonded graph without rings.
+        repulsion_residue_exclusion: the repulsion prior also leaves out every pair within one
+            residue (mlcg's ``make_non_bonded_set`` with ``residue_exclusion``); the network sees them.
         repulsion_shift: shift the repulsion to zero at the cutoff (False: TorchMD's unshifted form).
         prior_terms: the prior terms that contribute (a subset of ``PRIOR_TERMS``).
         readout_activation: the readout MLP's activation when it differs from ``activation``
@@ -77,6 +79,7 @@ class PotentialConfig:
     neighbor_embedding: bool = False
     readout_hidden_layers: int = 0
     repulsion_exclusions: Tuple[int, ...] = ()
+    repulsion_residue_exclusion: bool = False
     repulsion_shift: bool = True
     prior_terms: Tuple[str, ...] = PRIOR_TERMS
     readout_activation: Optional[str] = None
@@ -176,6 +179,7 @@ class CGPotential(nn.Module):
         # The config is where these live (it travels in checkpoints); the prior set computes them.
         self.priors.repulsion.shift = bool(config.repulsion_shift)
         self.priors.repulsion_exclusions = list(config.repulsion_exclusions)
+        self.priors.residue_exclusion = bool(config.repulsion_residue_exclusion)
         self.priors.terms = list(config.prior_terms)
         #: Pair distances through a registered op on CPU, unfiltered
         #: (:class:`gnnmd.kernels.native_geometry.NativePairDistances`, set by the tabulated backend,

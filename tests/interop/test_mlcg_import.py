@@ -32,7 +32,14 @@ from gnnmd.systems import load_system
 DATA = Path(__file__).parent / "data" / "mlcg"
 KCAL = 4.184  # kJ per kcal, checked against openmm.unit in tests/unit/test_units.py
 #: fixture -> (gnnmd mapping, the repulsion list the fixture's model used)
-FIXTURES = {"ca": ("ca", "all"), "ca_terminal": ("ca", "all"), "opeps": ("5bead", "nonbonded")}
+FIXTURES = {
+    "ca": ("ca", "all"),
+    "ca_terminal": ("ca", "all"),
+    "opeps": ("5bead", "nonbonded"),
+    "opeps_residue": ("5bead", "nonbonded-residue"),
+}
+#: Fixtures that evaluate another fixture's model file (with other term lists).
+MODEL_FILE = {"opeps_residue": "opeps"}
 
 
 def reference(kind: str) -> dict[str, np.ndarray]:
@@ -41,7 +48,7 @@ def reference(kind: str) -> dict[str, np.ndarray]:
 
 def imported(kind: str, **options):
     mapping, pairs = FIXTURES[kind]
-    path = DATA / f"{kind}_model.pt"
+    path = DATA / f"{MODEL_FILE.get(kind, kind)}_model.pt"
     return import_mlcg(path, topology="chignolin", mapping=mapping, repulsion_pairs=pairs, **options)
 
 
@@ -83,8 +90,11 @@ def test_gnnmd_topology_is_the_one_mlcg_built(kind):
     n = topology.n_beads
     if mapping == "ca":  # fully connected: every pair
         assert pairs == {(i, j) for i in range(n) for j in range(i + 1, n)}
-    else:  # more than two bonds apart
+    else:  # more than two bonds apart (and, with the residue exclusion, in different residues)
         near = terms(topology.bonds) | terms(topology.angles[:, [0, 2]])
+        if kind == "opeps_residue":
+            same = topology.residue_ids[:, None] == topology.residue_ids[None, :]
+            near |= {(i, j) for i in range(n) for j in range(i + 1, n) if same[i, j]}
         assert pairs == {(i, j) for i in range(n) for j in range(i + 1, n)} - near
 
 
@@ -310,3 +320,40 @@ def test_histidine_spellings_take_mlcg_types(spelling, expected):
     assert names[0] == "TYR.CA-terminal" and topology.replicate(2).residue_variants[13] == spelling
     own = ["HIS.CA", *sorted({t for t in topology.bead_types if t != "HIS.CA"})]
     assert model_bead_types(topology, own)[3] == "HIS.CA"  # a vocabulary without HSD: the canonical type
+
+
+@pytest.mark.parametrize("backend, tolerance", [("fused", 1e-6), ("tabulated", 1e-3)])
+def test_residue_exclusion_on_fast_backends_and_in_torchscript(tmp_path, backend, tolerance):
+    """The residue-excluded repulsion (mlcg's make_non_bonded_set default) through the native prior
+    ops (tabulated), the fused kernels and a TorchScript export, against mlcg's forces."""
+    from gnnmd.export import export_potential
+
+    model, topology = imported("opeps_residue")
+    assert model.config.repulsion_residue_exclusion
+    data = reference("opeps_residue")
+    frames = data["positions_angstrom"] * 0.1
+    expected = data["forces_kcal_per_mol_per_angstrom"] * KCAL * 10.0
+    scale = float(np.sqrt((expected**2).mean()))
+    fast = use_backend(model, backend)
+    _, forces = energies_and_forces(fast, topology, frames)
+    assert float(np.sqrt(((forces - expected) ** 2).mean())) <= tolerance * scale
+    exported = export_potential(fast, topology, dtype=torch.float64)  # TorchScript
+    energy = float(exported(torch.tensor(frames[1])))
+    assert energy == pytest.approx(data["energy_kcal_per_mol"][1] * KCAL, rel=max(tolerance, 1e-9))
+
+
+def test_residue_exclusion_in_static_packs(one_thread):
+    """Fixed-size packs (the IPU path) number residues per pack and give each padding node its own:
+    three chignolins in packs of two equal the dynamic batch."""
+    from gnnmd.ipu.static_model import StaticEvaluator, build_static
+
+    model, topology = imported("opeps_residue")
+    frames = reference("opeps_residue")["positions_angstrom"][1:] * 0.1
+    x = torch.tensor(np.concatenate(frames), dtype=torch.float64)
+    topologies = [topology] * len(frames)
+    static, layout = build_static(model, topologies, x, target_nodes=2 * topology.n_beads + 4)
+    assert layout.num_packs == 2
+    energies, forces = StaticEvaluator(layout, static, static.max_edges, model.cutoff_nm)(x)
+    expected_energies, expected_forces = model.energy_and_forces(x, model.pack(topologies))
+    torch.testing.assert_close(energies, expected_energies, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(forces, expected_forces, rtol=1e-10, atol=1e-9)

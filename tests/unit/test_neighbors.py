@@ -87,3 +87,19 @@ def test_pack_offsets_and_pointers(chignolin, villin):
     assert torch.equal(
         batch.bonds[-len(chignolin.topology.bonds) :] - (n_c + n_v), torch.tensor(chignolin.topology.bonds)
     )
+
+
+def test_residues_are_numbered_across_the_batch(chignolin, villin):
+    """Each bead's residue, numbered on from one graph to the next, so no two graphs share one."""
+    from gnnmd.graph import pack, residue_numbers
+
+    chig = residue_numbers(chignolin.topology)
+    assert chig[:5].tolist() == [0, 0, 0, 0, 0] and int(chig[-1]) == 9  # 5 beads of TYR 1, ten residues
+    vocabulary = sorted(set(chignolin.topology.bead_types) | set(villin.topology.bead_types))
+    batch = pack([chignolin.topology, villin.topology, chignolin.topology], vocabulary, 2)
+    residues = batch.residues.numpy()
+    sizes = np.diff(batch.ptr.numpy())
+    parts = np.split(residues, np.cumsum(sizes)[:-1])
+    assert parts[0].tolist() == chig.tolist()
+    assert parts[1][0] == 10 and parts[2][0] == parts[1][-1] + 1
+    assert np.all(np.diff(residues) >= 0)

@@ -63,6 +63,9 @@ class PriorSet(nn.Module):
         #: Bonded separations (1, 2, 3) inside the pair list that the repulsion leaves out
         #: (set from the model config; see PotentialConfig.repulsion_exclusions).
         self.repulsion_exclusions: List[int] = []
+        #: The repulsion leaves out pairs within one residue (mlcg's ``residue_exclusion``; set from
+        #: the model config, PotentialConfig.repulsion_residue_exclusion).
+        self.residue_exclusion = False
         #: The terms that contribute (set from the model config; a model without, e.g., an angle
         #: term neither computes angles nor needs parameters for them).
         self.terms: List[str] = list(PRIOR_TERMS)
@@ -112,7 +115,10 @@ class PriorSet(nn.Module):
         if "repulsion" not in self.terms:
             return energy
         pair_types = self.term_types(batch, pairs.t())
-        energy = energy.index_add(0, graph[pairs[0]], self.repulsion(distances, pair_types))
+        repulsion = self.repulsion(distances, pair_types)
+        if self.residue_exclusion:  # a mask, not a selection: static shapes stay static
+            repulsion = repulsion * self._residues_apart(batch, pairs).to(repulsion.dtype)
+        energy = energy.index_add(0, graph[pairs[0]], repulsion)
         for separation in self.repulsion_exclusions:
             energy = energy - self._excluded_repulsion(positions, batch, separation, num_graphs, box)
         return energy
@@ -136,7 +142,12 @@ class PriorSet(nn.Module):
         ]  # fmt: skip
         repulsion = self.repulsion
         tables = [repulsion.keys, repulsion.sigma, repulsion.epsilon] if "repulsion" in self.terms else []
-        excluded = [self._bonded_ends(batch, order).t().contiguous() for order in self.repulsion_exclusions]
+        excluded = [self._bonded_ends(batch, order).t() for order in self.repulsion_exclusions]
+        if self.residue_exclusion:
+            apart = self._residues_apart(batch, pairs)
+            pairs, distances = pairs[:, apart], distances[apart]
+            excluded = [ends[:, self._residues_apart(batch, ends)] for ends in excluded]
+        excluded = [ends.contiguous() for ends in excluded]
         kernel = self.kernel
         assert kernel is not None
         return kernel(
@@ -153,6 +164,10 @@ class PriorSet(nn.Module):
             return batch.angles[:, 0::2]
         return batch.dihedrals[:, 0::3]
 
+    def _residues_apart(self, batch: GraphBatch, pairs: Tensor) -> Tensor:
+        """(E,) bool: the two beads of each pair (2, E) are in different residues."""
+        return batch.residues[pairs[0]] != batch.residues[pairs[1]]
+
     def _used(self, term: str, indices: Tensor) -> Tensor:
         """``indices`` where ``term`` contributes, else none of them."""
         return indices if term in self.terms else indices[:0]
@@ -165,6 +180,8 @@ class PriorSet(nn.Module):
         ends = self._bonded_ends(batch, separation)
         distances = bond_lengths(positions, ends, batch.graph_index, box)
         inside = distances < self.repulsion.cutoff_nm
+        if self.residue_exclusion:  # left out of the repulsion already: nothing to take back
+            inside = inside & self._residues_apart(batch, ends.t())
         # Outside pairs get a harmless distance: they are masked, but must not divide by zero.
         safe = torch.where(inside, distances, torch.full_like(distances, self.repulsion.cutoff_nm))
         values = self.repulsion(safe, self.term_types(batch, ends)) * inside.to(distances.dtype)
@@ -178,13 +195,23 @@ class PriorSet(nn.Module):
             "bond": (self.bonds, batch.bonds),
             "angle": (self.angles, batch.angles),
             "dihedral": (self.dihedrals, batch.dihedrals),
-            "repulsion": (self.repulsion, batch.pairs.t()),
+            "repulsion": (self.repulsion, self._repulsion_pairs(batch).t()),
         }
         for label, (term, indices) in terms.items():
             if f"{label}s" in self.terms or label in self.terms:
                 check_coverage(term, self.term_types(batch, indices), self.prior_types, label, source)
         if self.repulsion_exclusions and "repulsion" in self.terms:
             _check_tree(batch, source)
+
+    @torch.jit.unused
+    def _repulsion_pairs(self, batch: GraphBatch) -> Tensor:
+        """(2, P) the pairs of ``batch`` that need repulsion parameters: all, or with a residue
+        exclusion those between residues. (Pairs that repulsion_exclusions take back are computed
+        first, so they need parameters too.)"""
+        pairs = batch.pairs
+        if self.residue_exclusion:
+            pairs = pairs[:, self._residues_apart(batch, pairs)]
+        return pairs
 
     @torch.jit.unused
     def set_values(self, tables: Dict[str, Dict[str, Tensor]]) -> None:
