@@ -68,6 +68,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the cosine schedule ends (default 1e-5)",
     )  # fmt: skip
     parser.add_argument(
+        "--refine-dihedral-priors", type=int, default=0, metavar="ITERATIONS",
+        help="refine the dihedral priors by this many iterations of Boltzmann inversion against "
+        "simulations of the priors alone, before the first epoch (0: off; one process: under "
+        "torchrun, start without it, then resume)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--refine-replicas", type=int, default=256, help="replicas of each refinement simulation (256)"
+    )
+    parser.add_argument(
+        "--refine-steps", type=int, default=20000, help="2 fs steps of each refinement replica (20000)"
+    )
+    parser.add_argument(
         "--patience", type=int, default=6,
         help="stop after this many epochs without improvement of the selection criterion (6)",
     )  # fmt: skip
@@ -111,6 +123,37 @@ def free_energy_scorer(config, dataset, temperature_k: float):
     return lambda held_out: HeldOutFreeEnergy(dataset, held_out, settings)
 
 
+def prior_refinement(dataset, args: argparse.Namespace):
+    """(its settings record, the Trainer's ``prepare``) of ``--refine-dihedral-priors``, or (None, None)."""
+    if not args.refine_dihedral_priors:
+        return None, None
+    import dataclasses
+    import os
+
+    from gnnmd.train.prior_refinement import RefinementSettings, refine_dihedral_priors
+    from gnnmd.train.setup import REFINE_FRAMES, prior_structures
+
+    settings = RefinementSettings(
+        iterations=args.refine_dihedral_priors, replicas=args.refine_replicas, steps=args.refine_steps,
+        seed=args.seed,
+    )  # fmt: skip
+    record = {"settings": dataclasses.asdict(settings)}
+
+    def prepare(model) -> dict:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise SystemExit(
+                "--refine-dihedral-priors simulates on one process: start the run without torchrun "
+                "(one epoch is enough; the refined priors go into its state), then resume under torchrun"
+            )
+        history = refine_dihedral_priors(
+            model, prior_structures(dataset, REFINE_FRAMES), args.temperature_k, settings
+        )
+        js = [{str(key): value for key, value in step.items()} for step in history]
+        return {"prior_refinement": {**record, "dihedral_js_before_each_iteration": js}}
+
+    return record, prepare
+
+
 def run(args: argparse.Namespace) -> int:
     from gnnmd.data.dataset import ForceDataset
     from gnnmd.train import Trainer, TrainingConfig
@@ -132,8 +175,11 @@ def run(args: argparse.Namespace) -> int:
         "description": f"force matching on {args.data.name} ({', '.join(dataset.molecules)})",
         "temperature_k": args.temperature_k,
     }
+    refinement, prepare = prior_refinement(dataset, args)
+    if refinement is not None:
+        metadata["prior_refinement"] = refinement
     scorer_for = free_energy_scorer(config, dataset, args.temperature_k)
-    trainer = Trainer(model, dataset, config, args.output, args.device, metadata, scorer_for)
+    trainer = Trainer(model, dataset, config, args.output, args.device, metadata, scorer_for, prepare)
     history = trainer.run(resume=not args.fresh)
     if trainer.rank == 0:
         for row in history:

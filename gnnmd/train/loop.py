@@ -132,6 +132,9 @@ class Trainer:
         metadata: stored in ``best.pt`` (e.g. data provenance); ``trained`` is set here.
         scorer_for: builds the held-out free-energy score from the validation frames; needed
             with ``config.select_by == "free_energy"``.
+        prepare: adjusts the model once before the first epoch of a new run (e.g. refines its
+            dihedral priors, :mod:`gnnmd.train.prior_refinement`); returns entries for the
+            metadata. The prior tables are part of the training state, so a resumed run keeps them.
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         metadata: Mapping[str, Any] | None = None,
         scorer_for: ScorerFactory | None = None,
+        prepare: Callable[[CGPotential], dict] | None = None,
     ) -> None:
         self.device = local_device(device)  # cuda:LOCAL_RANK under torchrun
         self.rank, self.world = init_from_environment(self.device)
@@ -152,6 +156,7 @@ class Trainer:
         self.config = config
         self.output_dir = Path(output_dir)
         self.metadata = dict(metadata or {})
+        self.prepare = prepare
         self.groups = trajectory_groups(dataset)
         self.train_frames, self.val_frames = split_frames(len(dataset), config, self.groups)
         self.loader = BatchLoader(dataset, model, self.device, energies=config.uses_energies)
@@ -204,6 +209,8 @@ class Trainer:
                 "model_config": dataclasses.asdict(self.model.config),
                 "vocabulary": list(self.model.vocabulary),
                 "temperature_k": self.metadata.get("temperature_k"),
+                # Refined dihedral priors (gnnmd.train.prior_refinement) are part of the model.
+                "prior_refinement": (self.metadata.get("prior_refinement") or {}).get("settings"),
             }
         return self._identity
 
@@ -324,6 +331,8 @@ class Trainer:
         try:
             if resume and (self.output_dir / STATE_FILE).is_file():
                 self.load_state()
+            elif self.prepare is not None:
+                self.metadata.update(self.prepare(self.model))
             return self._train()
         finally:
             lock.release()
@@ -429,6 +438,8 @@ class Trainer:
             "identity": self.identity(),
             "best_written": self.best_written,
             "weight_average": None if self.average is None else self.average.state(),
+            "priors": self.model.priors.tables(),
+            "prior_refinement": self.metadata.get("prior_refinement"),
         }
 
     def save_state(self) -> None:
@@ -438,6 +449,10 @@ class Trainer:
     def load_state(self) -> None:
         state = read_state(self.output_dir / STATE_FILE, self.device, self.config, self.identity())
         self.model.network.load_state_dict(state["network"])
+        if "priors" in state:  # states from before the priors were saved: refitted identically
+            self.model.priors.set_values(state["priors"])
+        if state.get("prior_refinement") is not None:
+            self.metadata["prior_refinement"] = state["prior_refinement"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best_val, self.bad_epochs = state["epoch"], state["best_val"], state["bad_epochs"]

@@ -12,6 +12,18 @@ from gnnmd.nn.priors.fit import fit_boltzmann_priors
 
 #: Frames per molecule used for the prior histograms (spread evenly over the data).
 PRIOR_FRAMES = 5000
+#: Frames per molecule the refinement of the dihedral priors compares its simulations with.
+REFINE_FRAMES = 20000
+
+
+def prior_structures(dataset: ForceDataset, frames: int) -> list[tuple]:
+    """(topology, (F, n, 3) nm) per molecule: up to ``frames`` frames spread evenly over its data."""
+    structures = []
+    for molecule, topology in enumerate(dataset.topologies):
+        count = int(dataset.offsets[molecule + 1] - dataset.offsets[molecule])
+        chosen = np.unique(spread_indices(count, min(count, frames)))
+        structures.append((topology, dataset.frames(molecule, chosen)[0]))
+    return structures
 
 
 def model_for_dataset(
@@ -38,11 +50,7 @@ def model_for_dataset(
     vocabulary = sorted({t for topology in dataset.topologies for t in topology.bead_types})
     if not config.use_priors:
         return _seeded_model(config, vocabulary, None, seed)
-    structures = []
-    for molecule, topology in enumerate(dataset.topologies):
-        count = int(dataset.offsets[molecule + 1] - dataset.offsets[molecule])
-        chosen = np.unique(spread_indices(count, min(count, prior_frames)))
-        structures.append((topology, dataset.frames(molecule, chosen)[0]))
+    structures = prior_structures(dataset, prior_frames)
     identity = np.arange(len(vocabulary))
     tables = fit_boltzmann_priors(
         structures, vocabulary, identity, vocabulary, config.exclusion_order, config.cutoff_nm, temperature_k

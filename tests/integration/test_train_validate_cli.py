@@ -96,3 +96,38 @@ def test_validate_needs_a_reference(capsys):
 def test_train_rejects_unknown_model_config(ala2_data, tmp_path, capsys):
     assert main(["train", "--data", str(ala2_data), "-o", str(tmp_path), "--model-config", "huge"]) == 2
     assert "--model-config 'huge'" in capsys.readouterr().err
+
+
+def test_train_with_refined_dihedral_priors(ala2_data, tmp_path, capsys):
+    """--refine-dihedral-priors: refined before the first epoch, recorded in best.pt, kept by a resume
+    (the state holds the priors); a resume with other refinement settings is refused."""
+    import torch
+
+    from gnnmd.models import load_model
+    from gnnmd.safe_load import load_tensors
+
+    run = tmp_path / "run"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8,
+                                  "cutoff_nm": 1.0}))  # fmt: skip
+    argv = ["train", "--data", str(ala2_data), "-o", str(run), "--model-config", str(config), "--epochs", "1",
+            "--batch-size", "64", "--max-frames", "600", "--refine-dihedral-priors", "1",
+            "--refine-replicas", "8", "--refine-steps", "60"]  # fmt: skip
+    assert main(argv) == 0
+    model = load_model(str(run / "best.pt"))
+    record = model.metadata["prior_refinement"]
+    assert record["settings"]["iterations"] == 1 and len(record["dihedral_js_before_each_iteration"]) == 1
+    unrefined = main(["train", "--data", str(ala2_data), "-o", str(tmp_path / "plain"), "--model-config",
+                      str(config), "--epochs", "1", "--batch-size", "64", "--max-frames", "600"])  # fmt: skip
+    assert unrefined == 0
+    plain = load_model(str(tmp_path / "plain" / "best.pt"))
+    assert not torch.equal(plain.priors.dihedrals.cos_coefficients, model.priors.dihedrals.cos_coefficients)
+    torch.testing.assert_close(plain.priors.bonds.k, model.priors.bonds.k)
+    capsys.readouterr()
+    assert main([*argv[:8], "2", *argv[9:]]) == 0  # more epochs: the run resumes with its priors
+    state = load_tensors(run / "train_state.pt", "training state", "cpu")
+    assert state["epoch"] == 2 and state["prior_refinement"] == record
+    refined = model.priors.dihedrals.cos_coefficients
+    torch.testing.assert_close(state["priors"]["dihedrals"]["cos_coefficients"].to(refined.dtype), refined)
+    assert main([*argv[:-5], "2", *argv[-4:]]) != 0  # two iterations now: refused
+    assert "prior_refinement" in capsys.readouterr().err
