@@ -39,6 +39,7 @@ CANDIDATES = {
     "w64-chiral-averaged": {"hidden_channels": 64, "num_filters": 64, **CHIRAL},
     "w64-chiral-cosine": {"hidden_channels": 64, "num_filters": 64, **CHIRAL},
     "w128-chiral-cosine": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
+    "w128-chiral-ibi": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
 }
 #: A rate that decays to 1e-5 along a half cosine, the weights averaged over the last ~1000 steps.
 COSINE = ["--lr-schedule", "cosine", "--final-learning-rate", "1e-5", "--weight-average-decay", "0.999",
@@ -48,6 +49,9 @@ EXTRA_TRAINING = {
     "w64-chiral-averaged": ["--weight-average-decay", "0.999", "--patience", "100"],
     "w64-chiral-cosine": COSINE,
     "w128-chiral-cosine": COSINE,
+    # The same on dihedral priors refined by iterative Boltzmann inversion (the priors alone then
+    # put α_R where the data have it).
+    "w128-chiral-ibi": [*COSINE, "--refine-dihedral-priors", "2"],
 }
 TRAINING = ["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "0", "--validation-fraction", "0.2",
             "--select-by", "free_energy"]  # fmt: skip
