@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from gnnmd.analysis.distributions import histogram, jensen_shannon
-from gnnmd.nn.priors.ibi import corrected_dihedral, fourier_energy
+from gnnmd.nn.priors.fit import fourier_energy
+from gnnmd.nn.priors.ibi import corrected_dihedral
 from gnnmd.train.prior_refinement import RefinementSettings, refine_dihedral_priors
 from tests.conftest import perturbed
 

@@ -230,13 +230,20 @@ def _least_squares_fourier(
     return solution[1 : harmonics + 1], solution[harmonics + 1 :]
 
 
+def fourier_energy(
+    angles: np.ndarray, cos_coefficients: np.ndarray, sin_coefficients: np.ndarray
+) -> np.ndarray:
+    """Σₙ aₙ cos nφ + bₙ sin nφ (kJ/mol) at ``angles`` (rad); n = 1..H."""
+    n = np.arange(1, len(cos_coefficients) + 1)
+    return np.cos(np.outer(angles, n)) @ cos_coefficients + np.sin(np.outer(angles, n)) @ sin_coefficients
+
+
 def _well_behaved(a: np.ndarray, b: np.ndarray, sampled: np.ndarray, kt: float) -> bool:
     """Bounded amplitude, and the fitted minimum among the sampled bin centres (within one bin)."""
     if np.abs(a).sum() + np.abs(b).sum() > MAX_DIHEDRAL_AMPLITUDE_KT * kt:
         return False
     grid = np.linspace(-np.pi, np.pi, 4 * HISTOGRAM_BINS, endpoint=False)
-    n = np.arange(1, len(a) + 1)
-    energy = np.cos(np.outer(grid, n)) @ a + np.sin(np.outer(grid, n)) @ b
+    energy = fourier_energy(grid, a, b)
     lowest = grid[np.argmin(energy)]
     gap = np.abs(np.angle(np.exp(1j * (sampled - lowest)))).min()
     return bool(gap <= 2 * np.pi / HISTOGRAM_BINS)

@@ -20,19 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from gnnmd.nn.priors.fit import HISTOGRAM_BINS, _least_squares_fourier, _well_behaved
+from gnnmd.nn.priors.fit import HISTOGRAM_BINS, _least_squares_fourier, _well_behaved, fourier_energy
 
 #: Added to every bin's count before taking ln(p_k / p_ref): a bin the simulation never visited
 #: pulls the potential down by a bounded amount instead of an infinite one.
 PSEUDO_COUNT = 0.5
-
-
-def fourier_energy(
-    angles: np.ndarray, cos_coefficients: np.ndarray, sin_coefficients: np.ndarray
-) -> np.ndarray:
-    """Σₙ aₙ cos nφ + bₙ sin nφ (kJ/mol) at ``angles`` (rad); n = 1..H."""
-    n = np.arange(1, len(cos_coefficients) + 1)
-    return np.cos(np.outer(angles, n)) @ cos_coefficients + np.sin(np.outer(angles, n)) @ sin_coefficients
 
 
 def corrected_dihedral(
