@@ -247,14 +247,14 @@ def import_mlcg(
     Returns:
         (model, the topology as gnnmd reads it, or None).
     """
-    from gnnmd.interop import mlcg
+    from gnnmd.interop import mlcg, mlcg_priors
     from gnnmd.interop.opaque_pickle import read_opaque
 
     model_file = Path(model_file)
     root = read_opaque(model_file, "mlcg")
     if types:
         type_map = torchmdnet.types_from_file(Path(types))
-        named = any(name.endswith(TERMINAL_SUFFIX) for name in type_map)
+        named = mlcg.names_terminal_types(type_map)
         if special_terminal is not None and special_terminal != named:
             raise ImportModelError(
                 f"{types}: special_terminal={special_terminal} but the type map "
@@ -262,9 +262,10 @@ def import_mlcg(
             )
         special_terminal = named
     else:
+        schnet, priors = mlcg_priors.prior_parts(root, model_file)
         if special_terminal is None:
-            special_terminal = mlcg.special_terminal_of(root, model_file, mapping)
-        type_map = mlcg.convention_types(mapping, special_terminal, mlcg.embedding_rows(root, model_file))
+            special_terminal = mlcg.special_terminal_of(priors, model_file, mapping)
+        type_map = mlcg.convention_types(mapping, special_terminal, mlcg.embedding_rows(schnet))
     model, described = mlcg.convert(root, model_file, type_map, length_unit, energy_unit, repulsion_pairs)
     cg = None
     if topology is not None:

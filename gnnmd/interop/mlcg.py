@@ -97,10 +97,10 @@ def convention_types(
     return {name: index for name, index in types.items() if type_count is None or index < type_count}
 
 
-def special_terminal_of(root: Opaque, source: Path, mapping: str) -> bool:
-    """Whether the model was trained with mlcg's ``special_terminal`` types for ``mapping``: its priors
-    were fitted on atom types at or beyond the mapping's size. A model without priors does not tell."""
-    _, priors = prior_parts(root, source)
+def special_terminal_of(priors: Mapping[str, list], source: Path, mapping: str) -> bool:
+    """Whether a model whose priors (:func:`~gnnmd.interop.mlcg_priors.prior_parts`) these are was
+    trained with mlcg's ``special_terminal`` types for ``mapping``: its priors were fitted on atom
+    types at or beyond the mapping's size. A model without priors does not tell."""
     if not priors:
         raise ImportModelError(
             f"{source}: the model has no priors, whose type tables would tell whether it was trained with "
@@ -109,10 +109,14 @@ def special_terminal_of(root: Opaque, source: Path, mapping: str) -> bool:
     return max(prior_atom_types(priors)) >= MAP_SIZES[mapping]
 
 
-def embedding_rows(root: Opaque, source: Path) -> int:
-    """Rows of the model's type embedding (mlcg's ``embedding_size``)."""
-    schnet, _ = prior_parts(root, source)
+def embedding_rows(schnet: Opaque) -> int:
+    """Rows of the SchNet's type embedding (mlcg's ``embedding_size``)."""
     return int(schnet.module("embedding_layer").tensors()["weight"].shape[0])
+
+
+def names_terminal_types(types: Mapping[str, int]) -> bool:
+    """Whether a type map names chain-end types (``"TYR.CA-terminal"``)."""
+    return any(name.endswith(TERMINAL_SUFFIX) for name in types)
 
 
 def convert(
@@ -142,10 +146,8 @@ def convert(
     schnet, priors = prior_parts(root, source)
     to_nm, to_kj = length_to_nm(length_unit), energy_to_kj_per_mol(energy_unit)
     vocabulary = list(types)
-    embedding = schnet.module("embedding_layer").tensors()["weight"]
-    check_type_map(types, embedding.shape[0], source, "atom type")
-    config = _config(schnet, source, to_nm)
-    config = dataclasses.replace(config, terminal_types=any(name.endswith(TERMINAL_SUFFIX) for name in types))
+    check_type_map(types, embedding_rows(schnet), source, "atom type")
+    config = dataclasses.replace(_config(schnet, source, to_nm), terminal_types=names_terminal_types(types))
     prior_set, options = None, {}
     if priors:
         prior_set, options = build_priors(

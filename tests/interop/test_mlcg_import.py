@@ -275,8 +275,9 @@ def test_special_terminal_read_from_the_priors_or_given():
     with pytest.raises(BeadTypeError, match="bond prior has no parameters"):  # fitted on end types
         imported("ca_terminal", special_terminal=False)
     schnet, _ = mlcg.prior_parts(read_opaque(DATA / "ca_terminal_model.pt", "mlcg"), DATA)
+    _, alone = mlcg.prior_parts(schnet, DATA)  # the SchNet saved on its own: no priors
     with pytest.raises(ImportModelError, match="special_terminal"):  # no priors: nothing tells
-        mlcg.special_terminal_of(schnet, DATA / "ca_terminal_model.pt", "ca")
+        mlcg.special_terminal_of(alone, DATA / "ca_terminal_model.pt", "ca")
 
 
 def test_special_terminal_from_a_types_file(tmp_path):
