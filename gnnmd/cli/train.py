@@ -128,7 +128,6 @@ def prior_refinement(dataset, args: argparse.Namespace):
     if not args.refine_dihedral_priors:
         return None, None
     import dataclasses
-    import os
 
     from gnnmd.train.prior_refinement import RefinementSettings, refine_dihedral_priors
     from gnnmd.train.setup import REFINE_FRAMES, prior_structures
@@ -140,11 +139,6 @@ def prior_refinement(dataset, args: argparse.Namespace):
     record = {"settings": dataclasses.asdict(settings)}
 
     def prepare(model) -> dict:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise SystemExit(
-                "--refine-dihedral-priors simulates on one process: start the run without torchrun "
-                "(one epoch is enough; the refined priors go into its state), then resume under torchrun"
-            )
         history = refine_dihedral_priors(
             model, prior_structures(dataset, REFINE_FRAMES), args.temperature_k, settings
         )

@@ -87,7 +87,7 @@ ScorerFactory = Callable[[np.ndarray], Callable[[CGPotential], float]]
 
 
 class TrainingError(GnnmdError, RuntimeError):
-    """Training cannot go on: the loss is not finite."""
+    """Training cannot go on: the loss is not finite, or a step it needs cannot run here."""
 
 
 @dataclass(frozen=True)
@@ -332,6 +332,12 @@ class Trainer:
             if resume and (self.output_dir / STATE_FILE).is_file():
                 self.load_state()
             elif self.prepare is not None:
+                if self.world > 1:  # every rank would prepare its own copy, and differently
+                    raise TrainingError(
+                        "preparing the model (--refine-dihedral-priors) runs on one process: start the run "
+                        "without torchrun (one epoch is enough; the prepared model goes into its state), "
+                        "then resume under torchrun"
+                    )
                 self.metadata.update(self.prepare(self.model))
             return self._train()
         finally:

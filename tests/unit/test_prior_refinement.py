@@ -10,8 +10,11 @@ import torch
 from gnnmd.analysis.distributions import histogram, jensen_shannon
 from gnnmd.nn.priors.fit import fourier_energy
 from gnnmd.nn.priors.ibi import corrected_dihedral
+from gnnmd.train import Trainer
+from gnnmd.train.loop import TrainingError
 from gnnmd.train.prior_refinement import RefinementSettings, refine_dihedral_priors
 from tests.conftest import perturbed
+from tests.unit.test_training import CONFIG, student, teacher_dataset
 
 KT = 2.494  # kJ/mol at 300 K
 GRID = np.linspace(-np.pi, np.pi, 4001)[:-1]
@@ -81,3 +84,15 @@ def test_refinement_changes_only_dihedrals(small_model, chignolin, one_thread):
     assert not torch.equal(model.priors.dihedrals.cos_coefficients, dihedrals)
     for name, table in model.priors.tables()["bonds"].items():
         assert torch.equal(table, before[name])
+
+
+def test_a_prepare_step_is_refused_under_several_processes(tmp_path, chignolin):
+    """A run's one-time preparation (the refinement of its priors) would run on every rank: refused,
+    with the way round it; nothing of the run is written."""
+    dataset, teacher = teacher_dataset(tmp_path / "d.h5", chignolin)
+    prepared = []
+    trainer = Trainer(student(teacher, 5), dataset, CONFIG, tmp_path / "run", prepare=prepared.append)
+    trainer.world = 2  # as under torchrun with two ranks
+    with pytest.raises(TrainingError, match="without torchrun"):
+        trainer.run()
+    assert prepared == [] and not (tmp_path / "run" / "train_state.pt").exists()
