@@ -150,20 +150,8 @@ def use_backend(
 
         converted.pair_distance_kernel = NativePairDistances()
         converted.priors.kernel = NativePriorTerms()
-        _use_native_perceptrons(network)
     converted.requires_grad_(False)
     return converted
-
-
-def _use_native_perceptrons(network) -> None:
-    """The blocks' updates and a two-layer readout through ``gnnmd::node_mlp`` (CPU op)."""
-    from gnnmd.kernels.native_mlp import NativeNodeMLP
-
-    for block in network.interactions:
-        block.update_kernel = NativeNodeMLP(block.update_record())
-    readout = network.readout_record()
-    if readout is not None:
-        network.readout_kernel = NativeNodeMLP(readout)
 
 
 def dtype_of(network) -> Any:

@@ -18,7 +18,7 @@ from gnnmd.errors import GnnmdError
 from gnnmd.kernels import build
 
 #: The registered ops, each with a pure-torch twin (see :mod:`gnnmd.kernels.reference`).
-OPS = ("tabulated_conv", "pair_distances", "bonded_priors", "pair_repulsion", "node_mlp")
+OPS = ("tabulated_conv",)
 
 
 class OpsUnavailableError(GnnmdError, RuntimeError):

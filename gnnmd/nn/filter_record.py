@@ -52,7 +52,7 @@ def activation_name(module: nn.Module) -> str:
     for name in ACTIVATIONS:
         if type(activation(name)) is type(module):
             return name
-    raise ValueError(f"activation {type(module).__name__} is none of {ACTIVATIONS}")
+    raise ValueError(f"filter activation {type(module).__name__} is none of {ACTIVATIONS}")
 
 
 def filter_record(filter_net: nn.Sequential, basis: nn.Module, envelope: CosineCutoff) -> FilterRecord:
@@ -63,7 +63,7 @@ def filter_record(filter_net: nn.Sequential, basis: nn.Module, envelope: CosineC
     if len(modules) not in (1, 3) or len(linears) != (len(modules) + 1) // 2:
         raise ValueError(f"a filter network is Linear or Linear, activation, Linear; got {filter_net}")
     layers = tuple(
-        (layer.weight.detach().clone(), layer_bias(layer).detach().clone()) for layer in linears
+        (layer.weight.detach().clone(), _bias(layer).detach().clone()) for layer in linears
     )
     inner = getattr(basis, "envelope", None)
     basis_envelope = (inner.cutoff_nm, inner.lower_nm) if inner is not None else None
@@ -86,6 +86,5 @@ def filter_record(filter_net: nn.Sequential, basis: nn.Module, envelope: CosineC
     )
 
 
-def layer_bias(layer: nn.Linear) -> Tensor:
-    """The layer's bias, or zeros where it has none."""
+def _bias(layer: nn.Linear) -> Tensor:
     return layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_features)

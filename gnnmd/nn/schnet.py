@@ -29,7 +29,6 @@ from gnnmd.kernels.reference import ReferenceKernel, aggregate_pairs
 from gnnmd.nn.basis import CosineCutoff, radial_basis
 from gnnmd.nn.chirality import ChiralInput
 from gnnmd.nn.filter_record import FilterRecord, filter_record
-from gnnmd.nn.mlp_record import MLPRecord, mlp_record
 
 ACTIVATIONS = ("tanh", "ssp", "silu", "sigmoid", "mish")
 
@@ -72,13 +71,6 @@ class InteractionBlock(nn.Module):
         self.kernel: nn.Module = ReferenceKernel()
         #: True for the reference backend: filters from the shared radial basis, index_add aggregation.
         self.uses_basis = True
-        #: Computes x + dense(act(f2out(m))) from (m, x) in one op where a backend sets it (else None).
-        self.update_kernel: Optional[nn.Module] = None
-
-    @torch.jit.unused
-    def update_record(self) -> MLPRecord:
-        """The update's perceptron (f2out, activation, dense) as plain values."""
-        return mlp_record(self.f2out, self.act, self.dense)
 
     def forward(self, x: Tensor, rbf: Tensor, envelope: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
         """Update bead features.
@@ -98,8 +90,6 @@ class InteractionBlock(nn.Module):
             aggregated = aggregate_pairs(h, filters, pairs)
         else:
             aggregated = self.kernel(h, pairs, distances)
-        if self.update_kernel is not None:
-            return self.update_kernel(aggregated, x)
         return x + self.dense(self.act(self.f2out(aggregated)))
 
 
@@ -195,8 +185,6 @@ class SchNet(nn.Module):
         for width_in, width_out in zip([hidden_channels] + widths[:-1], widths, strict=True):
             layers += [nn.Linear(width_in, width_out), activation(readout_act)]
         self.readout = nn.Sequential(*layers, nn.Linear(widths[-1], 1))
-        #: Computes the readout in one op where a backend sets it (two-layer readouts only; else None).
-        self.readout_kernel: Optional[nn.Module] = None
         #: Reference energy of each bead type, kJ/mol: fitted to the data's energies before
         #: energy training (zero for force-only models, whose energy zero is arbitrary).
         self.register_buffer("type_energy", torch.zeros(num_types))
@@ -207,14 +195,6 @@ class SchNet(nn.Module):
         """The modules whose pair sums a kernel backend computes: the neighbour embedding, then the blocks."""
         front = [self.neighbor_embedding] if self.neighbor_embedding is not None else []
         return front + list(self.interactions)
-
-    @torch.jit.unused
-    def readout_record(self) -> Optional[MLPRecord]:
-        """The readout as plain values where it is Linear, activation, Linear (else None)."""
-        modules = list(self.readout)
-        if len(modules) != 3:
-            return None
-        return mlp_record(modules[0], modules[1], modules[2])
 
     @torch.jit.unused
     def filter_records(self) -> list[FilterRecord]:
@@ -249,8 +229,6 @@ class SchNet(nn.Module):
             x = self.neighbor_embedding(x, types, rbf, envelope, pairs, distances)
         for block in self.interactions:
             x = block(x, rbf, envelope, pairs, distances)
-        if self.readout_kernel is not None:
-            return self.readout_kernel(x, None).squeeze(-1) + self.type_energy[types]
         return self.readout(x).squeeze(-1) + self.type_energy[types]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[override]
