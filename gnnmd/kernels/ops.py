@@ -17,8 +17,8 @@ import torch
 from gnnmd.errors import GnnmdError
 from gnnmd.kernels import build
 
-#: The registered ops, each with a pure-torch twin (see :mod:`gnnmd.kernels.reference`).
-OPS = ("tabulated_conv",)
+#: The registered ops a tabulated model calls, each with a pure-torch twin (see docs/kernels.md).
+OPS = ("tabulated_conv", "pair_distances", "bonded_priors", "pair_repulsion")
 
 
 class OpsUnavailableError(GnnmdError, RuntimeError):
