@@ -1,4 +1,7 @@
-"""Validation figures: free-energy surfaces side by side, and 1-D distribution overlays."""
+"""Validation figures: free-energy surfaces side by side, and 1-D distribution overlays.
+
+matplotlib's object API (Figure + the Agg canvas): drawing never changes the caller's backend.
+"""
 
 from __future__ import annotations
 
@@ -30,16 +33,15 @@ def plot_validation(pairs: list, settings, path: Path) -> Path:
     ``pairs`` holds (simulated, reference, value_range) per observable; axes are
     labelled from the observables' ``labels`` (e.g. φ/ψ, or RMSD (nm)/Q).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     joint = [p for p in pairs if p[1].samples.shape[1] == 2]
     single = [p for p in pairs if p[1].samples.shape[1] == 1]
     columns = 3
     rows = len(joint) + math.ceil(len(single) / columns)
-    figure = plt.figure(figsize=(4 * columns, 3.3 * rows))
+    figure = Figure(figsize=(4 * columns, 3.3 * rows))
+    FigureCanvasAgg(figure)
     for index, (sim, ref, value_range) in enumerate(joint):
         for column, (label, observable) in enumerate((("reference", ref), ("model", sim))):
             axis = figure.add_subplot(rows, columns, index * columns + column + 1)
@@ -66,5 +68,4 @@ def plot_validation(pairs: list, settings, path: Path) -> Path:
             axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
-    plt.close(figure)
     return path

@@ -148,4 +148,12 @@ def test_alanine_dipeptide_comparison_unchanged(tmp_path):
     frames = np.random.default_rng(5).normal(0, 0.2, (50, 5, 3))
     divergences, pairs, extra = compare_frames(topology, frames, frames, ValidationSettings())
     assert extra == {} and "phi_psi" in divergences and "rmsd_native" not in divergences
-    assert plot_validation(pairs, ValidationSettings(), tmp_path / "ala2.png").is_file()
+    import matplotlib
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")  # the caller's choice, which drawing a figure must leave alone
+    try:
+        assert plot_validation(pairs, ValidationSettings(), tmp_path / "ala2.png").is_file()
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
