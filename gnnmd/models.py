@@ -32,7 +32,7 @@ import torch
 # Re-exported: the catalog (no torch) owns them; gnnmd.models is where users look for them.
 from gnnmd.catalog import DEFAULT_MODEL, PRETRAINED_DIR, list_models  # noqa: F401
 from gnnmd.errors import CheckpointError, ModelNotFoundError, UntrainedModelWarning
-from gnnmd.nn.potential import CGPotential, PotentialConfig
+from gnnmd.nn.potential import CGPotential, PotentialConfig, seeded_potential
 from gnnmd.nn.priors import PriorSet
 from gnnmd.runfolder import atomic_write_bytes
 from gnnmd.safe_load import load_tensors
@@ -248,12 +248,7 @@ def untrained_model(
         config.exclusion_order, config.cutoff_nm, temperature_k,
     )  # fmt: skip
     priors = PriorSet(prior_types, bead_to_prior, tables, config.cutoff_nm)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = CGPotential(config, vocabulary, priors)
-    finally:
-        torch.random.set_rng_state(generator_state)
+    model = seeded_potential(config, vocabulary, priors, seed)
     with torch.no_grad():
         model.network.readout[-1].weight.mul_(UNTRAINED_READOUT_SCALE)
         model.network.readout[-1].bias.zero_()

@@ -318,3 +318,12 @@ def priors_only(model: CGPotential) -> CGPotential:
         copy.network.type_energy.zero_()
         copy.network.molecule_energy.zero_()
     return copy
+
+
+def seeded_potential(
+    config: PotentialConfig, vocabulary: Sequence[str], priors: Optional[PriorSet], seed: int
+) -> CGPotential:
+    """A CGPotential whose network weights come from ``seed``; the caller's RNG state is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CGPotential(config, vocabulary, priors)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from gnnmd.data.dataset import ForceDataset, spread_indices
-from gnnmd.nn.potential import CGPotential, PotentialConfig
+from gnnmd.nn.potential import CGPotential, PotentialConfig, seeded_potential
 from gnnmd.nn.priors import PriorSet
 from gnnmd.nn.priors.fit import fit_boltzmann_priors
 
@@ -49,23 +49,12 @@ def model_for_dataset(
     """
     vocabulary = sorted({t for topology in dataset.topologies for t in topology.bead_types})
     if not config.use_priors:
-        return _seeded_model(config, vocabulary, None, seed)
+        return seeded_potential(config, vocabulary, None, seed)
     structures = prior_structures(dataset, prior_frames)
     identity = np.arange(len(vocabulary))
     tables = fit_boltzmann_priors(
         structures, vocabulary, identity, vocabulary, config.exclusion_order, config.cutoff_nm, temperature_k
     )
     priors = PriorSet(vocabulary, torch.as_tensor(identity), tables, config.cutoff_nm)
-    return _seeded_model(config, vocabulary, priors, seed)
+    return seeded_potential(config, vocabulary, priors, seed)
 
-
-def _seeded_model(
-    config: PotentialConfig, vocabulary: list[str], priors: PriorSet | None, seed: int
-) -> CGPotential:
-    """A CGPotential whose network weights come from ``seed``; the global RNG state is restored."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        return CGPotential(config, vocabulary, priors)
-    finally:
-        torch.random.set_rng_state(state)

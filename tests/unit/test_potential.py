@@ -167,3 +167,19 @@ def test_config_rejects_unknown_keys_and_values():
         dataclasses.replace(SMALL_CONFIG, rbf="bessel")
     with pytest.raises(ValueError, match="exclusion_order"):
         dataclasses.replace(SMALL_CONFIG, exclusion_order=5)
+
+
+def test_seeded_potential_is_reproducible_and_leaves_the_callers_generator_alone():
+    from gnnmd.nn.potential import seeded_potential
+
+    config = PotentialConfig(hidden_channels=8, num_filters=8, num_interactions=1, num_rbf=4, cutoff_nm=1.0,
+                             use_priors=False)  # fmt: skip
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = seeded_potential(config, ["A", "B"], None, seed=7)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's stream goes on as if untouched
+    again, other = (seeded_potential(config, ["A", "B"], None, seed=s) for s in (7, 8))
+    weights = [dict(m.network.named_parameters()) for m in (first, again, other)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
