@@ -30,10 +30,10 @@ def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
     """Jensen-Shannon divergence (nats) of two histograms on the same bins."""
     if p.shape != q.shape:
         raise ValueError(f"histograms differ in shape: {p.shape} and {q.shape}")
-    p = (p + PSEUDO_COUNT) / (p + PSEUDO_COUNT).sum()
-    q = (q + PSEUDO_COUNT) / (q + PSEUDO_COUNT).sum()
-    m = 0.5 * (p + q)
-    return float(0.5 * np.sum(p * np.log(p / m)) + 0.5 * np.sum(q * np.log(q / m)))
+    from scipy.spatial.distance import jensenshannon
+
+    # scipy gives the Jensen-Shannon distance, the square root of the divergence.
+    return float(jensenshannon((p + PSEUDO_COUNT).ravel(), (q + PSEUDO_COUNT).ravel()) ** 2)
 
 
 def free_energy(p: np.ndarray, temperature_k: float) -> np.ndarray:
