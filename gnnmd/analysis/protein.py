@@ -37,14 +37,18 @@ def ca_indices(topology: CGTopology) -> np.ndarray:
 
 
 def kabsch_rmsd(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """(F,) nm: RMSD of each frame (F, m, 3) nm to ``reference`` (m, 3) nm after optimal superposition."""
-    x = frames - frames.mean(axis=1, keepdims=True)
-    y = reference - reference.mean(axis=0)
-    u, _, vt = np.linalg.svd(np.einsum("fni,nj->fij", x, y))
-    # A reflection is not a superposition: flip the weakest axis when det(U Vᵀ) < 0.
-    u[:, :, 2] *= np.where(np.linalg.det(u @ vt) < 0, -1.0, 1.0)[:, None]
-    aligned = x @ (u @ vt)
-    return np.sqrt(((aligned - y) ** 2).sum(axis=2).mean(axis=1))
+    """(F,) nm: RMSD of each frame (F, m, 3) nm to ``reference`` (m, 3) nm after optimal superposition
+    (proper rotations only: a mirror image is not superposable). mdtraj computes it, in float32."""
+    import mdtraj
+
+    frames = np.asarray(frames, dtype=np.float64)
+    topology = mdtraj.Topology()
+    residue = topology.add_residue("BEAD", topology.add_chain())
+    for _ in range(frames.shape[1]):
+        topology.add_atom("CA", mdtraj.element.carbon, residue)
+    target = mdtraj.Trajectory(frames, topology)
+    native = mdtraj.Trajectory(np.asarray(reference, dtype=np.float64)[None], topology)
+    return mdtraj.rmsd(target, native).astype(np.float64)
 
 
 def native_contacts(native_ca: np.ndarray, chain_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
