@@ -42,6 +42,25 @@ def init_from_environment(device: torch.device) -> tuple[int, int]:
     return 0, 1
 
 
+def joined_world() -> tuple[int, int]:
+    """(rank, world size) of the process group this process has joined; (0, 1) outside torchrun.
+
+    Starts nothing: under torchrun (WORLD_SIZE > 1) the caller joins first, with
+    :func:`init_from_environment` (``gnnmd train`` does); a process that has not is refused
+    rather than left to train alone.
+    """
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        raise RuntimeError(
+            f"launched as one of {world} processes (WORLD_SIZE={world}) but the process group is not "
+            "started: call gnnmd.train.distributed.init_from_environment(device) before building the "
+            "Trainer (gnnmd train does)"
+        )
+    return 0, 1
+
+
 def on_root(action: Callable[[], Any]) -> Any:
     """Run ``action()`` on rank 0 only; every rank gets its result, or raises its error."""
     return run_on_root(rank_from_environment(), action)

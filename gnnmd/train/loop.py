@@ -67,7 +67,7 @@ from gnnmd.runfolder import (
 from gnnmd.train.averaging import WeightAverage
 from gnnmd.train.batches import BatchLoader, ForceBatch
 from gnnmd.train.config import TrainingConfig
-from gnnmd.train.distributed import all_reduce_sum, init_from_environment, local_device, on_root
+from gnnmd.train.distributed import all_reduce_sum, joined_world, local_device, on_root
 from gnnmd.train.energies import fit_type_energies
 from gnnmd.train.plots import plot_learning_curve
 from gnnmd.train.resume import read_state
@@ -149,7 +149,7 @@ class Trainer:
         prepare: Callable[[CGPotential], dict] | None = None,
     ) -> None:
         self.device = local_device(device)  # cuda:LOCAL_RANK under torchrun
-        self.rank, self.world = init_from_environment(self.device)
+        self.rank, self.world = joined_world()  # the caller joins torchrun's group first
         self.model = model.to(self.device).train()
         self.dtype = next(model.network.parameters()).dtype
         self.dataset = dataset

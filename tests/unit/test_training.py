@@ -124,3 +124,14 @@ def test_two_process_gradients_equal_one_process(tmp_path, chignolin):
     for name in one:
         assert one[name].abs().sum() > 0, name
         torch.testing.assert_close(two[name], one[name], rtol=1e-9, atol=1e-12)
+
+
+def test_trainer_starts_no_process_group_and_refuses_an_unjoined_torchrun(chignolin, tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    dataset, teacher = teacher_dataset(tmp_path / "d.h5", chignolin)
+    Trainer(student(teacher, 5), dataset, CONFIG, tmp_path / "alone")
+    assert not dist.is_initialized()  # building a Trainer starts nothing
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="init_from_environment"):
+        Trainer(student(teacher, 5), dataset, CONFIG, tmp_path / "unjoined")
