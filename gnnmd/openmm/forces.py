@@ -121,11 +121,6 @@ def is_exported_file(path: str | os.PathLike) -> bool:
         return any(name.endswith(f"/extra/{METADATA_FILE}") for name in archive.namelist())
 
 
-def read_exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The provenance stored in an exported file (no TorchScript loading needed)."""
-    return exported_metadata(path)
-
-
 def _check_exported(path: Path, metadata: dict[str, Any], topology: CGTopology, replicas: int) -> None:
     """Refuse an exported file made for another system or replica count, naming the field."""
     expected = {
@@ -169,7 +164,7 @@ def torch_force_from_file(
         raise CheckpointError(
             f"{path}: not a TorchScript file written by `gnnmd export` (no {METADATA_FILE})"
         )
-    metadata = read_exported_metadata(path)
+    metadata = exported_metadata(path)
     _check_exported(path, metadata, topology, replicas)
     if metadata.get("ops"):  # the module calls gnnmd's registered ops: load them first
         from gnnmd.kernels import ops

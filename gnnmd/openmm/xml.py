@@ -38,9 +38,9 @@ import openmm
 import openmm.app
 import torch
 
-from gnnmd.export import kernel_provenance
+from gnnmd.export import exported_metadata, kernel_provenance
 from gnnmd.models import is_trained
-from gnnmd.openmm.forces import model_label, read_exported_metadata
+from gnnmd.openmm.forces import model_label
 from gnnmd.openmm.platforms import PlatformSpec
 from gnnmd.openmm.simulation import check_initial_energy, langevin_integrator, replica_positions
 from gnnmd.openmm.system import ModelLike, create_system, resolve_model
@@ -193,7 +193,7 @@ def _provenance(
     import gnnmd
 
     if isinstance(model, str):  # an exported file: its own provenance says whether it is trained
-        exported = read_exported_metadata(model)
+        exported = exported_metadata(model)
         trained = exported.get("trained")
         kernels = {key: exported.get(key) for key in ("backend", "implementation", "ops", "ops_library")}
     else:
