@@ -39,6 +39,7 @@ from gnnmd.data.dataset import ForceDataset, spread_indices
 from gnnmd.kernels import use_backend
 from gnnmd.models import load_model
 from gnnmd.nn.potential import priors_only
+from gnnmd.nn.priors.geometry import bond_angles, bond_lengths, dihedral_angles, frame_values
 from gnnmd.units import kt_kj_per_mol
 
 PHI, PSI = (0, 1, 2, 3), (1, 2, 3, 4)
@@ -47,12 +48,8 @@ PERIODIC = [(-math.pi, math.pi)] * 2
 
 
 def dihedral(x: torch.Tensor, beads: tuple[int, ...]) -> torch.Tensor:
-    """(F,) rad of frames (F, 5, 3)."""
-    a, b, c, d = (x[:, i] for i in beads)
-    b1 = (c - b) / torch.linalg.vector_norm(c - b, dim=-1, keepdim=True)
-    v = (a - b) - ((a - b) * b1).sum(-1, keepdim=True) * b1
-    w = (d - c) - ((d - c) * b1).sum(-1, keepdim=True) * b1
-    return torch.atan2((torch.cross(b1, v, dim=-1) * w).sum(-1), (v * w).sum(-1))
+    """(F,) rad of frames (F, 5, 3) (gnnmd's IUPAC torsion, as the validation measures φ and ψ)."""
+    return frame_values(x, torch.tensor([beads]), dihedral_angles)[:, 0]
 
 
 BONDS = ((0, 1), (1, 2), (2, 3), (3, 4))
@@ -63,13 +60,9 @@ STIFF_POWERS = (1, 2, 3)
 
 def stiff_coordinates(x: torch.Tensor) -> list[torch.Tensor]:
     """The 4 bond lengths (nm) and 3 angles (rad), each (F,), of frames (F, 5, 3)."""
-    bonds = [torch.linalg.vector_norm(x[:, j] - x[:, i], dim=-1) for i, j in BONDS]
-    angles = []
-    for i, j, k in ANGLES:
-        u, v = x[:, i] - x[:, j], x[:, k] - x[:, j]
-        sine = torch.linalg.vector_norm(torch.cross(u, v, dim=-1), dim=-1)
-        angles.append(torch.atan2(sine, (u * v).sum(-1)))
-    return bonds + angles
+    bonds = frame_values(x, torch.tensor(BONDS), bond_lengths)
+    angles = frame_values(x, torch.tensor(ANGLES), bond_angles)
+    return [*bonds.unbind(1), *angles.unbind(1)]
 
 
 def frequencies(order: int) -> np.ndarray:
