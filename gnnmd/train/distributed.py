@@ -7,7 +7,6 @@ runs as rank 0 of 1. No home-made process management.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import torch
@@ -32,8 +31,7 @@ def init_from_environment(device: torch.device) -> tuple[int, int]:
     On GPUs each rank first makes its own ``cuda:LOCAL_RANK`` the current device:
     NCCL refuses two ranks on one GPU.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    if rank_from_environment().distributed and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(local_device(device))
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -51,7 +49,7 @@ def joined_world() -> tuple[int, int]:
     """
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = rank_from_environment().world_size
     if world > 1:
         raise RuntimeError(
             f"launched as one of {world} processes (WORLD_SIZE={world}) but the process group is not "
