@@ -218,14 +218,19 @@ def required_ops(model: CGPotential | str | os.PathLike) -> list[str]:
     return kernel_provenance(model)["ops"]
 
 
+def metadata_member(archive) -> str | None:
+    """The name of :data:`METADATA_FILE` inside an open TorchScript zip archive, or None."""
+    return next((n for n in archive.namelist() if n.endswith(f"/extra/{METADATA_FILE}")), None)
+
+
 def exported_metadata(path: str | os.PathLike) -> dict:
     """The provenance stored in an exported file by :func:`save_exported`."""
     import zipfile
 
     # Read from the archive itself: loading the module would need its ops registered first.
     with zipfile.ZipFile(path) as archive:
-        names = [n for n in archive.namelist() if n.endswith(f"extra/{METADATA_FILE}")]
-        extra = {METADATA_FILE: archive.read(names[0]).decode() if names else ""}
+        member = metadata_member(archive)
+        extra = {METADATA_FILE: archive.read(member).decode() if member else ""}
     if not extra[METADATA_FILE]:
         raise ValueError(f"{path}: no {METADATA_FILE} in this TorchScript file (not written by gnnmd export)")
     return json.loads(extra[METADATA_FILE])

@@ -29,7 +29,7 @@ import openmm.unit
 import torch
 
 from gnnmd.errors import BeadTypeError, CheckpointError, SimulationError
-from gnnmd.export import METADATA_FILE, export_potential, exported_metadata
+from gnnmd.export import METADATA_FILE, export_potential, exported_metadata, metadata_member
 from gnnmd.graph import GraphBatch
 from gnnmd.nn.potential import CGPotential
 from gnnmd.openmm.platforms import import_openmmtorch
@@ -118,7 +118,7 @@ def is_exported_file(path: str | os.PathLike) -> bool:
     if not path.is_file() or not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
-        return any(name.endswith(f"/extra/{METADATA_FILE}") for name in archive.namelist())
+        return metadata_member(archive) is not None
 
 
 def _check_exported(path: Path, metadata: dict[str, Any], topology: CGTopology, replicas: int) -> None:
