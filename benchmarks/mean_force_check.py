@@ -17,25 +17,20 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import torch
 
 from gnnmd.data.dataset import ForceDataset
+from gnnmd.nn.priors.geometry import dihedral_angles, frame_values
 from gnnmd.units import kt_kj_per_mol
 
 BINS = 60
 MIN_COUNT = 50
 
 
-def dihedral(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
-    b1 = (c - b) / np.linalg.norm(c - b, axis=-1, keepdims=True)
-    v = (a - b) - ((a - b) * b1).sum(-1, keepdims=True) * b1
-    w = (d - c) - ((d - c) * b1).sum(-1, keepdims=True) * b1
-    return np.arctan2((np.cross(b1, v) * w).sum(-1), (v * w).sum(-1))
-
-
 def free_energies(x: np.ndarray, f: np.ndarray, beads: tuple[int, ...], moving: list[int], kt: float):
     """(bin centres, A from the mean force, A from the histogram, counts) of one dihedral, kJ/mol."""
-    i, j, k, last = beads
-    angle = dihedral(x[:, i], x[:, j], x[:, k], x[:, last])
+    _, j, k, _ = beads
+    angle = frame_values(torch.as_tensor(x), torch.tensor([beads]), dihedral_angles)[:, 0].numpy()
     axis = x[:, k] - x[:, j]
     axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
     generalized = sum((f[:, m] * np.cross(axis, x[:, m] - x[:, k])).sum(-1) for m in moving)
