@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight of the per-frame energy MSE, (kJ/mol)² (default 0: forces only; data need energies)",
     )  # fmt: skip
     parser.add_argument(
+        "--torsion-weight", type=float, default=0.0,
+        help="weight of the MSE of the generalized forces along the torsions (rotations about the "
+        "bonds at the centre of dihedrals), (kJ/mol/rad)²: the force error that sets the free energy "
+        "along them (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
         "--select-by", choices=("force", "free_energy"), default="force",
         help="what picks the best epoch: validation force loss (default), or free_energy: every epoch "
         "short simulations from held-out frames, JS divergence of the main observable (φ/ψ, RMSD × Q) "
@@ -157,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainingConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         seed=args.seed, max_frames=args.max_frames, force_weight=args.force_weight,
-        energy_weight=args.energy_weight, select_by=args.select_by,
+        energy_weight=args.energy_weight, torsion_weight=args.torsion_weight, select_by=args.select_by,
         selection_replicas=args.selection_replicas, selection_steps=args.selection_steps,
         weight_average_decay=args.weight_average_decay, early_stopping_patience=args.patience,
         validation_fraction=args.validation_fraction, lr_schedule=args.lr_schedule,

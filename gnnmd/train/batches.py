@@ -17,25 +17,27 @@ from torch import Tensor
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.graph import GraphBatch
 from gnnmd.nn.potential import CGPotential
+from gnnmd.train.torsions import TorsionBatch, pack_torsions
 
 
 class ForceBatch(NamedTuple):
     """Packed frames: positions (N, 3) nm, reference forces (N, 3) kJ/mol/nm, the graph batch,
-    each graph's dataset molecule index (G,), and reference energies (G,) kJ/mol when the
-    loader reads them (else None)."""
+    each graph's dataset molecule index (G,), reference energies (G,) kJ/mol when the
+    loader reads them (else None), and the molecules' torsions (:mod:`gnnmd.train.torsions`)."""
 
     positions: Tensor
     forces: Tensor
     graphs: GraphBatch
     molecules: Tensor
     energies: Optional[Tensor] = None
+    torsions: Optional[TorsionBatch] = None
 
 
 class BatchLoader:
     """Turns lists of global frame indices into :class:`ForceBatch` es.
 
-    Frames of one molecule are read in one HDF5 call; the packed graph of a
-    batch composition (molecule, count) is built once and reused. With
+    Frames of one molecule are read in one HDF5 call; the packed graph and torsions
+    of a batch composition (molecule, count) are built once and reused. With
     ``energies`` the batches also carry the frames' reference energies.
     Molecules are held in memory, first come first served, up to ``memory_bytes``
     in all; the rest are read from the file per batch.
@@ -54,7 +56,8 @@ class BatchLoader:
         self.read_energies = energies
         self.model = model
         self.device = device
-        self.cache: OrderedDict[tuple, GraphBatch] = OrderedDict()
+        self.cache: OrderedDict[tuple, tuple[GraphBatch, TorsionBatch]] = OrderedDict()
+        self.molecule_torsions: dict = {}  # each molecule's torsions, searched once
         self.cache_size = cache_size
         self.memory_left = memory_bytes
         self.in_memory: dict[int, tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]] = {}
@@ -72,10 +75,11 @@ class BatchLoader:
             if frame_energies is not None:
                 energies.append(frame_energies)
             composition.append((molecule, len(by_molecule[molecule])))
+        graphs, torsions = self.packed(tuple(composition))
         return ForceBatch(
             positions=torch.as_tensor(np.concatenate(positions), dtype=dtype, device=self.device),
             forces=torch.as_tensor(np.concatenate(forces), dtype=dtype, device=self.device),
-            graphs=self.graphs(tuple(composition)),
+            graphs=graphs,
             molecules=torch.tensor(
                 [m for m, count in composition for _ in range(count)], dtype=torch.int64, device=self.device
             ),
@@ -84,6 +88,7 @@ class BatchLoader:
                 if self.read_energies
                 else None
             ),
+            torsions=torsions,
         )
 
     def read(self, molecule: int, frames: list[int]) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
@@ -110,10 +115,14 @@ class BatchLoader:
         self.memory_left -= size
         return True
 
-    def graphs(self, composition: tuple) -> GraphBatch:
+    def packed(self, composition: tuple) -> tuple[GraphBatch, TorsionBatch]:
+        """The graph batch and torsions of ``composition`` ((molecule, frames), ...)."""
         if composition not in self.cache:
             topologies = [self.dataset.topologies[m] for m, count in composition for _ in range(count)]
-            self.cache[composition] = self.model.pack(topologies, self.device)
+            self.cache[composition] = (
+                self.model.pack(topologies, self.device),
+                pack_torsions(topologies, self.device, self.molecule_torsions),
+            )
             if len(self.cache) > self.cache_size:
                 self.cache.popitem(last=False)
         self.cache.move_to_end(composition)

@@ -37,6 +37,9 @@ class TrainingConfig:
         force_weight: weight of the force MSE, (kJ/mol/nm)², in the loss.
         energy_weight: weight of the per-frame energy MSE, (kJ/mol)², in the loss; above 0
             the dataset must hold energies for every molecule.
+        torsion_weight: weight of the MSE of the generalized forces along the bonded graph's
+            torsions, (kJ/mol/rad)², in the loss (:mod:`gnnmd.train.torsions`); above 0 every
+            molecule must have a torsion.
         select_by: what picks the best epoch and stops early: "force" (validation loss) or
             "free_energy" (the trainer's held-out free-energy score, computed every epoch).
         selection_replicas: replicas of each free-energy score's simulation.
@@ -59,6 +62,7 @@ class TrainingConfig:
     max_frames: int | None = None
     force_weight: float = 1.0
     energy_weight: float = 0.0
+    torsion_weight: float = 0.0
     select_by: str = "force"
     selection_replicas: int = 64
     selection_steps: int = 6000
@@ -87,16 +91,20 @@ class TrainingConfig:
                 f"selection_replicas ({self.selection_replicas}) must be >= 1 and selection_steps "
                 f"({self.selection_steps}) >= 12"
             )
-        weights = (self.force_weight, self.energy_weight)
+        weights = (self.force_weight, self.energy_weight, self.torsion_weight)
         if not (min(weights) >= 0 and sum(weights) > 0):
             raise ValueError(
-                f"force_weight {self.force_weight} and energy_weight {self.energy_weight} must be >= 0, "
-                "not both zero"
+                f"force_weight {self.force_weight}, energy_weight {self.energy_weight} and torsion_weight "
+                f"{self.torsion_weight} must be >= 0, not all zero"
             )
 
     @property
     def uses_energies(self) -> bool:
         return self.energy_weight > 0
+
+    @property
+    def uses_torsions(self) -> bool:
+        return self.torsion_weight > 0
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:

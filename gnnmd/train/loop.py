@@ -1,12 +1,13 @@
 """The force-matching training loop, with exact resume and torchrun data parallelism.
 
-Loss: mean squared error of the model's forces (priors + network) against the
-reference forces, (kJ/mol/nm)². With priors held fixed this is delta-force
-matching: the network learns F_ref - F_prior. Data with reference energies
-(all-atom data) can add an energy term: loss = w_F·MSE(F) + w_E·MSE(E), the
-energy error per frame in (kJ/mol)², relative to the mean error of the
-molecule's frames in the batch (:meth:`Trainer.batch_offsets`). The constant
-is fitted in closed form instead: before energy training and after every
+Loss (:mod:`gnnmd.train.losses`): mean squared error of the model's forces
+(priors + network) against the reference forces, (kJ/mol/nm)². With priors held
+fixed this is delta-force matching: the network learns F_ref - F_prior. A
+torsional term can weigh the generalized forces along the bonded graph's
+torsions besides (``torsion_weight``). Data with reference energies (all-atom
+data) can add an energy term, the energy error per frame relative to the mean
+error of the molecule's frames in the batch. The constant is fitted in closed
+form instead: before energy training and after every
 epoch, the network's per-type reference energies are fitted by least squares
 to the training frames (:func:`fit_type_energies`), so the model's energies sit
 on the data's scale. Each epoch visits the training frames in an order fixed
@@ -44,7 +45,6 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -69,17 +69,20 @@ from gnnmd.train.batches import BatchLoader, ForceBatch
 from gnnmd.train.config import TrainingConfig
 from gnnmd.train.distributed import all_reduce_sum, joined_world, local_device, on_root
 from gnnmd.train.energies import fit_type_energies
+from gnnmd.train.losses import SUM_FIELDS, ErrorSums, molecule_mean_errors, squared_errors, weighted_loss
 from gnnmd.train.plots import plot_learning_curve
 from gnnmd.train.resume import read_state
 from gnnmd.train.schedule import make_schedule
 from gnnmd.train.split import split_frames, trajectory_groups
+from gnnmd.train.torsions import molecule_torsions
 
 STATE_FILE = "train_state.pt"
 BEST_FILE = "best.pt"
 METRICS_FILE = "metrics.csv"
 METRIC_COLUMNS = (
     "epoch", "train_force_rmse", "val_force_rmse", "learning_rate", "seconds",
-    "train_energy_rmse", "val_energy_rmse", "val_loss", "val_free_energy_js",
+    "train_energy_rmse", "val_energy_rmse", "val_loss", "val_free_energy_js", "train_torsion_rmse",
+    "val_torsion_rmse",
 )  # fmt: skip
 #: Builds the free-energy score from the held-out global frame indices; the score maps the
 #: model to a number, lower is better.
@@ -88,24 +91,6 @@ ScorerFactory = Callable[[np.ndarray], Callable[[CGPotential], float]]
 
 class TrainingError(GnnmdError, RuntimeError):
     """Training cannot go on: the loss is not finite, or a step it needs cannot run here."""
-
-
-@dataclass(frozen=True)
-class ErrorSums:
-    """Summed errors of a set of frames: ``sums`` = [Σ ΔF² (kJ/mol/nm)², force components,
-    Σ ΔE² (kJ/mol)², frames with energies], float64."""
-
-    sums: Tensor
-
-    @property
-    def force_rmse(self) -> float:
-        """kJ/mol/nm."""
-        return float(torch.sqrt(self.sums[0] / self.sums[1]))
-
-    @property
-    def energy_rmse(self) -> float | None:
-        """kJ/mol, or None when no energies were compared."""
-        return float(torch.sqrt(self.sums[2] / self.sums[3])) if self.sums[3] > 0 else None
 
 
 class ForceModel(nn.Module):
@@ -160,6 +145,8 @@ class Trainer:
         self.groups = trajectory_groups(dataset)
         self.train_frames, self.val_frames = split_frames(len(dataset), config, self.groups)
         self.loader = BatchLoader(dataset, model, self.device, energies=config.uses_energies)
+        if config.uses_torsions:
+            self._check_torsions()
         self.scorer: Callable[[CGPotential], float] | None = None
         if config.select_by == "free_energy":
             if scorer_for is None:
@@ -228,6 +215,16 @@ class Trainer:
         fitted = fit_type_energies(self.model, self.loader, self.frames_by_molecule, self.dtype)
         self.model.network.type_energy.copy_(fitted)
 
+    def _check_torsions(self) -> None:
+        without = [m for m, t in zip(self.dataset.molecules, self.dataset.topologies, strict=True)
+                   if len(molecule_torsions(t).fixed) == 0]  # fmt: skip
+        if without:
+            raise DatasetError(
+                f"{self.dataset.path}: torsion_weight is {self.config.torsion_weight} but molecule(s) "
+                f"{without} have no torsion (a bond that is the centre of a dihedral and in no ring); "
+                "train without the torsional term (torsion_weight 0)"
+            )
+
     def _check_energies(self) -> None:
         stored = zip(self.dataset.molecules, self.dataset.has_energies, strict=True)
         missing = [molecule for molecule, has in stored if not has]
@@ -238,47 +235,24 @@ class Trainer:
             )
 
     def errors(self, batch: ForceBatch) -> Tensor:
-        """[Σ force error², force components, Σ energy error², frames] of one batch (a 4-vector)."""
+        """The error sums of one batch (:data:`gnnmd.train.losses.SUM_FIELDS`)."""
         energies, forces = self.force_model(batch.positions, batch.graphs)
-        force_error = forces - batch.forces
-        squared = [(force_error * force_error).sum(), force_error.new_tensor(float(force_error.numel()))]
-        if batch.energies is None:
-            squared += [force_error.new_zeros(()), force_error.new_zeros(())]
-        else:
-            energy_error = energies - batch.energies
-            if self.force_model.training:
-                energy_error = energy_error - self.batch_offsets(energy_error.detach(), batch.molecules)
-            frames = energy_error.new_tensor(float(energy_error.numel()))
-            squared += [(energy_error * energy_error).sum(), frames]
-        return torch.stack(squared)
-
-    def batch_offsets(self, energy_error: Tensor, molecules: Tensor) -> Tensor:
-        """Per frame, the mean energy error (kJ/mol) of its molecule's frames in the global batch.
-
-        The training loss compares energies relative to this mean: a constant per
-        molecule is the per-type energies' job (fitted in closed form), and chasing
-        it by gradient steps would swamp the optimiser with the drift of the mean
-        energy under force training. The mean needs no gradient: Σ(ΔE_i − mean) = 0
-        makes the gradient of the centred loss the same with it held fixed. It is
-        summed over all ranks, so that DDP gives the one-process gradients.
-        """
-        sums = energy_error.new_zeros(2, len(self.dataset.molecules), dtype=torch.float64)
-        sums[0].index_add_(0, molecules, energy_error.double())
-        sums[1].index_add_(0, molecules, torch.ones_like(sums[1][molecules]))
-        sums = all_reduce_sum(sums)
-        return (sums[0] / sums[1].clamp(min=1.0)).to(energy_error.dtype)[molecules]
+        offsets = None
+        if batch.energies is not None and self.force_model.training:
+            offsets = molecule_mean_errors(
+                (energies - batch.energies).detach(), batch.molecules, len(self.dataset.molecules)
+            )
+        return squared_errors(batch, energies, forces, offsets)
 
     def loss(self, errors: Tensor) -> Tensor:
-        """The weighted loss w_F·MSE(F) + w_E·MSE(E) from :meth:`errors` sums."""
-        loss = self.config.force_weight * errors[0] / errors[1]
-        if self.config.uses_energies:
-            loss = loss + self.config.energy_weight * errors[2] / errors[3]
-        return loss
+        """The weighted loss from :meth:`errors` sums (:func:`gnnmd.train.losses.weighted_loss`)."""
+        return weighted_loss(self.config, errors)
 
     def train_epoch(self, epoch: int) -> ErrorSums:
         """One pass over the training frames; returns their errors summed over all ranks."""
         self.force_model.train()
-        totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # summed where computed: no sync
+        # Summed where computed: no synchronisation per batch.
+        totals = torch.zeros(len(SUM_FIELDS), dtype=torch.float64, device=self.device)
         for batch_indices in self.global_batches(epoch):
             shard = batch_indices[self.rank :: self.world]
             errors = self.errors(self.loader(shard, self.dtype))
@@ -306,7 +280,7 @@ class Trainer:
     def validate(self) -> ErrorSums:
         """Errors of the held-out frames, summed over all ranks."""
         self.force_model.eval()
-        totals = torch.zeros(4, dtype=torch.float64, device=self.device)
+        totals = torch.zeros(len(SUM_FIELDS), dtype=torch.float64, device=self.device)
         frames = self.val_frames[self.rank :: self.world]
         for start in range(0, len(frames), self.config.batch_size):
             batch = self.loader(frames[start : start + self.config.batch_size], self.dtype)
@@ -375,6 +349,8 @@ class Trainer:
                 "val_energy_rmse": val.energy_rmse,
                 "val_loss": val_loss,
                 "val_free_energy_js": score,
+                "train_torsion_rmse": train.torsion_rmse,
+                "val_torsion_rmse": val.torsion_rmse,
             }
             self.history.append(row)
             if improved:
@@ -414,6 +390,7 @@ class Trainer:
                 "epoch": epoch,
                 "val_force_rmse_kj_per_mol_nm": val.force_rmse,
                 "val_energy_rmse_kj_per_mol": val.energy_rmse,
+                "val_torsion_rmse_kj_per_mol_rad": val.torsion_rmse,
                 "selected_by": self.config.select_by,
                 "val_free_energy_js": score,
                 "split": "whole trajectories" if self.groups is not None else "random frames",

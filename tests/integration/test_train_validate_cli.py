@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gnnmd.cli import main
+from gnnmd.models import load_model
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +25,12 @@ def test_train_then_validate(ala2_data, tmp_path, capsys):
     config.write_text(json.dumps({"hidden_channels": 8, "num_filters": 8, "num_interactions": 1, "num_rbf": 8,
                                   "cutoff_nm": 1.0}))  # fmt: skip
     status = main(["train", "--data", str(ala2_data), "-o", str(run), "--model-config", str(config),
-                   "--epochs", "2", "--batch-size", "64", "--max-frames", "600"])  # fmt: skip
+                   "--epochs", "2", "--batch-size", "64", "--max-frames", "600",
+                   "--torsion-weight", "10"])  # fmt: skip
     assert status == 0
     assert "best validation force RMSE" in capsys.readouterr().out
+    training = load_model(run / "best.pt").metadata["training"]
+    assert training["config"]["torsion_weight"] == 10.0 and training["val_torsion_rmse_kj_per_mol_rad"] > 0
     report_path = tmp_path / "validation.json"
     status = main(["validate", str(run / "best.pt"), "--reference", str(ala2_data), "--replicas", "16",
                    "--steps", "420", "--equilibration-steps", "20", "--record-every", "10",

@@ -93,7 +93,7 @@ def test_energy_weight_needs_energies_in_every_molecule(tmp_path, chignolin):
 
 
 def test_weights_are_checked():
-    with pytest.raises(ValueError, match="not both zero"):
+    with pytest.raises(ValueError, match="not all zero"):
         TrainingConfig(force_weight=0.0, energy_weight=0.0)
     with pytest.raises(ValueError, match="must be >= 0"):
         TrainingConfig(energy_weight=-1.0)
