@@ -40,6 +40,8 @@ CANDIDATES = {
     "w64-chiral-cosine": {"hidden_channels": 64, "num_filters": 64, **CHIRAL},
     "w128-chiral-cosine": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
     "w128-chiral-ibi": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
+    "w128-chiral-torsion100": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
+    "w128-chiral-torsion1000": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
 }
 #: A rate that decays to 1e-5 along a half cosine, the weights averaged over the last ~1000 steps.
 COSINE = ["--lr-schedule", "cosine", "--final-learning-rate", "1e-5", "--weight-average-decay", "0.999",
@@ -52,6 +54,11 @@ EXTRA_TRAINING = {
     # The same on dihedral priors refined by iterative Boltzmann inversion (the priors alone then
     # put α_R where the data have it).
     "w128-chiral-ibi": [*COSINE, "--refine-dihedral-priors", "2"],
+    # The same with the generalized forces along φ and ψ in the loss (gnnmd.torsions): the
+    # Cartesian loss lets the stiff priors' errors pull the φ/ψ free energy off
+    # (benchmarks/dihedral_map_fit.py); weights 100 and 1000 (kJ/mol/nm)² per (kJ/mol/rad)².
+    "w128-chiral-torsion100": [*COSINE, "--torsion-weight", "100"],
+    "w128-chiral-torsion1000": [*COSINE, "--torsion-weight", "1000"],
 }
 TRAINING = ["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "0", "--validation-fraction", "0.2",
             "--select-by", "free_energy"]  # fmt: skip

@@ -46,6 +46,7 @@ from gnnmd.models import is_trained
 from gnnmd.nn.potential import CGPotential, priors_only
 from gnnmd.sim import LangevinSettings, ReplicaRunner
 from gnnmd.topology import CGTopology
+from gnnmd.torsions import molecule_torsions, pack_torsions, torsional_forces
 from gnnmd.units import PS_PER_FS
 
 MAX_REFERENCE_FRAMES = 20000
@@ -186,26 +187,37 @@ def simulate(
 
 def frame_force_errors(
     model: CGPotential, dataset: ForceDataset, molecule: int, frames: np.ndarray
-) -> np.ndarray:
-    """(F,) mean squared force error per frame, (kJ/mol/nm)², of ``model`` on ``frames`` (indices
-    within the molecule)."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per frame (F,), of ``model`` on ``frames`` (indices within the molecule): the mean squared
+    force error, (kJ/mol/nm)², and the mean squared error of the generalized forces along the
+    molecule's torsions, (kJ/mol/rad)² (:mod:`gnnmd.torsions`; None without torsions)."""
     topology = dataset.topologies[molecule]
-    errors = []
+    torsions = molecule_torsions(topology)
+    errors, torsion_errors = [], []
     for chunk in np.array_split(frames, max(1, len(frames) // 256)):
         positions, reference = dataset.frames(molecule, chunk)
         batch = model.pack([topology] * len(chunk))
         dtype = next(model.parameters()).dtype
-        _, forces = model.energy_and_forces(torch.as_tensor(positions.reshape(-1, 3), dtype=dtype), batch)
-        difference = forces.detach().double().numpy() - reference.reshape(-1, 3)
-        errors.append((difference**2).reshape(len(chunk), -1).mean(axis=1))
-    return np.concatenate(errors)
+        x = torch.as_tensor(positions.reshape(-1, 3), dtype=dtype)
+        _, forces = model.energy_and_forces(x, batch)
+        difference = forces.detach().double() - torch.as_tensor(reference.reshape(-1, 3), dtype=torch.float64)
+        errors.append((difference**2).reshape(len(chunk), -1).mean(1).numpy())
+        if len(torsions.fixed):
+            packed = pack_torsions([topology] * len(chunk), cache={id(topology): (topology, torsions)})
+            torsion_error = torsional_forces(x, difference, packed).reshape(len(chunk), -1)
+            torsion_errors.append((torsion_error**2).mean(1).numpy())
+    return np.concatenate(errors), np.concatenate(torsion_errors) if torsion_errors else None
 
 
-def force_gain(model_errors: np.ndarray, prior_errors: np.ndarray, groups: np.ndarray | None = None) -> dict:
+def force_gain(
+    model_errors: np.ndarray, prior_errors: np.ndarray, groups: np.ndarray | None = None,
+    quantity: str = "force", unit: str = "kj_per_mol_nm",
+) -> dict:  # fmt: skip
     """How much the network lowers the held-out force error below the priors': the gain in
     mean squared error, (kJ/mol/nm)², and the gain in units of its standard error (over the
     frames' independent trajectories ``groups`` (F,) when given and at least two, else over
-    contiguous blocks: neighbouring frames of a trajectory are correlated)."""
+    contiguous blocks: neighbouring frames of a trajectory are correlated). ``quantity`` and
+    ``unit`` name the error (e.g. "torsion", "kj_per_mol_rad") in the RMSE's key."""
     gain = prior_errors - model_errors
     over = "trajectories"
     if groups is None or len(np.unique(groups)) < 2:
@@ -213,7 +225,7 @@ def force_gain(model_errors: np.ndarray, prior_errors: np.ndarray, groups: np.nd
     error = standard_error(gain, groups)
     return {
         "standard_error_over": over,
-        "force_rmse_priors_only_kj_per_mol_nm": float(math.sqrt(prior_errors.mean())),
+        f"{quantity}_rmse_priors_only_{unit}": float(math.sqrt(prior_errors.mean())),
         "mse_gain": float(gain.mean()),
         "mse_gain_standard_error": error,
         "mse_gain_in_standard_errors": float(gain.mean() / error) if error > 0 else float("nan"),
@@ -258,10 +270,15 @@ def validate_molecule(
     baseline = priors_only(model) if settings.priors_only and model.use_priors else None
     extra.update(judge_main_observable(topology, native, starts, pairs, replicas, settings, baseline, groups))
     frames, kind = held_out_frames(model, dataset, molecule, settings.force_frames)
-    errors = frame_force_errors(model, dataset, molecule, frames)
+    errors, torsion_errors = frame_force_errors(model, dataset, molecule, frames)
     if "priors_only" in extra:
-        alone = frame_force_errors(baseline, dataset, molecule, frames)
-        extra["priors_only"]["force_gain"] = force_gain(errors, alone, None if ids is None else ids[frames])
+        alone, torsions_alone = frame_force_errors(baseline, dataset, molecule, frames)
+        held_out_ids = None if ids is None else ids[frames]
+        extra["priors_only"]["force_gain"] = force_gain(errors, alone, held_out_ids)
+        if torsion_errors is not None:
+            extra["priors_only"]["torsion_gain"] = force_gain(
+                torsion_errors, torsions_alone, held_out_ids, "torsion", "kj_per_mol_rad"
+            )
     simulated_ns = settings.replicas * settings.steps * settings.timestep_fs * PS_PER_FS * 1e-3
     report = {
         "topology": topology.name,
@@ -272,6 +289,9 @@ def validate_molecule(
         "js_divergence": divergences,
         **extra,
         "force_rmse_kj_per_mol_nm": float(math.sqrt(errors.mean())),
+        "torsion_rmse_kj_per_mol_rad": (
+            None if torsion_errors is None else float(math.sqrt(torsion_errors.mean()))
+        ),
         "force_frames": kind,
         "force_frame_count": int(len(frames)),
     }

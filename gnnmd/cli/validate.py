@@ -96,6 +96,13 @@ def run(args: argparse.Namespace) -> int:
                 f"  priors only: force RMSE {gain['force_rmse_priors_only_kj_per_mol_nm']:.2f}; the network "
                 f"lowers the mean squared error by {gain['mse_gain_in_standard_errors']:.1f} standard errors"
             )
+        torsion = molecule.get("priors_only", {}).get("torsion_gain")
+        if torsion is not None:
+            print(
+                f"  torsional forces: RMSE {molecule['torsion_rmse_kj_per_mol_rad']:.2f} kJ/mol/rad, "
+                f"priors only {torsion['torsion_rmse_priors_only_kj_per_mol_rad']:.2f}; gain "
+                f"{torsion['mse_gain_in_standard_errors']:.1f} standard errors"
+            )
         for replica, reason in molecule.get("failed_replicas", {}).items():
             print(f"  WARNING: replica {replica} failed and was dropped ({reason})", file=sys.stderr)
         if "folded_fraction" in molecule:

@@ -17,13 +17,13 @@ from torch import Tensor
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.graph import GraphBatch
 from gnnmd.nn.potential import CGPotential
-from gnnmd.train.torsions import TorsionBatch, pack_torsions
+from gnnmd.torsions import TorsionBatch, pack_torsions
 
 
 class ForceBatch(NamedTuple):
     """Packed frames: positions (N, 3) nm, reference forces (N, 3) kJ/mol/nm, the graph batch,
     each graph's dataset molecule index (G,), reference energies (G,) kJ/mol when the
-    loader reads them (else None), and the molecules' torsions (:mod:`gnnmd.train.torsions`)."""
+    loader reads them (else None), and the molecules' torsions (:mod:`gnnmd.torsions`)."""
 
     positions: Tensor
     forces: Tensor

@@ -38,7 +38,7 @@ class TrainingConfig:
         energy_weight: weight of the per-frame energy MSE, (kJ/mol)², in the loss; above 0
             the dataset must hold energies for every molecule.
         torsion_weight: weight of the MSE of the generalized forces along the bonded graph's
-            torsions, (kJ/mol/rad)², in the loss (:mod:`gnnmd.train.torsions`); above 0 every
+            torsions, (kJ/mol/rad)², in the loss (:mod:`gnnmd.torsions`); above 0 every
             molecule must have a torsion.
         select_by: what picks the best epoch and stops early: "force" (validation loss) or
             "free_energy" (the trainer's held-out free-energy score, computed every epoch).

@@ -64,6 +64,7 @@ from gnnmd.runfolder import (
     file_sha256,
     require_fresh,
 )
+from gnnmd.torsions import molecule_torsions
 from gnnmd.train.averaging import WeightAverage
 from gnnmd.train.batches import BatchLoader, ForceBatch
 from gnnmd.train.config import TrainingConfig
@@ -74,7 +75,6 @@ from gnnmd.train.plots import plot_learning_curve
 from gnnmd.train.resume import read_state
 from gnnmd.train.schedule import make_schedule
 from gnnmd.train.split import split_frames, trajectory_groups
-from gnnmd.train.torsions import molecule_torsions
 
 STATE_FILE = "train_state.pt"
 BEST_FILE = "best.pt"

@@ -3,7 +3,7 @@
 loss = w_F·MSE(F) + w_E·MSE(E) + w_τ·MSE(τ): forces per component (kJ/mol/nm)², energies per
 frame (kJ/mol)², relative to the mean error of the molecule's frames in the batch
 (:func:`molecule_mean_errors`), and the generalized forces along the bonded graph's torsions
-per torsion (kJ/mol/rad)² (:mod:`gnnmd.train.torsions`). The torsional term weighs, beside the
+per torsion (kJ/mol/rad)² (:mod:`gnnmd.torsions`). The torsional term weighs, beside the
 Cartesian one, the part of the force error that sets the free energy along the torsions.
 
 Each batch gives a vector of sums, :data:`SUM_FIELDS`, so that sums over batches and ranks
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gnnmd.torsions import torsional_forces
 from gnnmd.train.batches import ForceBatch
 from gnnmd.train.config import TrainingConfig
 from gnnmd.train.distributed import all_reduce_sum
-from gnnmd.train.torsions import torsional_forces
 
 #: What a vector of error sums holds, in order.
 SUM_FIELDS = ("force_squared", "force_components", "energy_squared", "energy_frames",

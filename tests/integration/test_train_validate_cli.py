@@ -63,7 +63,13 @@ def test_train_then_validate(ala2_data, tmp_path, capsys):
     assert gain["force_rmse_priors_only_kj_per_mol_nm"] > 0 and gain["mse_gain_standard_error"] > 0
     expected = gain["force_rmse_priors_only_kj_per_mol_nm"] ** 2 - molecule["force_rmse_kj_per_mol_nm"] ** 2
     assert abs(gain["mse_gain"] - expected) <= 1e-6 * abs(expected) + 1e-9
+    torsion = molecule["priors_only"]["torsion_gain"]  # φ and ψ: generalized forces, kJ/mol/rad
+    alone = torsion["torsion_rmse_priors_only_kj_per_mol_rad"]
+    trained = molecule["torsion_rmse_kj_per_mol_rad"]
+    assert trained > 0 and alone > 0
+    assert abs(torsion["mse_gain"] - (alone**2 - trained**2)) <= 1e-6 * alone**2
     printed = capsys.readouterr().out
+    assert "torsional forces: RMSE" in printed
     assert "phi_psi: JS model" in printed and "priors only" in printed and "noise floor" in printed
 
 

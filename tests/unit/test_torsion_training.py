@@ -11,8 +11,8 @@ import torch
 from gnnmd.data.dataset import DatasetError, ForceDataset, write_molecule
 from gnnmd.models import load_model
 from gnnmd.topology import custom_topology
+from gnnmd.torsions import pack_torsions, torsional_forces
 from gnnmd.train import ErrorSums, Trainer, TrainingConfig
-from gnnmd.train.torsions import pack_torsions, torsional_forces
 from tests.unit.test_training import CONFIG, student, teacher_dataset
 
 TORSIONS_ONLY = TrainingConfig(**{**CONFIG.__dict__, "force_weight": 0.0, "torsion_weight": 1.0, "epochs": 4})

@@ -1,4 +1,4 @@
-"""Generalized forces along torsions (gnnmd.train.torsions): sides, rings, values, derivatives."""
+"""Generalized forces along torsions (gnnmd.torsions): sides, rings, values, derivatives."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from gnnmd.topology import custom_topology
-from gnnmd.train.torsions import molecule_torsions, pack_torsions, torsional_forces
+from gnnmd.torsions import molecule_torsions, pack_torsions, torsional_forces
 from tests.conftest import perturbed
 
 
