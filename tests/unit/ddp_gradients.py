@@ -20,10 +20,10 @@ dataset = ForceDataset(sys.argv[1])
 network = PotentialConfig(hidden_channels=16, num_filters=16, num_interactions=2, num_rbf=12, cutoff_nm=1.0)
 native = [(dataset.topologies[0], dataset.frames(0, [0])[0][0])]
 model = untrained_model(network, native, seed=4).double()
-# With energies in the data the loss has both terms, so every parameter (the readout's last bias
-# too, which only shifts the energy) gets a gradient.
+# With energies in the data the loss has all three terms, so every parameter (the readout's last
+# bias too, which only shifts the energy) gets a gradient.
 config = TrainingConfig(
-    epochs=1, batch_size=16, seed=3, energy_weight=0.5 if dataset.has_energies[0] else 0.0
+    epochs=1, batch_size=16, seed=3, energy_weight=0.5 if dataset.has_energies[0] else 0.0, torsion_weight=2.0
 )
 init_from_environment(torch.device("cpu"))  # the caller joins torchrun's process group
 trainer = Trainer(model, dataset, config, sys.argv[2] + ".run")

@@ -104,7 +104,7 @@ def test_config_rejects_unknown_keys():
 def test_two_process_gradients_equal_one_process(tmp_path, chignolin):
     """One optimiser step's gradients: 2 gloo ranks (DDP) on halves == 1 process on the whole batch.
 
-    The data carry energies, so the step's loss has both the force and the energy term.
+    The data carry energies, so the step's loss has the force, energy and torsional terms.
     """
     teacher_dataset(tmp_path / "d.h5", chignolin, energy_offset=1234.5)
     script = HERE / "ddp_gradients.py"
