@@ -65,10 +65,13 @@ def stiff_coordinates(x: torch.Tensor) -> list[torch.Tensor]:
     return [*bonds.unbind(1), *angles.unbind(1)]
 
 
-def frequencies(order: int) -> np.ndarray:
-    """(K/2, 2) integer (m, n), one of each ± pair, (0, 0) left out (a constant has no force)."""
+def frequencies(order: int, separable: bool = False) -> np.ndarray:
+    """(K/2, 2) integer (m, n), one of each ± pair, (0, 0) left out (a constant has no force);
+    ``separable``: only m = 0 or n = 0, a sum of a function of φ and one of ψ (the form of
+    the dihedral priors: a Fourier series per dihedral)."""
     pairs = [(m, n) for m in range(-order, order + 1) for n in range(-order, order + 1)]
-    return np.array([(m, n) for m, n in pairs if m > 0 or (m == 0 and n > 0)])
+    chosen = [(m, n) for m, n in pairs if m > 0 or (m == 0 and n > 0)]
+    return np.array([(m, n) for m, n in chosen if not separable or m == 0 or n == 0])
 
 
 def basis(angles: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +229,10 @@ def main() -> None:
     parser.add_argument("--model", default="ala2", help="whose priors (default: the shipped ala2)")
     parser.add_argument("--order", type=int, default=4, help="largest Fourier frequency per angle (4)")
     parser.add_argument("--held-out", type=int, default=8, help="trajectories held out (8)")
+    parser.add_argument(
+        "--separable", action="store_true",
+        help="a function of φ plus one of ψ (1-D Fourier series, the dihedral priors' form) instead of 2-D",
+    )  # fmt: skip
     parser.add_argument("--ridge", type=float, default=1e-6)
     parser.add_argument("--replicas", type=int, default=256)
     parser.add_argument("--json")
@@ -242,7 +249,7 @@ def main() -> None:
     kt = kt_kj_per_mol(300.0)
     data = projections(priors, topology, x, f)
     angles, train = data["angles"], ~held
-    freq = frequencies(args.order)
+    freq = frequencies(args.order, args.separable)
     coordinates = data["coordinates"]
     centre, scale = coordinates[train].mean(0), coordinates[train].std(0)
     fits = {
@@ -261,7 +268,7 @@ def main() -> None:
     ideal = np.where(p0 > 0, reference / np.maximum(p0, 1e-300), 0.0)[cell[:, 0], cell[:, 1]]
     report = {
         "frames": len(x), "trajectories": len(names), "held_out_trajectories": int(args.held_out),
-        "basis_functions": 2 * len(freq),
+        "basis_functions": 2 * len(freq), "separable": bool(args.separable),
         "priors_only": {"js": jensen_shannon(p0, reference), "populations": populations(prior_angles)},
         "priors_plus_ideal_map": {"js": jensen_shannon(distribution(prior_angles, ideal), reference),
                                   "populations": populations(prior_angles, ideal)},

@@ -82,3 +82,9 @@ def test_the_fits_recover_a_known_map_and_only_the_generalized_one_ignores_stiff
         cartesian = fit.fit_cartesian(data["angles"], data["metric"], data["projected"], freq, ridge=0.0)
         np.testing.assert_allclose(generalized, c_true, atol=1e-6)
         assert np.allclose(cartesian, c_true, atol=1e-6) == cartesian_exact
+
+
+def test_the_separable_basis_is_one_fourier_series_per_dihedral():
+    separable = fit.frequencies(3, separable=True)
+    assert sorted(map(tuple, separable)) == [(0, 1), (0, 2), (0, 3), (1, 0), (2, 0), (3, 0)]
+    assert len(fit.frequencies(3)) == (7 * 7 - 1) // 2
