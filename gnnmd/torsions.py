@@ -48,11 +48,20 @@ class MoleculeTorsions(NamedTuple):
 
 
 class TorsionBatch(NamedTuple):
-    """:class:`MoleculeTorsions` of a packed batch: global bead indices, ranges in ``order`` (N,),
-    the beads graph by graph, each graph in its depth-first order. Every field but ``order`` is
-    (T,) and int64 but ``complement`` (bool)."""
+    """The torsions of a packed batch, laid out for :func:`torsional_forces`.
+
+    Attributes:
+        order: (N,) int64, the batch's beads graph by graph, each graph in its depth-first order;
+            every other index below is a position in this order.
+        anchor: (N,) int64, the first position of each position's connected component.
+        fixed, moving: (T,) int64, the axis' ends.
+        start, end: (T,) int64, the far side of the bond.
+        outer_start, outer_end: (T,) int64, the bond's connected component.
+        complement: (T,) bool, the moving side is the component less the far side.
+    """
 
     order: Tensor
+    anchor: Tensor
     fixed: Tensor
     moving: Tensor
     start: Tensor
@@ -128,24 +137,34 @@ def _bridged(bonds: np.ndarray, position: np.ndarray, first: int, last: int) -> 
     return int((inside[:, 0] != inside[:, 1]).sum()) > 1
 
 
+def _in_order(own: MoleculeTorsions) -> dict[str, np.ndarray]:
+    """The fields of :class:`TorsionBatch` for one molecule (positions in its depth-first order)."""
+    position = np.empty_like(own.order)
+    position[own.order] = np.arange(len(own.order))
+    anchor = np.zeros_like(own.order)
+    anchor[own.outer_start] = own.outer_start
+    fields = {name: getattr(own, name) for name in TorsionBatch._fields if hasattr(own, name)}
+    return {**fields, "anchor": np.maximum.accumulate(anchor), "fixed": position[own.fixed],
+            "moving": position[own.moving]}  # fmt: skip
+
+
 def pack_torsions(
     topologies: Sequence[CGTopology], device: torch.device | str | None = None, cache: dict | None = None
 ) -> TorsionBatch:
     """The torsions of ``topologies`` packed back to back (as :func:`gnnmd.graph.pack` packs beads).
 
-    ``cache`` (optional) keeps each topology's :class:`MoleculeTorsions` by ``id``, so that a
-    batch of replicas of one molecule searches its graph once.
+    ``cache`` (optional) keeps each topology's torsions by ``id``, so that a batch of replicas of
+    one molecule searches its graph once.
     """
     cache = {} if cache is None else cache
     parts: dict[str, list] = {name: [] for name in TorsionBatch._fields}
     offset = 0
     for topology in topologies:
-        if id(topology) not in cache:
-            cache[id(topology)] = (topology, molecule_torsions(topology))  # holds the object: ids stay unique
+        if id(topology) not in cache:  # the entry holds the topology, so that its id stays unique
+            cache[id(topology)] = (topology, _in_order(molecule_torsions(topology)))
         own = cache[id(topology)][1]
         for name in TorsionBatch._fields:
-            value = getattr(own, name)
-            parts[name].append(value if name == "complement" else value + offset)
+            parts[name].append(own[name] if name == "complement" else own[name] + offset)
         offset += topology.n_beads
     return TorsionBatch(*(
         torch.as_tensor(
@@ -168,18 +187,13 @@ def torsional_forces(positions: Tensor, forces: Tensor, torsions: TorsionBatch) 
         return forces.new_zeros(0)
     x = positions.double()[torsions.order]
     f = forces.double()[torsions.order]
-    anchor_of_bead = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-    anchor_of_bead[torsions.outer_start] = torsions.outer_start  # each component's first bead
-    anchor_of_bead = torch.cummax(anchor_of_bead, dim=0).values
-    x = x - x[anchor_of_bead]
+    x = x - x[torsions.anchor]
     quantities = torch.cat([torch.cross(x, f, dim=-1), f], dim=1)  # (N, 6): r × F, F
     prefix = torch.cat([quantities.new_zeros(1, 6), torch.cumsum(quantities, dim=0)])
     far = prefix[torsions.end] - prefix[torsions.start]
     whole = prefix[torsions.outer_end] - prefix[torsions.outer_start]
     side = torch.where(torsions.complement[:, None], whole - far, far)
-    rank = torch.empty_like(torsions.order)
-    rank[torsions.order] = torch.arange(len(rank), device=rank.device)
-    fixed, moving = x[rank[torsions.fixed]], x[rank[torsions.moving]]
+    fixed, moving = x[torsions.fixed], x[torsions.moving]
     axis = moving - fixed
     axis = axis / torch.linalg.vector_norm(axis, dim=-1, keepdim=True)
     torque = side[:, :3] - torch.cross(moving, side[:, 3:], dim=-1)

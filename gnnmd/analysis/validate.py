@@ -46,7 +46,7 @@ from gnnmd.models import is_trained
 from gnnmd.nn.potential import CGPotential, priors_only
 from gnnmd.sim import LangevinSettings, ReplicaRunner
 from gnnmd.topology import CGTopology
-from gnnmd.torsions import molecule_torsions, pack_torsions, torsional_forces
+from gnnmd.torsions import pack_torsions, torsional_forces
 from gnnmd.units import PS_PER_FS
 
 MAX_REFERENCE_FRAMES = 20000
@@ -192,7 +192,6 @@ def frame_force_errors(
     force error, (kJ/mol/nm)², and the mean squared error of the generalized forces along the
     molecule's torsions, (kJ/mol/rad)² (:mod:`gnnmd.torsions`; None without torsions)."""
     topology = dataset.topologies[molecule]
-    torsions = molecule_torsions(topology)
     errors, torsion_errors = [], []
     for chunk in np.array_split(frames, max(1, len(frames) // 256)):
         positions, reference = dataset.frames(molecule, chunk)
@@ -202,9 +201,9 @@ def frame_force_errors(
         _, forces = model.energy_and_forces(x, batch)
         difference = forces.detach().double() - torch.as_tensor(reference.reshape(-1, 3), dtype=torch.float64)
         errors.append((difference**2).reshape(len(chunk), -1).mean(1).numpy())
+        torsions = pack_torsions([topology] * len(chunk))
         if len(torsions.fixed):
-            packed = pack_torsions([topology] * len(chunk), cache={id(topology): (topology, torsions)})
-            torsion_error = torsional_forces(x, difference, packed).reshape(len(chunk), -1)
+            torsion_error = torsional_forces(x, difference, torsions).reshape(len(chunk), -1)
             torsion_errors.append((torsion_error**2).mean(1).numpy())
     return np.concatenate(errors), np.concatenate(torsion_errors) if torsion_errors else None
 
