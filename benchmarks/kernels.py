@@ -32,12 +32,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from gnnmd.engine import LangevinSettings
+from gnnmd.engine.bench import provenance
 from gnnmd.kernels import BACKENDS, use_backend
 from gnnmd.models import load_model
 from gnnmd.neighbors import within_cutoff
 from gnnmd.sim import ReplicaRunner
-from gnnmd.sim.benchmark import measure, provenance
-from gnnmd.sim.integrators import LangevinSettings
+from gnnmd.sim.benchmark import measure
 from gnnmd.systems import load_system
 
 

@@ -19,8 +19,8 @@ import mdtraj
 import numpy as np
 
 import gnnmd  # noqa: F401  (imports torch before openmm: the openmm-torch import-order trap)
+from gnnmd.engine import LangevinSettings
 from gnnmd.openmm import create_simulation
-from gnnmd.sim.integrators import LangevinSettings
 from gnnmd.systems import load_system
 
 

@@ -176,9 +176,9 @@ def _validate(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gnnmd.cli.options import load_systems_for_model
+    from gnnmd.engine.bench import report
     from gnnmd.kernels import resolve_backend, use_backend
     from gnnmd.models import load_model
-    from gnnmd.sim.benchmark import report
     from gnnmd.threads import apply_threads
 
     _validate(args)
@@ -240,17 +240,18 @@ def measure_replica_runner(case: Case, args: argparse.Namespace, model, system) 
 
 def _measure_ipu(case: Case, args: argparse.Namespace, model, system) -> tuple:
     """Time ``case`` with the forces on an IPU (static-shape packs, PopTorch); the integrator on the host."""
-    from gnnmd.ipu.poptorch_backend import IPUReplicaRunner
+    from gnnmd.ipu.poptorch_backend import IPUForces
     from gnnmd.models import is_trained
+    from gnnmd.sim import ReplicaRunner
     from gnnmd.sim.benchmark import measure
 
-    runner = IPUReplicaRunner.replicas_of(model, system, case.replicas, settings=langevin_settings(args),
-                                          seed=args.seed)  # fmt: skip
+    runner = ReplicaRunner.replicas_of(model, system, case.replicas, settings=langevin_settings(args),
+                                       seed=args.seed, forces=IPUForces(executor="ipu"))  # fmt: skip
     labels = {"system": system.name, "backend": case.backend, "model": args.model,
               "model_trained": is_trained(model)}  # fmt: skip
     result = measure(runner, args.steps, args.warmup, labels)  # compiled in the runner's constructor
     result.device = "ipu"
-    packing = runner.packing_summary()
+    packing = runner.provider.packing_summary()
     runner.release()
     text = f"{packing['packs']} x {packing['max_nodes']} nodes, {packing['node_efficiency']:.1%} used"
     return result, {"json": {"packing": packing}, "print": {"title": "gnnmd bench (replica runner, IPU)",

@@ -148,7 +148,7 @@ def label_qm(args: argparse.Namespace) -> int:
     summary = label(
         args.input, args.output, settings, args.every, args.processes, args.molecule, args.topology
     )
-    from gnnmd.sim.distributed import rank_from_environment
+    from gnnmd.distributed import rank_from_environment
 
     if not rank_from_environment().is_root:  # under torchrun: rank 0 speaks for the job
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gnnmd.sim.integrators import LangevinSettings
+from gnnmd.engine import LangevinSettings
 
 
 def add_langevin_options(parser: argparse.ArgumentParser) -> None:

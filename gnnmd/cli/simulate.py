@@ -3,7 +3,7 @@
 ``gnnmd simulate chignolin,engrailed --replicas 32 --ns 10 -o out/run`` runs 32
 replicas of each system (64 in all, packed into one model call per step) for
 10 ns each. Under ``torchrun --nproc-per-node N`` the replicas are sharded over
-the N processes (:mod:`gnnmd.sim.distributed`). ``--committee A,B`` evaluates
+the N processes (:mod:`gnnmd.distributed`). ``--committee A,B`` evaluates
 a committee of models on the way and logs their force disagreement
 (:mod:`gnnmd.sim.committee`). See docs/simulate.md.
 """
@@ -20,10 +20,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from gnnmd import distributed
 from gnnmd.cli.options import add_coordinates_option, add_fallback_option, add_threads_option
 from gnnmd.cli.progress import print_summary, progress_bar
 from gnnmd.kernels import AUTO, BACKENDS, choose_backend
-from gnnmd.sim import distributed, run_record
+from gnnmd.sim import run_record
 from gnnmd.sim.committee import committee_monitor, committee_summary
 from gnnmd.sim.reporters import FORMATS, save_topologies
 from gnnmd.sim.runner import DEFAULT_SKIN_NM
@@ -259,7 +260,7 @@ def _owned_folder(directory: Path, info) -> Iterator[None]:
     from gnnmd.runfolder import RunFolderLock, claim
 
     lock = RunFolderLock(directory)
-    distributed.on_root(info, lambda: claim(lock))
+    distributed.on_root(lambda: claim(lock), info)
     try:
         yield
     finally:
@@ -277,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     args.backend = choose_backend(args.backend, args.device)
     if args.device == "ipu":
         _check_ipu(args)
-    distributed.initialize(info, args.device)
+    distributed.initialize("cpu" if args.device == "ipu" else args.device, info)
     try:
         return _run(args, info)
     finally:
@@ -309,16 +310,16 @@ def _run(args: argparse.Namespace, info) -> int:
     if plan["committee"] is not None:
         committee = committee_monitor(plan, plan["_systems"], info.rank)
     with _owned_folder(args.output, info):
-        record, changes = distributed.on_root(info, lambda: _check_output(args, plan, info.world_size))
+        record, changes = distributed.on_root(lambda: _check_output(args, plan, info.world_size), info)
         return _simulate(args, info, plan, model, committee, (record, changes))
 
 
 def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resume: tuple) -> int:
     """Run this rank's replicas; ``resume`` is (the run record or None, accepted changes)."""
+    from gnnmd.engine import LangevinSettings
+    from gnnmd.engine.bench import provenance
     from gnnmd.models import is_trained
-    from gnnmd.sim.benchmark import provenance
     from gnnmd.sim.checkpoint import atomic_write_bytes, load_checkpoint
-    from gnnmd.sim.integrators import LangevinSettings
     from gnnmd.sim.runner import ReplicaRunner
     from gnnmd.sim.simulation import OutputOptions, Simulation
 
@@ -350,21 +351,21 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
     def per_replica(values: list[float]) -> list[float]:
         return [values[0] if len(values) == 1 else values[i] for i in mine]
 
-    runner_class, device = ReplicaRunner, distributed.device_for(args.device, info)
+    forces, device = None, str(distributed.local_device(args.device, info))
     if args.device == "ipu":  # forces on the IPU, integration on the host (docs/ipu.md)
-        from gnnmd.ipu.poptorch_backend import IPUReplicaRunner
+        from gnnmd.ipu.poptorch_backend import IPUForces
 
-        runner_class, device = IPUReplicaRunner, "cpu"
-    runner = runner_class(
+        forces, device = IPUForces(executor="ipu"), "cpu"
+    runner = ReplicaRunner(
         model, [s.topology for s in system_of],
         np.concatenate([s.positions_nm for s in system_of]),
         LangevinSettings(args.dt_fs, args.temperature_k[0], args.friction_per_ps[0]),
         device=device, dtype=getattr(torch, args.dtype), seed=args.seed,
         thermostat_temperatures_k=per_replica(args.temperature_k),
         frictions_per_ps=per_replica(args.friction_per_ps),
-        skin_nm=args.skin_nm, replica_ids=mine, cuda_graph=args.cuda_graph,
+        skin_nm=args.skin_nm, replica_ids=mine, cuda_graph=args.cuda_graph, forces=forces,
     )  # fmt: skip
-    run_id = record["run_id"] if record is not None else distributed.on_root(info, run_record.new_run_id)
+    run_id = record["run_id"] if record is not None else distributed.on_root(run_record.new_run_id, info)
     extra = {"world_size": info.world_size, "run_id": run_id}
     if document is not None:
         accept = ("timestep_fs",) if "timestep_fs" in changes else ()
@@ -373,8 +374,8 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
         if record is None:  # a new run: its record exists before any of its outputs
             fresh = {**plan, "world_size": info.world_size, "run_id": run_id, "command": sys.argv,
                      "provenance": provenance(), "model_trained": is_trained(model)}  # fmt: skip
-            distributed.on_root(info, lambda: run_record.write_record(args.output, fresh))
-            distributed.on_root(info, lambda: save_topologies(args.output, systems))
+            distributed.on_root(lambda: run_record.write_record(args.output, fresh), info)
+            distributed.on_root(lambda: save_topologies(args.output, systems), info)
         simulation = Simulation(runner, options, committee=committee, extra=extra, overwrite=True)
     until = plan["steps"]
     if args.ns is not None:  # the run's length is in time: the time step may have changed on resume
@@ -386,7 +387,7 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
         updated = run_record.resumed(
             record, asked, changes, runner.steps_done, simulation.time_ps(), invocation
         )
-        distributed.on_root(info, lambda: run_record.write_record(args.output, updated))
+        distributed.on_root(lambda: run_record.write_record(args.output, updated), info)
     trained = is_trained(model)
     label = f"{total} replicas" + (f", rank 0 of {info.world_size}" if info.distributed else "")
     with progress_bar(label, enabled=info.is_root and not args.no_progress) as progress:

@@ -156,8 +156,8 @@ def prior_refinement(dataset, args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from gnnmd.data.dataset import ForceDataset
+    from gnnmd.distributed import initialize, local_device
     from gnnmd.train import Trainer, TrainingConfig
-    from gnnmd.train.distributed import init_from_environment, local_device
     from gnnmd.train.setup import model_for_dataset
 
     config = TrainingConfig(
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     if refinement is not None:
         metadata["prior_refinement"] = refinement
     scorer_for = free_energy_scorer(config, dataset, args.temperature_k)
-    init_from_environment(local_device(args.device))  # joins torchrun's process group, if launched so
+    initialize(local_device(args.device))  # joins torchrun's process group, if launched so
     trainer = Trainer(model, dataset, config, args.output, args.device, metadata, scorer_for, prepare)
     history = trainer.run(resume=not args.fresh)
     if trainer.rank == 0:

@@ -28,8 +28,8 @@ import h5py
 import numpy as np
 
 from gnnmd.data.qm import QMInputError, QMSettings, check_frame, engine_for
+from gnnmd.distributed import finalize, gather_to_root, initialize, on_root, rank_from_environment
 from gnnmd.runfolder import RunFolderLock, atomic_write_bytes, claim, file_sha256
-from gnnmd.sim.distributed import finalize, gather_to_root, initialize, on_root, rank_from_environment
 from gnnmd.topology import custom_topology
 
 MANIFEST = "manifest.json"
@@ -139,7 +139,7 @@ def label(
     info = rank_from_environment()
     if info.distributed and processes > 1:
         raise QMInputError("under torchrun each rank is one labelling process; leave --processes at 1")
-    initialize(info, "cpu")
+    initialize("cpu", info)
     lock = RunFolderLock(work)
 
     def start() -> int:
@@ -148,7 +148,7 @@ def label(
         return len(_done(work))
 
     try:
-        before = on_root(info, start)
+        before = on_root(start, info)
         if info.distributed:
             local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
             threads = max(1, (os.cpu_count() or 1) // local)
@@ -164,7 +164,7 @@ def label(
             with _environment(_THREAD_VARIABLES, str(threads)):
                 with multiprocessing.get_context("spawn").Pool(processes) as pool:
                     pool.starmap(_worker, tasks)
-        summary = on_root(info, lambda: _merge(work, output, molecules, settings))
+        summary = on_root(lambda: _merge(work, output, molecules, settings), info)
         return summary | {"computed": len(_done(work)) - before}
     finally:
         if info.is_root:

@@ -7,19 +7,19 @@ This module is written against PopTorch's documented API (``poptorch.Options``,
 ``deviceIterations``, ``replicationFactor``, ``enableExecutableCaching``,
 ``inferenceModel``, ``detachFromDevice``) and has not run on an IPU: see docs/ipu.md.
 
-:class:`IPUReplicaRunner` is the replica runner with its force call replaced by
-a static model, on an IPU (``executor="ipu"``) or on the host (``"host"``, how it
-is tested). The integrator stays on the host, in float32 for the IPU. Units: nm,
-kJ/mol, ps.
+:class:`IPUForces` is a force provider (:mod:`gnnmd.engine.forces`) for the replica
+runner: its forces come from a static model, on an IPU (``executor="ipu"``) or on the
+host (``"host"``, how it is tested). The integrator stays on the host, in float32 for
+the IPU. Units: nm, kJ/mol, ps.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,7 +33,6 @@ from gnnmd.ipu.static_model import (
     build_static,
 )
 from gnnmd.nn.potential import CGPotential
-from gnnmd.sim.runner import ReplicaRunner
 from gnnmd.topology import CGTopology
 
 #: The message of a missing PopTorch (also in docs/ipu.md and the CLI tests).
@@ -82,84 +81,49 @@ def ipu_model(model: StaticPotential, options: Any = None) -> Any:
     return poptorch.inferenceModel(model.float().eval(), options if options is not None else ipu_options())
 
 
-class IPUReplicaRunner(ReplicaRunner):
-    """A :class:`~gnnmd.sim.runner.ReplicaRunner` whose forces come from a static-shape model.
+class StaticForces:
+    """A force provider (:mod:`gnnmd.engine.forces`): the static-shape model over packed replicas.
 
-    Takes the runner's arguments; ``device`` is the host (the integrator's
-    device), the neighbour search happens inside the static model each step
-    (so ``skin_nm`` is 0) and CUDA graphs do not apply.
-
-    Args:
-        model, topologies, positions_nm, settings: as for ReplicaRunner.
-        executor: "ipu" (PopTorch) or "host" (the static model on the runner's device).
-        target_nodes: preferred nodes per pack.
-        headroom: factor on each replica's pair count when the capacity is planned.
-        options: ``poptorch.Options`` for "ipu" (default: :func:`ipu_options`).
-        **kwargs: the other ReplicaRunner arguments (dtype, seed, temperatures...).
+    Packs ``topologies`` on the first call, at the positions of that call, and builds the
+    static model (for the IPU, wrapped and compiled by PopTorch). A pack whose pairs outgrow
+    its capacity is never truncated: the replicas are packed again at the current positions
+    (a recompile on the IPU) and the evaluation redone; ``replans`` counts those.
     """
 
-    def __init__(
-        self,
-        model: CGPotential,
-        topologies: Sequence[CGTopology],
-        positions_nm: np.ndarray | Tensor,
-        settings=None,
-        *,
-        executor: str = "ipu",
-        target_nodes: int = 1024,
-        headroom: float = DEFAULT_HEADROOM,
-        options: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        if executor not in EXECUTORS:
-            raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-        if executor == "ipu":
-            require_poptorch()
-            if kwargs.get("dtype", torch.float32) != torch.float32:
-                raise ValueError("IPUs have no float64: use dtype float32 with --device ipu")
-        if kwargs.pop("cuda_graph", False):
-            raise ValueError("CUDA graphs do not apply to the IPU runner")
-        kwargs.pop("skin_nm", None)
-        if executor == "ipu":
-            kwargs["device"] = "cpu"
-        self.executor = executor
-        self.target_nodes = int(target_nodes)
-        self.headroom = float(headroom)
-        self.options = options
+    def __init__(self, settings: IPUForces, model: CGPotential, topologies: Sequence[CGTopology],
+                 device: torch.device) -> None:  # fmt: skip
+        self.settings = settings
+        self.model = model
+        self.topologies = list(topologies)
+        self.device = device
         self.replans = 0
         self.layout: PackLayout | None = None
-        self._static_batch = None
-        self._evaluate_static: StaticEvaluator | None = None
+        self._evaluate: StaticEvaluator | None = None
         self._compiled: Any = None
-        super().__init__(model, topologies, positions_nm, settings, skin_nm=0.0, **kwargs)
 
     def _plan(self, positions: Tensor) -> None:
-        """Pack the current replicas at ``positions`` and build (and for the IPU, wrap) the static model."""
+        """Pack the replicas at ``positions`` and build (and for the IPU, wrap) the static model."""
         self.release()
+        s = self.settings
         static, self.layout = build_static(self.model, self.topologies, positions.detach().cpu(),
-                                           target_nodes=self.target_nodes, headroom=self.headroom,
+                                           target_nodes=s.target_nodes, headroom=s.headroom,
                                            device=self.device)  # fmt: skip
         module = static
-        if self.executor == "ipu":
-            module = self._compiled = ipu_model(static, self.options)
-        self._evaluate_static = StaticEvaluator(self.layout, module, static.max_edges, self.model.cutoff_nm)
-        self._static_batch = self.batch
+        if s.executor == "ipu":
+            module = self._compiled = ipu_model(static, s.options)
+        self._evaluate = StaticEvaluator(self.layout, module, static.max_edges, self.model.cutoff_nm)
 
-    def evaluate(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """Energies (R,) kJ/mol and forces (N, 3) kJ/mol/nm at ``positions`` (N, 3) nm, by the static model.
-
-        A pack whose pairs outgrow its capacity is never truncated: the replicas
-        are packed again at these positions (a recompile on the IPU) and the step is redone.
-        """
-        if self._static_batch is not self.batch:  # first call, or replicas were dropped
+    def __call__(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """Energies (R,) kJ/mol and forces (N, 3) kJ/mol/nm at ``positions`` (N, 3) nm."""
+        if self._evaluate is None:
             self._plan(positions)
         try:
-            return self._evaluate_static(positions)
+            return self._evaluate(positions)
         except NeighborCapacityError as error:
             self.replans += 1
             warnings.warn(f"{error}; packing again at the current positions", stacklevel=2)
             self._plan(positions)
-            return self._evaluate_static(positions)
+            return self._evaluate(positions)
 
     def release(self) -> None:
         """Detach from the IPU (if attached)."""
@@ -173,3 +137,38 @@ class IPUReplicaRunner(ReplicaRunner):
     def packing_summary(self) -> dict:
         """The current plan's capacities and efficiencies (see PackingPlan.summary)."""
         return self.layout.plan.summary() if self.layout is not None else {}
+
+
+@dataclass(frozen=True)
+class IPUForces:
+    """The force-provider factory of the static-shape path: ``ReplicaRunner(..., forces=IPUForces())``.
+
+    Args:
+        executor: "ipu" (PopTorch; the runner's device must be the host CPU, dtype float32)
+            or "host" (the static model on the runner's device: how it is tested).
+        target_nodes: preferred nodes per pack.
+        headroom: factor on each replica's pair count when the capacity is planned.
+        options: ``poptorch.Options`` for "ipu" (default: :func:`ipu_options`).
+    """
+
+    executor: str = "ipu"
+    target_nodes: int = 1024
+    headroom: float = DEFAULT_HEADROOM
+    options: Any = None
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.executor == "ipu":
+            require_poptorch()
+
+    def __call__(
+        self, model: CGPotential, topologies: Sequence[CGTopology], device: torch.device
+    ) -> StaticForces:
+        if self.executor == "ipu":
+            dtype = next(model.parameters()).dtype
+            if dtype != torch.float32:
+                raise ValueError(f"IPUs have no float64: use dtype float32 with --device ipu (got {dtype})")
+            if torch.device(device).type != "cpu":
+                raise ValueError(f"with an IPU the integrator runs on the host: use device cpu, not {device}")
+        return StaticForces(self, model, topologies, torch.device(device))

@@ -30,6 +30,8 @@ import openmm
 import openmm.unit
 import torch
 
+from gnnmd.engine import LangevinSettings
+from gnnmd.engine.bench import BenchResult, synchronize
 from gnnmd.export import export_potential
 from gnnmd.kernels import implementation_of
 from gnnmd.models import is_trained
@@ -37,8 +39,6 @@ from gnnmd.nn.potential import CGPotential
 from gnnmd.openmm.overhead import route_overhead_ms_per_step
 from gnnmd.openmm.platforms import PlatformSpec
 from gnnmd.openmm.simulation import create_simulation, replica_positions
-from gnnmd.sim.benchmark import BenchResult
-from gnnmd.sim.integrators import LangevinSettings
 from gnnmd.systems import System
 from gnnmd.units import BOLTZMANN_KJ_PER_MOL_K, ns_per_day
 
@@ -81,11 +81,11 @@ def _time_steps(integrator: openmm.Integrator, steps: int) -> float:
 
 
 def _time_evaluations(evaluate: Callable[[], None], evaluations: int, device: torch.device) -> float:
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(evaluations):
         evaluate()
-    _synchronize(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -133,11 +133,6 @@ def time_interleaved(
         openmm_seconds += _time_steps(integrator, block)
         model_seconds += _time_evaluations(evaluate, block, device)
     return openmm_seconds, model_seconds
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _mean_temperature_k(simulation: openmm.app.Simulation, beads: int) -> float:

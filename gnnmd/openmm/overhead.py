@@ -21,8 +21,8 @@ import openmm.unit
 import torch
 from torch import Tensor, nn
 
+from gnnmd.engine import LangevinSettings
 from gnnmd.openmm.platforms import PlatformSpec, check_torch_plugin, import_openmmtorch
-from gnnmd.sim.integrators import LangevinSettings
 
 
 class ZeroForces(nn.Module):

@@ -29,12 +29,12 @@ import openmm
 import openmm.app
 import openmm.unit
 
+from gnnmd.engine import LangevinSettings
 from gnnmd.errors import OpenMMSetupError, SimulationError
 from gnnmd.openmm.forces import model_label
 from gnnmd.openmm.platforms import PlatformSpec, resolve_platform
 from gnnmd.openmm.system import DEFAULT_ROUTE, ModelLike, create_system, resolve_model
 from gnnmd.openmm.topology import openmm_topology
-from gnnmd.sim.integrators import LangevinSettings
 from gnnmd.systems import System, load_system
 from gnnmd.units import PS_PER_FS
 

@@ -38,6 +38,7 @@ import openmm
 import openmm.app
 import torch
 
+from gnnmd.engine import LangevinSettings
 from gnnmd.export import exported_metadata, kernel_provenance
 from gnnmd.models import is_trained
 from gnnmd.openmm.forces import model_label
@@ -45,7 +46,6 @@ from gnnmd.openmm.platforms import PlatformSpec
 from gnnmd.openmm.simulation import check_initial_energy, langevin_integrator, replica_positions
 from gnnmd.openmm.system import ModelLike, create_system, resolve_model
 from gnnmd.openmm.topology import openmm_topology
-from gnnmd.sim.integrators import LangevinSettings
 from gnnmd.systems import System, load_system
 
 SETUP_FILES = (

@@ -1,11 +1,11 @@
 """Simulation engine: batched Langevin dynamics of many replicas through one model call per step.
 
 :class:`ReplicaRunner` steps the replicas; :class:`Simulation` adds outputs,
-checkpoints and health checks; :mod:`gnnmd.sim.distributed` shards replicas over
+checkpoints and health checks; :mod:`gnnmd.distributed` shards replicas over
 torchrun processes; :mod:`gnnmd.sim.benchmark` measures ns/day.
 """
 
-from gnnmd.sim.integrators import LangevinSettings
+from gnnmd.engine import LangevinSettings
 from gnnmd.sim.runner import ReplicaRunner
 from gnnmd.sim.simulation import OutputOptions, Simulation
 

@@ -19,36 +19,13 @@ Units: x nm, v nm/ps, F kJ/mol/nm, m amu, h ps, kT kJ/mol (F/m is then nm/ps²).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from gnnmd.sim.noise import STREAM_THERMOSTAT, STREAM_VELOCITIES, CounterNoise, IntLike
-from gnnmd.units import BOLTZMANN_KJ_PER_MOL_K, PS_PER_FS
-
-
-@dataclass(frozen=True)
-class LangevinSettings:
-    """Thermostat and step: ``timestep_fs`` (fs), ``temperature_k`` (K), ``friction_per_ps`` (1/ps)."""
-
-    timestep_fs: float = 4.0
-    temperature_k: float = 300.0
-    friction_per_ps: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not self.timestep_fs > 0:
-            raise ValueError(f"timestep_fs must be positive, got {self.timestep_fs}")
-        if not self.temperature_k >= 0:
-            raise ValueError(f"temperature_k must be >= 0, got {self.temperature_k}")
-        if not self.friction_per_ps >= 0:
-            raise ValueError(f"friction_per_ps must be >= 0, got {self.friction_per_ps}")
-
-    @property
-    def timestep_ps(self) -> float:
-        return self.timestep_fs * PS_PER_FS
-
+from gnnmd.units import BOLTZMANN_KJ_PER_MOL_K
 
 ForceFunction = Callable[[Tensor], tuple[Tensor, Tensor]]
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from gnnmd.sim.benchmark import BenchResult
+from gnnmd.engine.bench import BenchResult
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINE_STYLES = ("-", "--", "-.", ":")

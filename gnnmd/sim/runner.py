@@ -9,7 +9,9 @@ not depend on which replicas share its batch or its process.
 The neighbour list is a Verlet list with a skin (:mod:`gnnmd.neighbors.verlet`),
 rebuilt per replica only when one of its beads moved more than half the skin;
 forces equal those of a per-step rebuild bit for bit. ``skin_nm=0`` filters all
-candidate pairs every step instead (the model's own path).
+candidate pairs every step instead (the model's own path). A force provider
+(:mod:`gnnmd.engine.forces`) passed as ``forces`` replaces both: the static-shape
+IPU path plugs in that way.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gnnmd.engine.forces import ForceProvider, ForceProviderFactory, release
+from gnnmd.engine.settings import LangevinSettings
 from gnnmd.errors import SimulationError
 from gnnmd.neighbors.verlet import VerletList
 from gnnmd.nn.potential import CGPotential
-from gnnmd.sim.integrators import BAOAB, LangevinSettings
+from gnnmd.sim.integrators import BAOAB
 from gnnmd.sim.noise import CounterNoise
 from gnnmd.systems import System
 from gnnmd.topology import CGTopology
@@ -69,6 +73,9 @@ class ReplicaRunner:
             A shard of a larger run passes the global indices of its replicas.
         cuda_graph: capture each step in CUDA graphs (CUDA devices only; see
             :mod:`gnnmd.sim.graphs`).
+        forces: a force-provider factory (:mod:`gnnmd.engine.forces`) that computes the
+            forces instead of the model over a Verlet list; ``skin_nm`` is then 0 and CUDA
+            graphs do not apply.
     """
 
     def __init__(
@@ -86,19 +93,24 @@ class ReplicaRunner:
         skin_nm: float = DEFAULT_SKIN_NM,
         replica_ids: Sequence[int] | None = None,
         cuda_graph: bool = False,
+        forces: ForceProviderFactory | None = None,
     ) -> None:
         self.device = torch.device(device)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if not skin_nm >= 0:
             raise ValueError(f"skin_nm must be >= 0 nm, got {skin_nm}")
+        if forces is not None and cuda_graph:
+            raise ValueError("CUDA graphs capture the runner's own force path, not a force provider's")
         if cuda_graph and self.device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs a CUDA device; the runner is on {self.device}")
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype)
         self.settings = settings if settings is not None else LangevinSettings()
         self.seed = int(seed)
-        self.skin_nm = float(skin_nm)
+        self.skin_nm = 0.0 if forces is not None else float(skin_nm)
+        self.force_factory = forces
+        self.provider: ForceProvider | None = None
         self.cuda_graph = bool(cuda_graph)
         count = len(topologies)
         if count < 1:
@@ -145,7 +157,10 @@ class ReplicaRunner:
         noise = CounterNoise(self.seed, replica_of_bead, bead_in_replica, self.dtype)
         self.integrator = BAOAB(self.masses, self.settings.timestep_ps, per_bead["t"], per_bead["g"], noise)
         self.verlet = None
-        if self.skin_nm > 0:
+        if self.force_factory is not None:
+            release(self.provider)
+            self.provider = self.force_factory(self.model, topologies, self.device)
+        elif self.skin_nm > 0:
             self.verlet = VerletList(
                 self.batch.pairs, self.batch.graph_index, len(topologies), self.model.cutoff_nm, self.skin_nm
             )
@@ -173,6 +188,8 @@ class ReplicaRunner:
 
         With a Verlet skin the lists of replicas that moved too far are rebuilt first.
         """
+        if self.provider is not None:
+            return self.provider(positions)
         if self.verlet is None:
             return self.model.energy_and_forces(positions, self.batch)
         self.verlet.update(positions)
@@ -203,6 +220,10 @@ class ReplicaRunner:
             self.energies, self.forces = self.evaluate(self.positions)
             self.velocities = self.integrator.kick(velocities, self.forces)
             self.steps_done += 1
+
+    def release(self) -> None:
+        """Free what the force provider holds (an IPU, an executable); nothing otherwise."""
+        release(self.provider)
 
     def neighbor_list_builds(self) -> int:
         """Per-replica Verlet list builds summed over replicas (steps + 1 per replica without a skin)."""

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from gnnmd.data.dataset import DatasetError, ForceDataset
+from gnnmd.distributed import all_reduce_sum, joined_world, local_device, on_root
 from gnnmd.errors import GnnmdError
 from gnnmd.graph import GraphBatch
 from gnnmd.models import save_checkpoint
@@ -68,7 +69,6 @@ from gnnmd.torsions import molecule_torsions
 from gnnmd.train.averaging import WeightAverage
 from gnnmd.train.batches import BatchLoader, ForceBatch
 from gnnmd.train.config import TrainingConfig
-from gnnmd.train.distributed import all_reduce_sum, joined_world, local_device, on_root
 from gnnmd.train.energies import fit_type_energies
 from gnnmd.train.losses import SUM_FIELDS, ErrorSums, molecule_mean_errors, squared_errors, weighted_loss
 from gnnmd.train.plots import plot_learning_curve

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gnnmd.distributed import all_reduce_sum
 from gnnmd.torsions import torsional_forces
 from gnnmd.train.batches import ForceBatch
 from gnnmd.train.config import TrainingConfig
-from gnnmd.train.distributed import all_reduce_sum
 
 #: What a vector of error sums holds, in order.
 SUM_FIELDS = ("force_squared", "force_components", "energy_squared", "energy_frames",

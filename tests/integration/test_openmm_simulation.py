@@ -10,10 +10,10 @@ import openmm
 import openmm.unit
 import pytest
 
+from gnnmd.engine import LangevinSettings
 from gnnmd.errors import OpenMMSetupError, SimulationError
 from gnnmd.models import load_model
 from gnnmd.openmm import PlatformSpec, create_simulation, create_system, trajectory_reporter
-from gnnmd.sim.integrators import LangevinSettings
 from gnnmd.units import BOLTZMANN_KJ_PER_MOL_K
 from tests.integration.test_openmm_forces import one_torch_thread  # noqa: F401  (fixture)
 

@@ -166,8 +166,7 @@ def test_training_folder_has_one_owner_and_is_never_foreign(tmp_path, chignolin)
 
 def test_each_torchrun_rank_trains_on_its_local_gpu(monkeypatch):
     """Rank k of a torchrun job on GPUs uses cuda:LOCAL_RANK and makes it current before NCCL starts."""
-    from gnnmd.sim import distributed as sim_distributed
-    from gnnmd.train import distributed
+    from gnnmd import distributed
 
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "4")
@@ -175,14 +174,13 @@ def test_each_torchrun_rank_trains_on_its_local_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert distributed.local_device("cuda") == torch.device("cuda:1")
     assert distributed.local_device("cpu") == torch.device("cpu")
-    assert sim_distributed.device_for("cuda", sim_distributed.rank_from_environment()) == "cuda:1"
     calls = []
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
     monkeypatch.setattr(
         distributed.dist, "init_process_group", lambda backend: calls.append(("init", backend))
     )
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
-    distributed.init_from_environment(torch.device("cuda"))
+    distributed.initialize("cuda")
     assert calls == [("set_device", torch.device("cuda:1")), ("init", "nccl")]
     monkeypatch.setenv("LOCAL_RANK", "2")
     with pytest.raises(ValueError, match="LOCAL_RANK 2 has no GPU: torch sees 2"):

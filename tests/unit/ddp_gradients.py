@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from gnnmd.data.dataset import ForceDataset
+from gnnmd.distributed import initialize
 from gnnmd.models import untrained_model
 from gnnmd.nn.potential import PotentialConfig
 from gnnmd.train import Trainer, TrainingConfig
-from gnnmd.train.distributed import init_from_environment
 
 torch.set_num_threads(1)
 dataset = ForceDataset(sys.argv[1])
@@ -25,7 +25,7 @@ model = untrained_model(network, native, seed=4).double()
 config = TrainingConfig(
     epochs=1, batch_size=16, seed=3, energy_weight=0.5 if dataset.has_energies[0] else 0.0, torsion_weight=2.0
 )
-init_from_environment(torch.device("cpu"))  # the caller joins torchrun's process group
+initialize("cpu")  # the caller joins torchrun's process group
 trainer = Trainer(model, dataset, config, sys.argv[2] + ".run")
 shard = trainer.global_batches(0)[0][trainer.rank :: trainer.world]
 trainer.loss(trainer.errors(trainer.loader(np.asarray(shard), torch.float64))).backward()

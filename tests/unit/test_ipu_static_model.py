@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from gnnmd.cli import main
+from gnnmd.engine.forces import ForceProvider
 from gnnmd.errors import GnnmdError
 from gnnmd.ipu.onnx_export import _Energies
 from gnnmd.ipu.packing import PackCapacity, pack_graphs
 from gnnmd.ipu.poptorch_backend import (
     POPTORCH_MISSING,
-    IPUReplicaRunner,
+    IPUForces,
     IPUUnavailableError,
     require_poptorch,
 )
@@ -109,16 +110,27 @@ def test_ipu_runner_on_the_host_follows_the_replica_runner(small_model, chignoli
     topologies, native = mixed(chignolin, villin, "cvc")
     common = {"settings": LangevinSettings(timestep_fs=2.0), "dtype": torch.float64, "seed": 5}
     reference = ReplicaRunner(small_model, topologies, native, **common)
-    runner = IPUReplicaRunner(small_model, topologies, native, executor="host", target_nodes=180, **common)
+    forces = IPUForces(executor="host", target_nodes=180)
+    runner = ReplicaRunner(small_model, topologies, native, forces=forces, **common)
+    assert runner.skin_nm == 0.0 and isinstance(runner.provider, ForceProvider)
     reference.step(3)
     runner.step(3)
     torch.testing.assert_close(runner.positions, reference.positions, rtol=0, atol=1e-12)
     # An overflow is never truncated: the replicas are packed again and the step redone.
-    runner._evaluate_static.module.max_edges = runner._evaluate_static.capacity = 50
+    runner.provider._evaluate.module.max_edges = runner.provider._evaluate.capacity = 50
     with pytest.warns(UserWarning, match="neighbour capacity overflow"):
         runner.step(1)
     reference.step(1)
-    assert runner.replans == 1
+    assert runner.provider.replans == 1
+    # Dropping a replica packs the others anew, in a new provider; the trajectories go on unchanged.
+    runner.drop([1])
+    reference.drop([1])
+    runner.step(2)
+    reference.step(2)
+    assert runner.provider.replans == 0 and runner.provider.layout.plan.summary()["packs"] >= 1
+    torch.testing.assert_close(runner.positions, reference.positions, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="not a force provider"):
+        ReplicaRunner(small_model, topologies, native, forces=forces, cuda_graph=True, **common)
     torch.testing.assert_close(runner.forces, reference.forces, rtol=1e-10, atol=1e-9)
 
 
@@ -128,7 +140,7 @@ def test_missing_poptorch_is_a_clear_error():
         require_poptorch()
     assert isinstance(raised.value, GnnmdError) and "pip install <sdk>/poptorch" in str(raised.value)
     with pytest.raises(IPUUnavailableError):
-        IPUReplicaRunner(None, [], np.zeros((0, 3)))
+        IPUForces(executor="ipu")
 
 
 @pytest.mark.skipif(HAVE_POPTORCH, reason="PopTorch is installed here")

@@ -208,7 +208,7 @@ def test_bench_plot_lines_differ_by_marker_and_style():
     """Each series has its own marker and line style, not only a colour; the legend sits beside."""
     from dataclasses import replace
 
-    from gnnmd.sim.benchmark import BenchResult
+    from gnnmd.engine.bench import BenchResult
     from gnnmd.sim.plots import ns_per_day_figure
 
     row = BenchResult(system="chignolin", beads=49, replicas=1, steps=1, warmup_steps=0, dt_fs=4.0,

@@ -133,5 +133,5 @@ def test_trainer_starts_no_process_group_and_refuses_an_unjoined_torchrun(chigno
     Trainer(student(teacher, 5), dataset, CONFIG, tmp_path / "alone")
     assert not dist.is_initialized()  # building a Trainer starts nothing
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match="init_from_environment"):
+    with pytest.raises(RuntimeError, match="gnnmd.distributed.initialize"):
         Trainer(student(teacher, 5), dataset, CONFIG, tmp_path / "unjoined")
