@@ -36,8 +36,8 @@ from gnnmd.analysis.distributions import jensen_shannon
 from gnnmd.analysis.states import state_masks
 from gnnmd.analysis.validate import ValidationSettings, simulate
 from gnnmd.data.dataset import ForceDataset, spread_indices
-from gnnmd.kernels import use_backend
 from gnnmd.models import load_model
+from gnnmd.nn.backends import use_backend
 from gnnmd.nn.potential import priors_only
 from gnnmd.nn.priors.geometry import bond_angles, bond_lengths, dihedral_angles, frame_values
 from gnnmd.units import kt_kj_per_mol

@@ -34,9 +34,10 @@ import torch
 
 from gnnmd.engine import LangevinSettings
 from gnnmd.engine.bench import provenance
-from gnnmd.kernels import BACKENDS, use_backend
+from gnnmd.kernels import BACKENDS
 from gnnmd.models import load_model
 from gnnmd.neighbors import within_cutoff
+from gnnmd.nn.backends import use_backend
 from gnnmd.sim import ReplicaRunner
 from gnnmd.sim.benchmark import measure
 from gnnmd.systems import load_system

@@ -18,8 +18,8 @@ import warnings
 
 import torch
 
-from gnnmd.kernels import use_backend
 from gnnmd.models import load_model
+from gnnmd.nn.backends import use_backend
 from gnnmd.sim import ReplicaRunner
 from gnnmd.systems import load_system
 

@@ -199,7 +199,8 @@ def save_exported(
 
 def kernel_provenance(model: CGPotential) -> dict:
     """What an exported module runs, and the op library a loading process needs (None: none)."""
-    from gnnmd.kernels import backend_of, implementation_of, ops
+    from gnnmd.kernels import ops
+    from gnnmd.nn.backends import backend_of, implementation_of
 
     implementation = implementation_of(model, "cpu")
     needs_ops = implementation == "native-cpu"

@@ -66,7 +66,7 @@ def save_checkpoint(model: CGPotential, path: str | os.PathLike, metadata: Mappi
     if model.network.backend != "reference":
         raise ValueError(
             f"this model runs the {model.network.backend!r} kernel backend, a frozen conversion; save the "
-            "reference model it came from (gnnmd.kernels.use_backend converts it again after loading)"
+            "reference model it came from (gnnmd.nn.backends.use_backend converts it again after loading)"
         )
     priors = None
     if model.use_priors:
@@ -162,7 +162,7 @@ def load_model(
     _warn_if_untrained(model, path)
     if backend == "reference":
         return model
-    from gnnmd.kernels import use_backend
+    from gnnmd.nn.backends import use_backend
 
     converted = use_backend(model, backend, allow_fallback=allow_fallback)
     converted.metadata, converted.source = model.metadata, model.source

@@ -177,8 +177,9 @@ def _validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from gnnmd.cli.options import load_systems_for_model
     from gnnmd.engine.bench import report
-    from gnnmd.kernels import resolve_backend, use_backend
+    from gnnmd.kernels import resolve_backend
     from gnnmd.models import load_model
+    from gnnmd.nn.backends import use_backend
     from gnnmd.threads import apply_threads
 
     _validate(args)

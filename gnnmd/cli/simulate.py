@@ -297,8 +297,8 @@ def _check_ipu(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, info) -> int:
-    from gnnmd.kernels import implementation_of
     from gnnmd.models import load_model
+    from gnnmd.nn.backends import implementation_of
     from gnnmd.threads import apply_threads
 
     plan = _plan(args)

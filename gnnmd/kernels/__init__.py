@@ -12,25 +12,26 @@
                 (eager and TorchScript), Triton on CUDA
 ==============  =====================================================================
 
-:func:`use_backend` returns a converted copy of a model; the weights of the copy
-are frozen (the fast backends compute forces, not weight gradients).
+This package resolves a backend name and builds each block's kernel from its filter record
+(:func:`kernel_for`); it never imports the network's classes. Converting a model is the
+model's business: :func:`gnnmd.nn.backends.use_backend` returns a converted copy whose
+weights are frozen (the fast backends compute forces, not weight gradients).
 
 No silent fallback: a requested backend resolves to a named implementation
-(:func:`implementation_of`: ``native-cpu``, ``triton-cuda``, ``torch-chunked``,
+(:func:`gnnmd.nn.backends.implementation_of`: ``native-cpu``, ``triton-cuda``, ``torch-chunked``,
 ``torch``), recorded in bench rows, run records and exported files. Where the
-``tabulated`` backend's op library is missing, :func:`use_backend` raises unless
+``tabulated`` backend's op library is missing, ``use_backend`` raises unless
 ``allow_fallback=True`` (``--allow-fallback``), which runs the pure-torch twin,
 says so once on stderr and records it.
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gnnmd.nn.potential import CGPotential
+    from gnnmd.kernels.filter_spec import FilterRecord
 
 BACKENDS = ("reference", "fused", "fused16", "tabulated")
 #: The request for the fastest accurate backend that runs here (see :func:`choose_backend`).
@@ -45,6 +46,7 @@ def resolve_backend(name: str) -> str:
 
 
 _CHOICES_SAID: set[str] = set()
+_FALLBACKS_SAID: set[str] = set()
 
 
 def choose_backend(requested: str, device: Any = "cpu", *, torchscript: bool = False) -> str:
@@ -83,83 +85,12 @@ def choose_backend(requested: str, device: Any = "cpu", *, torchscript: bool = F
     return choice
 
 
-def backend_of(model: CGPotential) -> str:
-    """The backend ``model`` runs with."""
-    return model.network.backend
+def kernel_for(backend: str, record: FilterRecord, dtype: Any, options: dict):
+    """The kernel module of one block on ``backend``, from the block's filter record (plain values).
 
-
-def implementation_of(model: CGPotential, device: Any = "cpu") -> str:
-    """What computes ``model``'s interactions on ``device``: ``torch``, ``torch-chunked``,
-    ``native-cpu`` or ``triton-cuda`` (with `` (fallback)`` where a fast path was allowed to fall back)."""
-    import torch
-
-    backend = backend_of(model)
-    if backend == "reference":
-        return "torch"
-    cuda = torch.device(device).type == "cuda"
-    if cuda:
-        from gnnmd.kernels import triton_kernels
-
-        dtype = next(model.parameters()).dtype
-        if triton_kernels.available() and (backend != "tabulated" or dtype == torch.float32):
-            return "triton-cuda"
-        return "torch"
-    if backend == "tabulated":
-        implementation = model.network.convolutions()[0].kernel.implementation
-        return implementation + (" (fallback)" if getattr(model.network, "fallback", None) else "")
-    return "torch-chunked"
-
-
-_FALLBACKS_SAID: set[str] = set()
-
-
-def use_backend(
-    model: CGPotential, backend: str, allow_fallback: bool = False, **options: Any
-) -> CGPotential:
-    """A copy of ``model`` whose interaction blocks run on ``backend``.
-
-    Options: ``tolerance`` or ``points`` (tabulated grid, see
-    :func:`gnnmd.kernels.tabulated.tabulate_block`), ``weight_dtype`` (fused16:
-    torch.bfloat16 or torch.float16). The original model is untouched.
-
-    Raises:
-        OpsUnavailableError: ``tabulated`` without its op library, unless ``allow_fallback``
-            (then the pure-torch twin runs; ``network.fallback`` holds the reason).
+    ``options``: ``native`` (tabulated: the registered op, else its pure-torch twin), ``tolerance``
+    or ``points`` (tabulated grid), ``weight_dtype`` (fused16).
     """
-    resolve_backend(backend)
-    if backend_of(model) != "reference":
-        raise ValueError(f"convert from a reference model; this one already runs {backend_of(model)!r}")
-    problem = _fallback_reason(allow_fallback) if backend == "tabulated" else None
-    native = problem is None
-    converted = copy.deepcopy(model)
-    network = converted.network
-    network.backend = backend
-    network.fallback = problem
-    if backend == "reference":
-        return converted
-    for block, record in zip(network.convolutions(), network.filter_records(), strict=True):
-        block.uses_basis = False
-        block.kernel = _kernel_for(backend, record, dtype_of(network), {**options, "native": native})
-    if backend == "fused16":
-        from gnnmd.kernels.quantize import quantize_linear_layers
-
-        quantize_linear_layers(network, options.get("weight_dtype"))
-    if backend == "tabulated" and native:
-        # The native path also computes pair distances and priors through registered ops (CPU).
-        from gnnmd.kernels.native_geometry import NativePairDistances, NativePriorTerms
-
-        converted.pair_distance_kernel = NativePairDistances()
-        converted.priors.kernel = NativePriorTerms()
-    converted.requires_grad_(False)
-    return converted
-
-
-def dtype_of(network) -> Any:
-    return next(network.parameters()).dtype
-
-
-def _kernel_for(backend: str, record, dtype: Any, options: dict):
-    """The kernel module of one block on ``backend``, from the block's filter record (plain values)."""
     if backend == "tabulated":
         from gnnmd.kernels.tabulated import NativeTabulatedKernel, TabulatedKernel, tabulate_block
 
@@ -173,7 +104,7 @@ def _kernel_for(backend: str, record, dtype: Any, options: dict):
     return FusedKernel(record, weight_dtype=weight_dtype).to(dtype)
 
 
-def _fallback_reason(allow_fallback: bool) -> str | None:
+def fallback_reason(allow_fallback: bool) -> str | None:
     """None where the op library loads; else raise, or (allowed) say so once and return why."""
     from gnnmd.kernels import ops
 

@@ -1,4 +1,4 @@
-"""W(r) from a :class:`~gnnmd.nn.filter_record.FilterRecord`: the exact filter, in pure torch.
+"""W(r) from a :class:`~gnnmd.kernels.filter_spec.FilterRecord`: the exact filter, in pure torch.
 
 What the ``fused`` backends evaluate (CPU chunks, TorchScript) and hand to the Triton
 kernel, and what the ``tabulated`` backend samples to build its splines. Built from the
@@ -13,9 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from gnnmd.kernels.filter_spec import FilterRecord, activation, cosine_cutoff, expnormal_basis, gaussian_basis
 from gnnmd.kernels.quantize import quantize
-from gnnmd.nn.basis import cosine_cutoff, expnormal_basis, gaussian_basis
-from gnnmd.nn.filter_record import FilterRecord
 
 
 class FilterFunction(nn.Module):
@@ -38,8 +37,6 @@ class FilterFunction(nn.Module):
         self.basis_cutoff_nm, self.basis_lower_nm = float(basis_cutoff), float(basis_lower)
         self.activation = record.activation or ""
         self.cutoff_nm, self.lower_nm = float(record.cutoff_nm), float(record.lower_nm)
-        from gnnmd.nn.schnet import activation  # here: gnnmd.nn.schnet imports gnnmd.kernels
-
         modules: list[nn.Module] = []
         for index, (weight, bias) in enumerate(record.layers):
             layer = nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype)

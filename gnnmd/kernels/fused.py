@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from gnnmd.kernels.filter_function import FilterFunction
+from gnnmd.kernels.filter_spec import FilterRecord
 from gnnmd.kernels.first_derivative import first_derivative_only
 from gnnmd.kernels.reference import aggregate_pairs
-from gnnmd.nn.filter_record import FilterRecord
 
 #: Pairs per CPU chunk (measured best of 1024-32768 on 2 cores: 8192, 4 MiB of float32 filters).
 CPU_CHUNK_PAIRS = 8192

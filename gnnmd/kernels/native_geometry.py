@@ -6,7 +6,7 @@ backward passes. Their pure-torch twins are :func:`gnnmd.neighbors.dense.displac
 and the terms of :mod:`gnnmd.nn.priors`, which stay what training and the other
 backends run (the ops give first derivatives only).
 
-:func:`gnnmd.kernels.use_backend` puts these modules into a converted model
+:func:`gnnmd.nn.backends.use_backend` puts these modules into a converted model
 (``CGPotential.pair_distance_kernel``, ``PriorSet.kernel``); a model without them
 never names the ops, so scripting it does not need the op library.
 Units: nm, kJ/mol.

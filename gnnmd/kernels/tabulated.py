@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from gnnmd.kernels.filter_function import FilterFunction
+from gnnmd.kernels.filter_spec import FilterRecord
 from gnnmd.kernels.reference import aggregate_pairs
-from gnnmd.nn.filter_record import FilterRecord
 
 #: Largest interpolation error allowed, relative to the RMS of W and of dW/dr over [0, r_c]:
 #: 2^-11, the relative rounding of a float16 weight (bfloat16: 2^-8). Smaller tolerances

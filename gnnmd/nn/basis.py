@@ -16,31 +16,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from gnnmd.kernels.filter_spec import cosine_cutoff, expnormal_basis, gaussian_basis
+
 RADIAL_BASES = ("gaussian", "expnormal")
-
-
-def cosine_cutoff(distances: Tensor, cutoff_nm: float, lower_nm: float = 0.0) -> Tensor:
-    """(E,) nm -> (E,) the envelope of :class:`CosineCutoff`."""
-    inside = (distances < cutoff_nm).to(distances.dtype)
-    if lower_nm > 0.0:
-        width = cutoff_nm - lower_nm
-        phase = math.pi * (2.0 * (distances - lower_nm) / width + 1.0)
-        above = (distances > lower_nm).to(distances.dtype)
-        return 0.5 * (torch.cos(phase) + 1.0) * inside * above
-    return 0.5 * (torch.cos(distances * (math.pi / cutoff_nm)) + 1.0) * inside
-
-
-def gaussian_basis(distances: Tensor, centers: Tensor, widths: Tensor) -> Tensor:
-    """(E,) nm -> (E, K): exp(-(r - μ_k)² / (2 σ_k²)) for centres μ (K,) and widths σ (K,) in nm."""
-    offset = distances[:, None] - centers.to(distances.dtype)
-    widths = widths.to(distances.dtype)
-    return torch.exp((-0.5 / (widths * widths)) * offset * offset)
-
-
-def expnormal_basis(distances: Tensor, alpha: float, means: Tensor, betas: Tensor) -> Tensor:
-    """(E,) nm -> (E, K): exp(-β_k (exp(-α r) - μ_k)²), α in 1/nm."""
-    shifted = torch.exp(-alpha * distances)[:, None] - means.to(distances.dtype)
-    return torch.exp(-betas.to(distances.dtype) * shifted * shifted)
 
 
 class CosineCutoff(nn.Module):

@@ -1,54 +1,20 @@
-"""A block's continuous filter as plain values: what the kernel backends read of a network.
+"""Reading a block's filter off the network's modules as a plain :class:`FilterRecord`.
 
-W(r) = layers[-1](act(... layers[0](basis(r)))) · C(r): a radial basis (Gaussian or
-ExpNormal, optionally multiplied by a cosine envelope of its own), one or two linear
-layers with an activation between them, and the cosine cutoff C on [lower, cutoff].
-:func:`filter_record` reads it off the network's modules once; kernels
-(:mod:`gnnmd.kernels`) build their own arithmetic from the record and never reach
-into the network's classes. Distances in nm; ExpNormal's α in 1/nm.
+The record and the arithmetic it stands for are defined with the kernels
+(:mod:`gnnmd.kernels.filter_spec`); :func:`filter_record` is the one place that reads
+them off the network's modules, so kernels never reach into the network's classes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 from torch import Tensor, nn
 
+from gnnmd.kernels.filter_spec import ACTIVATIONS, FilterRecord, activation
 from gnnmd.nn.basis import CosineCutoff, ExpNormalBasis, GaussianBasis
 
 
-@dataclass(frozen=True)
-class FilterRecord:
-    """One block's filter (see the module docstring); tensors are detached copies.
-
-    Attributes:
-        basis: "gaussian" or "expnormal".
-        centers: (K,) Gaussian centres μ in nm, or ExpNormal means μ (dimensionless).
-        widths: (K,) Gaussian widths σ in nm, or ExpNormal β (dimensionless).
-        alpha: ExpNormal α in 1/nm (0 for Gaussians).
-        basis_envelope: (cutoff, lower) in nm of the cosine envelope the basis is multiplied by
-            (TorchMD-Net's ExpNormal, mlcg's Gaussians), or None.
-        layers: (weight (out, in), bias (out,)) of each linear layer, first to last.
-        activation: between two layers, one of :data:`gnnmd.nn.schnet.ACTIVATIONS` (None for one).
-        cutoff_nm, lower_nm: the cutoff envelope C(r).
-    """
-
-    basis: str
-    centers: Tensor
-    widths: Tensor
-    alpha: float
-    basis_envelope: Optional[tuple[float, float]]
-    layers: tuple[tuple[Tensor, Tensor], ...]
-    activation: Optional[str]
-    cutoff_nm: float
-    lower_nm: float
-
-
 def activation_name(module: nn.Module) -> str:
-    """The name (as :func:`gnnmd.nn.schnet.activation` takes it) of an activation module."""
-    from gnnmd.nn.schnet import ACTIVATIONS, activation
-
+    """The name (as :func:`gnnmd.kernels.filter_spec.activation` takes it) of an activation module."""
     for name in ACTIVATIONS:
         if type(activation(name)) is type(module):
             return name

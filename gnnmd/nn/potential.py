@@ -18,10 +18,11 @@ from torch import Tensor, nn
 
 from gnnmd.config import from_mapping
 from gnnmd.graph import GraphBatch, pack
+from gnnmd.kernels.filter_spec import ACTIVATIONS
 from gnnmd.neighbors import within_cutoff
 from gnnmd.nn.basis import RADIAL_BASES
 from gnnmd.nn.priors import PRIOR_TERMS, PriorSet, native_ops_apply
-from gnnmd.nn.schnet import ACTIVATIONS, SchNet
+from gnnmd.nn.schnet import SchNet
 from gnnmd.topology import CGTopology
 
 

@@ -19,40 +19,16 @@ replace each block's ``kernel`` module and all compute the same function.
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from gnnmd.kernels.filter_spec import FilterRecord, activation
 from gnnmd.kernels.reference import ReferenceKernel, aggregate_pairs
 from gnnmd.nn.basis import CosineCutoff, radial_basis
 from gnnmd.nn.chirality import ChiralInput
-from gnnmd.nn.filter_record import FilterRecord, filter_record
-
-ACTIVATIONS = ("tanh", "ssp", "silu", "sigmoid", "mish")
-
-
-class ShiftedSoftplus(nn.Module):
-    """softplus(x) - log 2: zero at the origin, SchNet's original activation."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return nn.functional.softplus(x) - math.log(2.0)
-
-
-def activation(name: str) -> nn.Module:
-    """The activation module called ``name`` (one of :data:`ACTIVATIONS`)."""
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "ssp":
-        return ShiftedSoftplus()
-    if name == "silu":
-        return nn.SiLU()
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    if name == "mish":
-        return nn.Mish()
-    raise ValueError(f"unknown activation {name!r}; allowed: {ACTIVATIONS}")
+from gnnmd.nn.filter_record import filter_record
 
 
 class InteractionBlock(nn.Module):

@@ -33,8 +33,8 @@ import torch
 from gnnmd.engine import LangevinSettings
 from gnnmd.engine.bench import BenchResult, synchronize
 from gnnmd.export import export_potential
-from gnnmd.kernels import implementation_of
 from gnnmd.models import is_trained
+from gnnmd.nn.backends import implementation_of
 from gnnmd.nn.potential import CGPotential
 from gnnmd.openmm.overhead import route_overhead_ms_per_step
 from gnnmd.openmm.platforms import PlatformSpec

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from gnnmd.engine.bench import BenchResult, peak_memory_mb, reset_peak_memory, synchronize
-from gnnmd.kernels import implementation_of
+from gnnmd.nn.backends import implementation_of
 from gnnmd.sim.graphs import WARMUP_STEPS
 from gnnmd.sim.runner import ReplicaRunner
 from gnnmd.units import ns_per_day

@@ -24,8 +24,8 @@ from gnnmd.graph import model_bead_types
 from gnnmd.interop import mlcg
 from gnnmd.interop.importing import import_mlcg
 from gnnmd.interop.opaque_pickle import Opaque, read_opaque
-from gnnmd.kernels import use_backend
 from gnnmd.models import load_model
+from gnnmd.nn.backends import use_backend
 from gnnmd.nn.priors.base import canonical_tuple
 from gnnmd.systems import load_system
 

@@ -119,7 +119,7 @@ def test_cli_import_float32_and_backends(tmp_path, capsys):
     model = load_model(out)
     assert model.vocabulary == ["H", "C", "N", "O"]
     assert model.metadata["imported_from"]["library"] == "schnetpack"
-    from gnnmd.kernels import use_backend
+    from gnnmd.nn.backends import use_backend
 
     topology = custom_topology("m", atoms.get_chemical_symbols(), atoms.get_masses(), [])
     positions = torch.tensor(atoms.positions * 0.1, dtype=torch.float32)

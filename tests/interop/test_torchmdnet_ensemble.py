@@ -12,8 +12,8 @@ import torch
 from gnnmd.errors import ImportModelError
 from gnnmd.interop import torchmdnet as tmn
 from gnnmd.interop.importing import import_torchmdnet
-from gnnmd.kernels import use_backend
 from gnnmd.models import load_model
+from gnnmd.nn.backends import use_backend
 from gnnmd.nn.ensemble import ensemble_mean
 from gnnmd.systems import load_system
 from tests.interop.test_torchmdnet_import import OPTIONS, reference, save_checkpoint

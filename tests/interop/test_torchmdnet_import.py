@@ -18,7 +18,7 @@ import torch
 
 from gnnmd.errors import BeadTypeError, ImportModelError
 from gnnmd.interop import torchmdnet as tmn
-from gnnmd.kernels import use_backend
+from gnnmd.nn.backends import use_backend
 from gnnmd.systems import load_system
 
 pytest.importorskip("torchmdnet", reason="the comparison runs TorchMD-Net itself (test extras)")

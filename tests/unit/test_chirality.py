@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gnnmd.kernels import use_backend
 from gnnmd.models import load_model, save_checkpoint
+from gnnmd.nn.backends import use_backend
 from gnnmd.nn.chirality import dihedral_features
 from gnnmd.nn.potential import CGPotential, PotentialConfig
 from gnnmd.systems import load_system

@@ -133,7 +133,7 @@ def test_cli_train_with_energy_weight(tmp_path, chignolin, capsys):
 def test_type_energies_reach_exported_and_converted_models(chignolin, backend):
     """Per-type energies shift the energy, not the forces, in every engine the model goes to."""
     from gnnmd.export import export_potential
-    from gnnmd.kernels import use_backend
+    from gnnmd.nn.backends import use_backend
 
     model = load_model("chignolin")
     shifted = load_model("chignolin")

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from gnnmd.kernels.filter_function import FilterFunction
-from gnnmd.nn.filter_record import FilterRecord
-from gnnmd.nn.schnet import ACTIVATIONS, SchNet
+from gnnmd.kernels.filter_spec import ACTIVATIONS, FilterRecord
+from gnnmd.nn.schnet import SchNet
 
 CONFIGS = {
     "gaussian": {},

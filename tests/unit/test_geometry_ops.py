@@ -14,9 +14,10 @@ import re
 import pytest
 import torch
 
-from gnnmd.kernels import ops, use_backend
+from gnnmd.kernels import ops
 from gnnmd.kernels.native_geometry import NativePriorTerms
 from gnnmd.neighbors.dense import displacements
+from gnnmd.nn.backends import use_backend
 from gnnmd.nn.priors.bonded import HarmonicCosineAngles
 from gnnmd.sim import ReplicaRunner
 from tests.conftest import perturbed

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from gnnmd.kernels import BACKENDS, backend_of, implementation_of, resolve_backend, use_backend
+from gnnmd.kernels import BACKENDS, resolve_backend
 from gnnmd.kernels.quantize import QuantizedLinear
 from gnnmd.kernels.tabulated import TabulatedKernel
 from gnnmd.models import load_model, save_checkpoint
 from gnnmd.neighbors import within_cutoff
+from gnnmd.nn.backends import backend_of, implementation_of, use_backend
 from tests.conftest import perturbed
 from tests.unit.test_ops import OpCounter
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gnnmd.kernels import build, implementation_of, ops, use_backend
+from gnnmd.kernels import build, ops
 from gnnmd.kernels.tabulated import NativeTabulatedKernel, TabulatedKernel, tabulate_block
+from gnnmd.nn.backends import implementation_of, use_backend
 from gnnmd.nn.schnet import SchNet
 
 
