@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from gnnmd.errors import GnnmdError
-from gnnmd.ipu.static_model import StaticPotential
+from gnnmd.static.model import StaticPotential
 
 OUTPUT_NAMES = ("energies", "forces", "pair_counts")
 

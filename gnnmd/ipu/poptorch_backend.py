@@ -24,15 +24,15 @@ import torch
 from torch import Tensor
 
 from gnnmd.errors import IPUUnavailableError
-from gnnmd.ipu.packing import PackLayout
-from gnnmd.ipu.static_model import (
+from gnnmd.nn.potential import CGPotential
+from gnnmd.static.layout import PackLayout
+from gnnmd.static.model import (
     DEFAULT_HEADROOM,
     NeighborCapacityError,
     StaticEvaluator,
     StaticPotential,
     build_static,
 )
-from gnnmd.nn.potential import CGPotential
 from gnnmd.topology import CGTopology
 
 #: The message of a missing PopTorch (also in docs/ipu.md and the CLI tests).

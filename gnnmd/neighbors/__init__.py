@@ -7,7 +7,7 @@ ways to filter them by distance:
 - :mod:`gnnmd.neighbors.dense`: every candidate, every step (the model's own path);
 - :mod:`gnnmd.neighbors.verlet`: per-graph Verlet lists with a skin, rebuilt
   only when a graph's beads moved more than half the skin (same pairs, same order);
-- :mod:`gnnmd.neighbors.static`: a fixed-capacity padded buffer for CUDA graphs.
+- :mod:`gnnmd.static.pair_buffer`: a fixed-capacity padded buffer for CUDA graphs.
 """
 
 from gnnmd.neighbors.dense import displacements, within_cutoff

@@ -10,8 +10,8 @@ import time
 
 from gnnmd.engine.bench import BenchResult, peak_memory_mb, reset_peak_memory, synchronize
 from gnnmd.nn.backends import implementation_of
-from gnnmd.sim.graphs import WARMUP_STEPS
 from gnnmd.sim.runner import ReplicaRunner
+from gnnmd.static.stepper import WARMUP_STEPS
 from gnnmd.units import ns_per_day
 
 
@@ -20,7 +20,7 @@ def measure(runner: ReplicaRunner, steps: int, warmup_steps: int, labels: dict) 
 
     ``labels`` fills the descriptive fields: system, backend, model, model_trained.
     With CUDA graphs, ``warmup_steps`` must cover the eager warm-up and the capture
-    (:data:`gnnmd.sim.graphs.WARMUP_STEPS` + 1). Raises SimulationError if any
+    (:data:`gnnmd.static.stepper.WARMUP_STEPS` + 1). Raises SimulationError if any
     replica goes non-finite.
     """
     if steps < 1 or warmup_steps < 0:

@@ -30,6 +30,7 @@ from gnnmd.neighbors.verlet import VerletList
 from gnnmd.nn.potential import CGPotential
 from gnnmd.sim.integrators import BAOAB
 from gnnmd.sim.noise import CounterNoise
+from gnnmd.static.stepper import StaticStepper
 from gnnmd.systems import System
 from gnnmd.topology import CGTopology
 from gnnmd.units import BOLTZMANN_KJ_PER_MOL_K
@@ -72,7 +73,7 @@ class ReplicaRunner:
         replica_ids: global index of each replica (keys its noise); default 0..R-1.
             A shard of a larger run passes the global indices of its replicas.
         cuda_graph: capture each step in CUDA graphs (CUDA devices only; see
-            :mod:`gnnmd.sim.graphs`).
+            :mod:`gnnmd.static.stepper`).
         forces: a force-provider factory (:mod:`gnnmd.engine.forces`) that computes the
             forces instead of the model over a Verlet list; ``skin_nm`` is then 0 and CUDA
             graphs do not apply.
@@ -208,8 +209,6 @@ class ReplicaRunner:
             raise ValueError(f"steps must be >= 0, got {steps}")
         if self.cuda_graph:
             if self._graphed is None:
-                from gnnmd.sim.graphs import StaticStepper
-
                 self._graphed = StaticStepper(self, capture=True)
             self._graphed.step(steps)
             return

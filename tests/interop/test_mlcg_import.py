@@ -346,7 +346,7 @@ def test_residue_exclusion_on_fast_backends_and_in_torchscript(tmp_path, backend
 def test_residue_exclusion_in_static_packs(one_thread):
     """Fixed-size packs (the IPU path) number residues per pack and give each padding node its own:
     three chignolins in packs of two equal the dynamic batch."""
-    from gnnmd.ipu.static_model import StaticEvaluator, build_static
+    from gnnmd.static.model import StaticEvaluator, build_static
 
     model, topology = imported("opeps_residue")
     frames = reference("opeps_residue")["positions_angstrom"][1:] * 0.1

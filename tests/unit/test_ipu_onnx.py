@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gnnmd.ipu.onnx_export import OUTPUT_NAMES, export_onnx, run_onnx
-from gnnmd.ipu.static_model import build_static
+from gnnmd.static.model import build_static
 from tests.conftest import perturbed
 
 

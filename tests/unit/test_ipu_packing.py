@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from gnnmd.graph import candidate_pairs, pack
-from gnnmd.ipu.packing import SINK_NODES, PackCapacity, build_layout, choose_capacity, pack_graphs
+from gnnmd.static.layout import build_layout
+from gnnmd.static.packing import SINK_NODES, PackCapacity, choose_capacity, pack_graphs
 from gnnmd.systems import list_systems, load_system
 from gnnmd.topology import protein_bead_vocabulary
 

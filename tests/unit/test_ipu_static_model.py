@@ -15,16 +15,16 @@ from gnnmd.cli import main
 from gnnmd.engine.forces import ForceProvider
 from gnnmd.errors import GnnmdError
 from gnnmd.ipu.onnx_export import _Energies
-from gnnmd.ipu.packing import PackCapacity, pack_graphs
 from gnnmd.ipu.poptorch_backend import (
     POPTORCH_MISSING,
     IPUForces,
     IPUUnavailableError,
     require_poptorch,
 )
-from gnnmd.ipu.static_model import NeighborCapacityError, StaticEvaluator, build_static
 from gnnmd.neighbors import within_cutoff
 from gnnmd.sim import LangevinSettings, ReplicaRunner
+from gnnmd.static.model import NeighborCapacityError, StaticEvaluator, build_static
+from gnnmd.static.packing import PackCapacity, pack_graphs
 from tests.conftest import perturbed
 
 HAVE_POPTORCH = importlib.util.find_spec("poptorch") is not None

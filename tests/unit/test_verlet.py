@@ -15,10 +15,10 @@ import torch
 
 from gnnmd.graph import candidate_pairs
 from gnnmd.neighbors import within_cutoff
-from gnnmd.neighbors.static import PairBuffer, masked_within_cutoff
 from gnnmd.neighbors.verlet import VerletList
 from gnnmd.sim import LangevinSettings, ReplicaRunner
-from gnnmd.sim.graphs import StaticStepper
+from gnnmd.static.pair_buffer import PairBuffer, masked_within_cutoff
+from gnnmd.static.stepper import StaticStepper
 
 
 def random_graphs(seed: int, sizes=(30, 45, 25)):

@@ -1,7 +1,7 @@
 """The static-shape potential: a CGPotential's weights on fixed-size packs, masks instead of shapes.
 
 :class:`StaticPotential` maps positions (S, L, 3) nm of S packs (see
-:mod:`gnnmd.ipu.packing`) to energies (S, G) kJ/mol, forces (S, L, 3) kJ/mol/nm
+:mod:`gnnmd.static.packing`) to energies (S, G) kJ/mol, forces (S, L, 3) kJ/mol/nm
 and the neighbour-pair count of each pack. Every tensor inside has a shape fixed
 by the layout, and nothing is read back to the host, so the step compiles once
 (PopTorch/PopART, ONNX, CUDA graphs). Per call:
@@ -12,7 +12,7 @@ by the layout, and nothing is read back to the host, so the step compiles once
    cutoff, and a prefix sum and a scatter compact them into a buffer of fixed
    capacity C (``max_edges``); the count is returned, never clipped silently:
    the host compares it with C (:func:`check_pair_counts`);
-3. :func:`gnnmd.neighbors.static.masked_within_cutoff` sets unused slots to
+3. :func:`gnnmd.static.pair_buffer.masked_within_cutoff` sets unused slots to
    the cutoff distance (zero energy, zero force) and the model's own
    ``energy_from_pairs`` runs on the padded batch: padding nodes and terms
    belong to each pack's dropped graph slot, which is cut from the output;
@@ -32,10 +32,11 @@ from torch import Tensor, nn
 
 from gnnmd.errors import NeighborCapacityError
 from gnnmd.graph import GraphBatch
-from gnnmd.ipu.packing import SINK_NODES, PackingPlan, PackLayout, StaticBatch, build_layout, choose_capacity
 from gnnmd.neighbors import within_cutoff
-from gnnmd.neighbors.static import masked_within_cutoff
 from gnnmd.nn.potential import CGPotential
+from gnnmd.static.layout import PackLayout, StaticBatch, build_layout
+from gnnmd.static.packing import SINK_NODES, PackingPlan, choose_capacity
+from gnnmd.static.pair_buffer import masked_within_cutoff
 from gnnmd.topology import CGTopology
 
 #: Default factor on each graph's neighbour count at planning time: room for the pairs
@@ -193,7 +194,7 @@ def build_static(
         model: the potential (its weights are shared with the static model).
         topologies: the graphs, in the caller's order.
         positions_nm: (N, 3) nm, graphs back to back: sets each graph's pair demand.
-        target_nodes: preferred nodes per pack (see :func:`gnnmd.ipu.packing.choose_capacity`).
+        target_nodes: preferred nodes per pack (see :func:`gnnmd.static.packing.choose_capacity`).
         headroom: factor on the pair counts at ``positions_nm``.
         plan: use this plan instead of choosing one.
         device: where the buffers live.
@@ -217,8 +218,7 @@ class StaticEvaluator:
 
     Args:
         layout: the packing layout.
-        module: the static model, or anything called like it (a PopTorch executor,
-            a captured CUDA graph from :func:`capture_cuda_graph`).
+        module: the static model, or anything called like it (a PopTorch executor).
         capacity: the module's pair capacity per pack.
         cutoff_nm: for the overflow message.
     """
@@ -243,37 +243,3 @@ class StaticEvaluator:
         energies = energies.to(device=device, dtype=dtype)
         forces = forces.to(device=device, dtype=dtype)
         return self.layout.gather_graphs(energies), self.layout.gather_nodes(forces)
-
-
-def capture_cuda_graph(
-    module: StaticPotential, example: Tensor, warmup: int = 3
-) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]:
-    """``module`` captured in a CUDA graph, following the ``torch.cuda.graph`` recipe.
-
-    Args:
-        module: a static model on a CUDA device.
-        example: (S, L, 3) nm positions on that device, for the warm-up.
-        warmup: eager calls on a side stream before capture.
-    Returns:
-        A function of positions (S, L, 3) nm that copies them into the static
-        input, replays the graph and returns its (static) output tensors.
-    """
-    if example.device.type != "cuda":
-        raise ValueError(f"CUDA graph capture needs a CUDA device; the positions are on {example.device}")
-    static_input = example.detach().clone()
-    side = torch.cuda.Stream(example.device)
-    side.wait_stream(torch.cuda.current_stream(example.device))
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            module(static_input)
-    torch.cuda.current_stream(example.device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = module(static_input)
-
-    def replay(positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        static_input.copy_(positions)
-        graph.replay()
-        return outputs
-
-    return replay

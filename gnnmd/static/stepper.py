@@ -19,28 +19,47 @@ code runs eagerly on any device, which is how it is tested without a GPU.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable, Protocol
 
 import torch
+from torch import Tensor
 
-from gnnmd.neighbors.static import PairBuffer, masked_within_cutoff
-
-if TYPE_CHECKING:
-    from gnnmd.sim.runner import ReplicaRunner
+from gnnmd.static.pair_buffer import PairBuffer, masked_within_cutoff
 
 #: Eager steps before capture (the torch.cuda.graph recipe's warm-up).
 WARMUP_STEPS = 3
 
 
+class SteppedRunner(Protocol):
+    """What the stepper reads of a runner (:class:`gnnmd.sim.runner.ReplicaRunner` has it).
+
+    The state tensors are handed over: after :meth:`StaticStepper.step` the runner's
+    ``positions``, ``velocities``, ``forces`` and ``energies`` *are* the static buffers,
+    updated in place by every replay.
+    """
+
+    device: torch.device
+    num_replicas: int
+    steps_done: int
+    positions: Tensor
+    velocities: Tensor
+    forces: Tensor
+    energies: Tensor
+    verlet: Any  # gnnmd.neighbors.verlet.VerletList
+    integrator: Any  # gnnmd.sim.integrators.BAOAB
+    model: Any  # gnnmd.nn.potential.CGPotential
+    batch: Any  # gnnmd.graph.GraphBatch
+
+
 class StaticStepper:
-    """Steps a :class:`~gnnmd.sim.runner.ReplicaRunner` through static buffers.
+    """Steps a runner (:class:`SteppedRunner`) through static buffers.
 
     Args:
         runner: the runner (needs a Verlet skin > 0).
         capture: record CUDA graphs (CUDA only); False runs the same code eagerly.
     """
 
-    def __init__(self, runner: ReplicaRunner, capture: bool) -> None:
+    def __init__(self, runner: SteppedRunner, capture: bool) -> None:
         if runner.verlet is None:
             raise ValueError("the static-shape step needs a Verlet list: use skin_nm > 0")
         if capture and runner.device.type != "cuda":
