@@ -238,7 +238,7 @@ def untrained_model(
         temperature_k: K, sets the priors' force constants (see gnnmd.nn.priors.fit).
     """
     from gnnmd.nn.priors.fit import fit_native_priors
-    from gnnmd.topology import BEAD_NAMES, protein_bead_vocabulary
+    from gnnmd.protein_mapping import BEAD_NAMES, protein_bead_vocabulary
 
     vocabulary = protein_bead_vocabulary(mapping)
     prior_types = list(BEAD_NAMES[mapping])

@@ -41,14 +41,8 @@ import numpy as np
 from gnnmd import catalog
 from gnnmd.catalog import DEFAULT_SYSTEM, list_systems, read_system_description, systems_dir  # noqa: F401
 from gnnmd.errors import SystemNotFoundError, TopologyError
-from gnnmd.topology import (
-    CAP_BEADS,
-    MAPPINGS,
-    STANDARD_RESIDUES,
-    CGTopology,
-    canonical_residue_name,
-    map_to_cg,
-)
+from gnnmd.protein_mapping import CAP_BEADS, STANDARD_RESIDUES, canonical_residue_name, map_to_cg
+from gnnmd.topology import MAPPINGS, CGTopology
 
 
 @dataclass(frozen=True, eq=False)

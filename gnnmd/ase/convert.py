@@ -43,8 +43,9 @@ from ase.constraints import FixBondLengths
 from ase.geometry import minkowski_reduce
 
 from gnnmd.errors import AtomsError, BeadTypeError
+from gnnmd.protein_mapping import BEAD_NAMES, map_to_cg
 from gnnmd.systems import System
-from gnnmd.topology import BEAD_NAMES, CGTopology, custom_topology, is_element_model, map_to_cg
+from gnnmd.topology import CGTopology, custom_topology, is_element_model
 from gnnmd.units import length_to_nm
 
 #: ``atoms.arrays`` key of the per-atom bead types of CG ``Atoms``.

@@ -58,8 +58,9 @@ import numpy as np
 
 from gnnmd.data.dataset import append_frames
 from gnnmd.errors import GnnmdError
+from gnnmd.protein_mapping import map_to_cg
 from gnnmd.systems import System
-from gnnmd.topology import CGTopology, custom_topology, map_to_cg
+from gnnmd.topology import CGTopology, custom_topology
 
 FORCEFIELDS = {"amber14-gbn2": ("amber14-all.xml", "implicit/gbn2.xml")}
 PLATFORMS = ("Reference", "CPU", "CUDA")

@@ -40,7 +40,8 @@ import numpy as np
 from gnnmd.data.allatom import FORCE_MAPS, FORCEFIELDS, PLATFORMS, aggregate_forces, bead_groups
 from gnnmd.data.dataset import DatasetError, append_frames
 from gnnmd.errors import ForceFieldError, OpenMMSetupError, TrajectoryError
-from gnnmd.topology import MAPPINGS, map_to_cg
+from gnnmd.protein_mapping import map_to_cg
+from gnnmd.topology import MAPPINGS
 
 LOG_ATTRIBUTE = "recompute"
 _FINGERPRINT_BYTES = 1 << 20

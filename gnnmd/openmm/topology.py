@@ -19,15 +19,14 @@ import openmm.app
 import openmm.unit
 
 from gnnmd.errors import TopologyError
-from gnnmd.topology import (
+from gnnmd.protein_mapping import (
     BEAD_NAMES,
     RESIDUE_ALIASES,
     STANDARD_RESIDUES,
-    CGTopology,
-    bonded_paths,
     canonical_residue_name,
     map_to_cg,
 )
+from gnnmd.topology import CGTopology, bonded_paths
 
 #: Bonds within one residue of the 5-bead mapping, by bead name (as gnnmd.topology).
 INTRA_RESIDUE_BONDS = frozenset(
@@ -137,7 +136,7 @@ def cg_topology_from_openmm(
     """The CG topology of an OpenMM topology whose atoms are CG beads (bead i = particle i).
 
     Masses are those of the atoms the beads sit on (N 14.007, C 12.011, O 15.999 amu),
-    as :func:`gnnmd.topology.map_to_cg` gives them. Bonds within a residue follow
+    as :func:`gnnmd.protein_mapping.map_to_cg` gives them. Bonds within a residue follow
     the mapping; bonds between residues come from the topology's bonds.
 
     Raises:
@@ -189,7 +188,7 @@ def coarse_grain(
     """An all-atom OpenMM topology and positions, mapped to CG beads for a CG gnnmd model.
 
     The protein residues are kept (waters, ions and ligands are left out, as in
-    :func:`gnnmd.topology.map_to_cg`); each bead sits on its mapped atom. Use the
+    :func:`gnnmd.protein_mapping.map_to_cg`); each bead sits on its mapped atom. Use the
     result with ``MLPotential("gnnmd", model=...).createSystem(cg_topology)``.
 
     Args:

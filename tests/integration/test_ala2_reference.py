@@ -11,8 +11,8 @@ import pytest
 from gnnmd.data.allatom import AllAtomSettings, Generator
 from gnnmd.data.dataset import DatasetError, ForceDataset, append_frames, write_molecule
 from gnnmd.data.importers import import_cgnet_ala2
+from gnnmd.protein_mapping import protein_bead_vocabulary
 from gnnmd.systems import DroppedAtomsWarning, load_system
-from gnnmd.topology import protein_bead_vocabulary
 from gnnmd.train.loop import TrainingConfig
 from gnnmd.train.split import split_frames
 

@@ -308,7 +308,7 @@ def test_histidine_spellings_take_mlcg_types(spelling, expected):
     """CA_MAP types HSD apart (9) from HIS (8); gnnmd's own models read every spelling as HIS."""
     import mdtraj
 
-    from gnnmd.topology import map_to_cg
+    from gnnmd.protein_mapping import map_to_cg
 
     structure = mdtraj.load(str(load_system("chignolin", "ca").pdb_path))
     structure.topology.residue(3).name = spelling

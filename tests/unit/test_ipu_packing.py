@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from gnnmd.graph import candidate_pairs, pack
+from gnnmd.protein_mapping import protein_bead_vocabulary
 from gnnmd.static.layout import build_layout
 from gnnmd.static.packing import SINK_NODES, PackCapacity, choose_capacity, pack_graphs
 from gnnmd.systems import list_systems, load_system
-from gnnmd.topology import protein_bead_vocabulary
 
 
 def neighbour_demand(system, cutoff_nm: float = 1.2, headroom: float = 1.25) -> int:

@@ -74,7 +74,7 @@ def test_candidate_pairs_exclude_bonded_neighbours(chignolin):
 
 
 def test_pack_offsets_and_pointers(chignolin, villin):
-    from gnnmd.topology import protein_bead_vocabulary
+    from gnnmd.protein_mapping import protein_bead_vocabulary
 
     batch = pack([chignolin.topology, villin.topology, chignolin.topology], protein_bead_vocabulary(), 2)
     n_c, n_v = chignolin.topology.n_beads, villin.topology.n_beads

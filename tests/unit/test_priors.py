@@ -106,7 +106,7 @@ def test_angle_is_smooth_near_straight():
 
 def test_native_fit_recovers_geometry(chignolin):
     """Bond lengths of the fit are the native means; force constants follow kT/σ²."""
-    from gnnmd.topology import protein_bead_vocabulary
+    from gnnmd.protein_mapping import protein_bead_vocabulary
 
     vocabulary = protein_bead_vocabulary("5bead")
     names = ["N", "CA", "CB", "C", "O"]

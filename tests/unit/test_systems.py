@@ -13,8 +13,8 @@ import pytest
 
 import gnnmd.catalog as catalog
 from gnnmd.errors import SystemNotFoundError, TopologyError
+from gnnmd.protein_mapping import protein_bead_vocabulary
 from gnnmd.systems import DEFAULT_SYSTEM, System, list_systems, load_system, systems_dir
-from gnnmd.topology import protein_bead_vocabulary
 
 # name: (5-bead count, CA count = residues)
 EXPECTED = {

@@ -14,16 +14,15 @@ import numpy as np
 import pytest
 
 from gnnmd.errors import TopologyError
-from gnnmd.systems import systems_dir
-from gnnmd.topology import (
+from gnnmd.protein_mapping import (
     BEAD_NAMES,
-    MAPPINGS,
     RESIDUE_ALIASES,
     STANDARD_RESIDUES,
-    CGTopology,
     map_to_cg,
     protein_bead_vocabulary,
 )
+from gnnmd.systems import systems_dir
+from gnnmd.topology import MAPPINGS, CGTopology
 
 CLN025 = "chignolin_cln025_5awl.pdb"  # YYDPETGTWY, one Gly (residue 7), 12 waters
 
