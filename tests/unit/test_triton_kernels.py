@@ -79,7 +79,8 @@ def test_kernels_compile_for_hopper(weights):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from gnnmd.kernels import triton_kernels as tk
+    from gnnmd.kernels.triton_kernels import fused as fused_op
+    from gnnmd.kernels.triton_kernels import tabulated as tabulated_op
 
     indices = {"rowptr": "*i64", "col": "*i64", "edge": "*i64"}
     target = GPUTarget("cuda", 90, 32)
@@ -95,15 +96,16 @@ def test_kernels_compile_for_hopper(weights):
         "HALF": half,
     }
     weight_pointers = {"w1": f"*{weights}", "w2": f"*{weights}"}
+    fused_scalars = {"alpha": "fp32", "cutoff": "fp32"}
     kernels = [
-        (tk._fused_rows, {**indices, **weight_pointers}, {"alpha": "fp32", "cutoff": "fp32"}, fused),
-        (tk._fused_edge_grads, {**indices, **weight_pointers}, {"alpha": "fp32", "cutoff": "fp32"}, fused),
+        (fused_op._fused_rows, {**indices, **weight_pointers}, fused_scalars, fused),
+        (fused_op._fused_edge_grads, {**indices, **weight_pointers}, fused_scalars, fused),
     ]
     if not half:
         tabulated = {"F": 128, "BLOCK_F": 128, "BLOCK": 32}
         scalars = {"cutoff": "fp32", "inv_spacing": "fp32", "segments": "i32"}
-        kernels += [(tk._tabulated_rows, indices, scalars, tabulated),
-                    (tk._tabulated_edge_grads, indices, scalars, tabulated)]  # fmt: skip
+        kernels += [(tabulated_op._tabulated_rows, indices, scalars, tabulated),
+                    (tabulated_op._tabulated_edge_grads, indices, scalars, tabulated)]  # fmt: skip
     for kernel, pointers, scalars, constants in kernels:
         source = ASTSource(kernel, _signature(kernel, pointers, scalars, constants), constexprs=constants)
         compiled = triton.compile(source, target=target)
