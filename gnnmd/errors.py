@@ -49,6 +49,10 @@ class CommitteeError(GnnmdError, ValueError):
     """
 
 
+class TrainingError(GnnmdError, RuntimeError):
+    """Training cannot go on: the loss is not finite, or a step it needs cannot run here."""
+
+
 class SimulationError(GnnmdError, RuntimeError):
     """A simulation produced non-finite energies or positions."""
 

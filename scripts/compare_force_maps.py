@@ -21,8 +21,9 @@ import mdtraj
 import numpy as np
 import torch
 
-from gnnmd.data.allatom import AllAtomSettings, Generator, aggregate_forces, bead_groups
+from gnnmd.data.allatom import AllAtomSettings, Generator
 from gnnmd.data.dataset import ForceDataset, write_molecule
+from gnnmd.data.force_map import aggregate_forces, bead_groups
 from gnnmd.nn.potential import PotentialConfig, priors_only
 from gnnmd.systems import load_system
 from gnnmd.train.setup import model_for_dataset

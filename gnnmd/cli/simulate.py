@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -23,13 +24,14 @@ import torch
 from gnnmd import distributed
 from gnnmd.cli.options import add_coordinates_option, add_fallback_option, add_threads_option
 from gnnmd.cli.progress import print_summary, progress_bar
+from gnnmd.cli.simulate_plan import check_output, run_plan, steps_of, summary
 from gnnmd.kernels import AUTO, BACKENDS, choose_backend
 from gnnmd.sim import run_record
 from gnnmd.sim.committee import committee_monitor, committee_summary
+from gnnmd.sim.outputs import ON_FAILURE
 from gnnmd.sim.reporters import FORMATS, save_topologies
 from gnnmd.sim.runner import DEFAULT_SKIN_NM
-from gnnmd.sim.simulation import ON_FAILURE
-from gnnmd.units import NS_PER_PS, PS_PER_FS, SECONDS_PER_DAY
+from gnnmd.units import NS_PER_PS, PS_PER_FS
 
 DEVICES = ("cpu", "cuda", "ipu")
 DTYPES = ("float32", "float64")
@@ -146,114 +148,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")  # fmt: skip
 
 
-def _steps_of(value_ps: float, timestep_ps: float, name: str, allow_zero: bool = False) -> int:
-    steps = round(value_ps / timestep_ps)
-    if value_ps == 0 and allow_zero:
-        return 0
-    if not value_ps > 0 or steps < 1:
-        raise ValueError(f"{name} {value_ps} ps is less than one {timestep_ps} ps step")
-    return steps
-
-
-def _plan(args: argparse.Namespace) -> dict:
-    """The run description (run.json) from the command line."""
-    from gnnmd.cli.options import load_systems_for_model
-    from gnnmd.models import model_path, read_checkpoint
-
-    if args.replicas < 1:
-        raise ValueError(f"--replicas must be at least 1, got {args.replicas}")
-    if not args.dt_fs > 0:
-        raise ValueError(f"--dt-fs must be positive, got {args.dt_fs}")
-    names = [name for name in args.systems.split(",") if name]
-    if not names:
-        raise ValueError(f"no system named in {args.systems!r}")
-    checkpoint = read_checkpoint(model_path(args.model))  # the model is built later, per rank
-    vocabulary, metadata = checkpoint["vocabulary"], checkpoint["metadata"]
-    systems = load_systems_for_model(names, vocabulary, metadata, args.coordinates)
-    total = len(systems) * args.replicas
-    timestep_ps = args.dt_fs * PS_PER_FS
-    steps = args.steps if args.steps is not None else _steps_of(args.ns / NS_PER_PS, timestep_ps, "--ns")
-    if steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {steps}")
-    for name, values in (
-        ("--temperature-k", args.temperature_k),
-        ("--friction-per-ps", args.friction_per_ps),
-    ):
-        if len(values) not in (1, total):
-            raise ValueError(f"{name} has {len(values)} values; give one, or one per replica ({total})")
-    from gnnmd.runfolder import file_sha256
-
-    report_steps = _steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps")
-    return {
-        "schema": run_record.SCHEMA,
-        "schema_version": run_record.SCHEMA_VERSION,
-        "systems": [s.name for s in systems],
-        "system_sources": [s.source() for s in systems],
-        "system_sha256": [s.source_sha256() for s in systems],
-        "replicas_per_system": args.replicas,
-        "replica_systems": [s.name for s in systems for _ in range(args.replicas)],
-        "model": args.model,
-        "model_sha256": file_sha256(model_path(args.model)),
-        "backend": args.backend,
-        "seed": args.seed,
-        "timestep_fs": args.dt_fs,
-        "steps": steps,
-        "ns": args.ns,
-        "report_interval_ps": report_steps * timestep_ps,
-        "checkpoint_interval_ps": args.checkpoint_interval_ps,
-        "health_interval": args.health_interval,
-        "on_failure": args.on_failure,
-        "max_temperature_factor": args.max_temperature_factor,
-        "dtype": args.dtype,
-        "device": args.device,
-        "skin_nm": args.skin_nm,
-        "thermostat_temperatures_k": args.temperature_k,
-        "frictions_per_ps": args.friction_per_ps,
-        "trajectory_format": args.format,
-        **_committee_plan(args, timestep_ps),
-        "_systems": systems,
-    }
-
-
-def _committee_plan(args: argparse.Namespace, timestep_ps: float) -> dict:
-    """The committee's run.json fields: its members, interval (steps) and threshold (kJ/mol/nm)."""
-    from gnnmd.models import model_path
-    from gnnmd.runfolder import file_sha256
-
-    if args.committee is None:
-        if args.committee_interval is not None or args.committee_threshold is not None:
-            raise ValueError("--committee-interval and --committee-threshold need --committee")
-        return {"committee": None, "committee_sha256": None}
-    members = [name for name in args.committee.split(",") if name]
-    report = _steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps")
-    interval = report if args.committee_interval is None else args.committee_interval
-    if not 1 <= interval <= report:
-        raise ValueError(
-            f"--committee-interval must be 1 to {report} steps (the report interval), got {interval}"
-        )
-    return {
-        "committee": members,
-        "committee_sha256": [file_sha256(model_path(m)) for m in members],
-        "committee_interval": interval,
-        "committee_threshold_kj_mol_nm": args.committee_threshold,
-    }
-
-
-def _check_output(args: argparse.Namespace, plan: dict, world_size: int) -> tuple[dict | None, dict]:
-    """Rank 0, holding the folder's lock: (the run record or None for a new run, accepted changes)."""
-    from gnnmd.runfolder import require_fresh
-
-    if not args.resume:
-        if args.accept_change:
-            raise ValueError("--accept-change applies to --resume only")
-        require_fresh(args.output, run_record.RUN_FILE, "pass --resume to continue it, or choose another -o")
-        return None, {}
-    record = run_record.read_record(args.output)
-    asked = {**{k: v for k, v in plan.items() if not k.startswith("_")}, "world_size": world_size}
-    accepted = {name for name in args.accept_change.split(",") if name}
-    return record, run_record.compare(record, asked, accepted, args.output / run_record.RUN_FILE)
-
-
 @contextmanager
 def _owned_folder(directory: Path, info) -> Iterator[None]:
     """Rank 0 holds the run folder's lock (taken before anything is written) for the whole job."""
@@ -301,7 +195,7 @@ def _run(args: argparse.Namespace, info) -> int:
     from gnnmd.nn.backends import implementation_of
     from gnnmd.threads import apply_threads
 
-    plan = _plan(args)
+    plan = run_plan(args)
     plan.update(apply_threads(args.threads))
     # Everything that can be refused is checked before the folder is touched.
     model = load_model(args.model, backend=args.backend, allow_fallback=args.allow_fallback)
@@ -310,29 +204,54 @@ def _run(args: argparse.Namespace, info) -> int:
     if plan["committee"] is not None:
         committee = committee_monitor(plan, plan["_systems"], info.rank)
     with _owned_folder(args.output, info):
-        record, changes = distributed.on_root(lambda: _check_output(args, plan, info.world_size), info)
-        return _simulate(args, info, plan, model, committee, (record, changes))
+        record, changes = distributed.on_root(lambda: check_output(args, plan, info.world_size), info)
+        return _simulate(_Job(args, info, plan, record, changes), model, committee)
 
 
-def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resume: tuple) -> int:
-    """Run this rank's replicas; ``resume`` is (the run record or None, accepted changes)."""
-    from gnnmd.engine import LangevinSettings
-    from gnnmd.engine.bench import provenance
+@dataclass
+class _Job:
+    """One invocation on one rank: the command line, this rank, the plan, and on resume the run
+    record and the changes it accepted (None and {} for a new run)."""
+
+    args: argparse.Namespace
+    info: distributed.RankInfo
+    plan: dict
+    record: dict | None
+    changes: dict
+
+
+def _simulate(job: _Job, model, committee) -> int:
+    """Run this rank's replicas."""
     from gnnmd.models import is_trained
-    from gnnmd.sim.checkpoint import atomic_write_bytes, load_checkpoint
-    from gnnmd.sim.runner import ReplicaRunner
-    from gnnmd.sim.simulation import OutputOptions, Simulation
+    from gnnmd.sim.checkpoint import load_checkpoint
 
-    record, changes = resume
-    systems = plan.pop("_systems")
+    systems = job.plan.pop("_systems")
+    options = _output_options(job.args, job.info)
+    mine = distributed.shard(len(systems) * job.args.replicas, job.info)
+    # A resumed run killed before its first checkpoint starts again from step 0: nothing was computed.
+    document = None
+    if job.record is not None and options.checkpoint_path.exists():
+        document = load_checkpoint(options.checkpoint_path)
+        run_record.check_checkpoint(options.checkpoint_path, document, job.record, mine)
+        mine = [int(i) for i in document["replica_ids"]]  # dropped replicas stay dropped
+    runner = _runner(job, model, systems, mine)
+    simulation = _simulation(job, runner, options, committee, document, systems)
+    gathered = distributed.gather_to_root(_advance(job, simulation), job.info)
+    if job.info.is_root:
+        _write_summary(job, gathered, is_trained(model))
+    return 0
+
+
+def _output_options(args: argparse.Namespace, info):
+    """Where and how often this rank writes (its own checkpoint file under torchrun)."""
+    from gnnmd.sim.outputs import OutputOptions
+
     timestep_ps = args.dt_fs * PS_PER_FS
-    total = len(systems) * args.replicas
-    mine = distributed.shard(total, info)
-    options = OutputOptions(
+    return OutputOptions(
         directory=args.output,
-        report_interval=_steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps"),
-        checkpoint_interval=_steps_of(
-            args.checkpoint_interval_ps, timestep_ps, "--checkpoint-interval-ps", True
+        report_interval=steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps"),
+        checkpoint_interval=steps_of(
+            args.checkpoint_interval_ps, timestep_ps, "--checkpoint-interval-ps", allow_zero=True
         ),
         health_interval=args.health_interval,
         trajectory_format=args.format,
@@ -340,23 +259,25 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
         max_temperature_factor=args.max_temperature_factor,
         checkpoint_name="checkpoint.pt" if not info.distributed else f"checkpoint_rank{info.rank}.pt",
     )
-    # A resumed run killed before its first checkpoint starts again from step 0: nothing was computed.
-    document = None
-    if record is not None and options.checkpoint_path.exists():
-        document = load_checkpoint(options.checkpoint_path)
-        run_record.check_checkpoint(options.checkpoint_path, document, record, mine)
-        mine = [int(i) for i in document["replica_ids"]]  # dropped replicas stay dropped
+
+
+def _runner(job: _Job, model, systems: list, mine: list[int]):
+    """The replica runner of this rank's global replicas ``mine``."""
+    from gnnmd.engine import LangevinSettings
+    from gnnmd.sim.runner import ReplicaRunner
+
+    args = job.args
     system_of = [systems[i // args.replicas] for i in mine]
 
     def per_replica(values: list[float]) -> list[float]:
         return [values[0] if len(values) == 1 else values[i] for i in mine]
 
-    forces, device = None, str(distributed.local_device(args.device, info))
+    forces, device = None, str(distributed.local_device(args.device, job.info))
     if args.device == "ipu":  # forces on the IPU, integration on the host (docs/ipu.md)
         from gnnmd.ipu.poptorch_backend import IPUForces
 
         forces, device = IPUForces(executor="ipu"), "cpu"
-    runner = ReplicaRunner(
+    return ReplicaRunner(
         model, [s.topology for s in system_of],
         np.concatenate([s.positions_nm for s in system_of]),
         LangevinSettings(args.dt_fs, args.temperature_k[0], args.friction_per_ps[0]),
@@ -365,30 +286,45 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
         frictions_per_ps=per_replica(args.friction_per_ps),
         skin_nm=args.skin_nm, replica_ids=mine, cuda_graph=args.cuda_graph, forces=forces,
     )  # fmt: skip
+
+
+def _simulation(job: _Job, runner, options, committee, document: dict | None, systems: list):
+    """A new Simulation (its run record and topologies written first), or the checkpoint's, resumed."""
+    from gnnmd.engine.bench import provenance
+    from gnnmd.models import is_trained
+    from gnnmd.sim.simulation import Simulation
+
+    info, record = job.info, job.record
     run_id = record["run_id"] if record is not None else distributed.on_root(run_record.new_run_id, info)
     extra = {"world_size": info.world_size, "run_id": run_id}
     if document is not None:
-        accept = ("timestep_fs",) if "timestep_fs" in changes else ()
-        simulation = Simulation.resume(runner, options, document, committee, extra, accept_changes=accept)
-    else:
-        if record is None:  # a new run: its record exists before any of its outputs
-            fresh = {**plan, "world_size": info.world_size, "run_id": run_id, "command": sys.argv,
-                     "provenance": provenance(), "model_trained": is_trained(model)}  # fmt: skip
-            distributed.on_root(lambda: run_record.write_record(args.output, fresh), info)
-            distributed.on_root(lambda: save_topologies(args.output, systems), info)
-        simulation = Simulation(runner, options, committee=committee, extra=extra, overwrite=True)
+        accept = ("timestep_fs",) if "timestep_fs" in job.changes else ()
+        return Simulation.resume(runner, options, document, committee, extra, accept_changes=accept)
+    if record is None:  # a new run: its record exists before any of its outputs
+        fresh = {**job.plan, "world_size": info.world_size, "run_id": run_id, "command": sys.argv,
+                 "provenance": provenance(), "model_trained": is_trained(runner.model)}  # fmt: skip
+        distributed.on_root(lambda: run_record.write_record(job.args.output, fresh), info)
+        distributed.on_root(lambda: save_topologies(job.args.output, systems), info)
+    return Simulation(runner, options, committee=committee, extra=extra, overwrite=True)
+
+
+def _advance(job: _Job, simulation):
+    """Run to the planned end (in ns when asked in ns: the time step may have changed on resume)."""
+    from gnnmd.engine.bench import provenance
+
+    args, info, plan = job.args, job.info, job.plan
+    runner = simulation.runner
     until = plan["steps"]
-    if args.ns is not None:  # the run's length is in time: the time step may have changed on resume
+    if args.ns is not None:
         remaining_ps = args.ns / NS_PER_PS - simulation.time_ps()
-        until = runner.steps_done + max(0, round(remaining_ps / timestep_ps))
-    if record is not None:
+        until = runner.steps_done + max(0, round(remaining_ps / (args.dt_fs * PS_PER_FS)))
+    if job.record is not None:
         invocation = {"command": sys.argv, "provenance": provenance()}
         asked = {**plan, "steps": until}
-        updated = run_record.resumed(
-            record, asked, changes, runner.steps_done, simulation.time_ps(), invocation
-        )
+        done, time_ps = runner.steps_done, simulation.time_ps()
+        updated = run_record.resumed(job.record, asked, job.changes, done, time_ps, invocation)
         distributed.on_root(lambda: run_record.write_record(args.output, updated), info)
-    trained = is_trained(model)
+    total = len(plan["replica_systems"])
     label = f"{total} replicas" + (f", rank 0 of {info.world_size}" if info.distributed else "")
     with progress_bar(label, enabled=info.is_root and not args.no_progress) as progress:
         try:
@@ -397,38 +333,19 @@ def _simulate(args: argparse.Namespace, info, plan: dict, model, committee, resu
             simulation.close()
     for line in simulation.warnings:
         print(f"gnnmd simulate: rank {info.rank}: {line}", file=sys.stderr)
-    gathered = distributed.gather_to_root(summary, info)
-    if info.is_root:
-        report = _summary(plan, gathered, trained, info.world_size)
-        if plan["committee"] is not None:
-            report["committee"] = committee_summary(plan, gathered)
-            report["wall_time_includes"] = report["wall_time_includes"].replace(
-                "health checks,", "health checks, committee evaluations,"
-            )
-        text = json.dumps(report, indent=2) + "\n"
-        atomic_write_bytes(args.output / SUMMARY_FILE, lambda f: f.write(text.encode()))
-        print_summary(report, args.output)
-    return 0
+    return summary
 
 
-def _summary(plan: dict, summaries: list, trained: bool, world_size: int) -> dict:
-    """Aggregate throughput over ranks: total simulated ns over the slowest rank's wall time."""
-    wall = max(s.wall_seconds for s in summaries)
-    simulated = sum(s.simulated_ns for s in summaries)
-    dropped = {str(k): v for s in summaries for k, v in s.dropped.items()}
-    return {
-        "systems": plan["systems"],
-        "replicas": len(plan["replica_systems"]),
-        "replicas_at_end": sum(s.replicas_at_end for s in summaries),
-        "steps_this_invocation": max(s.steps for s in summaries),
-        "timestep_fs": plan["timestep_fs"],
-        "world_size": world_size,
-        "wall_seconds": wall,
-        "simulated_ns": simulated,
-        "ns_per_day": simulated * SECONDS_PER_DAY / wall if wall > 0 else 0.0,
-        "ns_per_day_per_rank": [s.ns_per_day for s in summaries],
-        "dropped": dropped,
-        "model": plan["model"],
-        "model_trained": trained,
-        "wall_time_includes": "stepping, health checks, output writing and checkpoints (not setup)",
-    }
+def _write_summary(job: _Job, gathered: list, trained: bool) -> None:
+    """Rank 0: ``summary.json`` (aggregate throughput over ranks), printed too."""
+    from gnnmd.sim.checkpoint import atomic_write_bytes
+
+    report = summary(job.plan, gathered, trained, job.info.world_size)
+    if job.plan["committee"] is not None:
+        report["committee"] = committee_summary(job.plan, gathered)
+        report["wall_time_includes"] = report["wall_time_includes"].replace(
+            "health checks,", "health checks, committee evaluations,"
+        )
+    text = json.dumps(report, indent=2) + "\n"
+    atomic_write_bytes(job.args.output / SUMMARY_FILE, lambda f: f.write(text.encode()))
+    print_summary(report, job.args.output)

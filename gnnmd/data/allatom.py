@@ -3,7 +3,7 @@
 Two resolutions (:attr:`AllAtomSettings.resolution`):
 
 - ``"cg"`` (default): the frames are mapped to the system's CG beads (positions
-  of the bead atoms, forces by the force map below), X–H bonds constrained, 2 fs
+  of the bead atoms, forces by the force map, :mod:`gnnmd.data.force_map`), X–H bonds constrained, 2 fs
   steps. No energies are recorded: the all-atom potential energy is not an
   energy of the CG coordinates (the CG potential is a free energy, a mean over
   the atoms integrated out).
@@ -12,29 +12,6 @@ Two resolutions (:attr:`AllAtomSettings.resolution`):
   force-field forces unmapped and each frame's potential energy (kJ/mol). No
   constraints (an all-atom potential must learn X–H stretching, which
   constrained dynamics never samples) and 1 fs steps by default.
-
-**The force map** (:attr:`AllAtomSettings.force_map`). A bead's force is the sum
-of the forces on a group of atoms: its own atom, and
-
-- ``"groups"`` (default): every atom that is closer to this bead's atom than to
-  any other along the bond graph (each atom in exactly one group; hydrogens go
-  with their heavy atom);
-- ``"hydrogens"``: only the hydrogens bonded to the bead's atom (other atoms'
-  forces are dropped).
-
-Both estimate the same mean force without bias. For a linear map whose beads
-are atoms, any force map that weighs each bead's own atom by one and every
-non-bead atom by a constant gives the mean force: a non-bead atom's force
-averages to zero at fixed bead positions (integration by parts over that
-atom's position). Constraints add one condition: the whole rigid X–H group
-must carry one weight, so that the constraint forces inside it (which OpenMM
-does not report) cancel; both maps keep each hydrogen with its heavy atom. They
-differ in noise: with ``"groups"`` the stiff forces inside a group (C=O and
-CA–CB stretching, the methyl rotors) cancel too. On alanine dipeptide's five
-backbone beads the force noise around the Boltzmann priors' forces falls from
-about 780 to 380 kJ/mol/nm (a 4.3× smaller variance: worth as much as 4.3× the
-data; ``scripts/compare_force_maps.py``).
-``"hydrogens"`` is the map of datasets written before ``"groups"`` existed.
 
 Frames (and, at atom resolution, energies) are appended to a gnnmd dataset in
 chunks, each followed by an atomic checkpoint of the OpenMM state. An
@@ -47,7 +24,6 @@ from __future__ import annotations
 
 import io
 import os
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -56,11 +32,12 @@ import h5py
 import mdtraj
 import numpy as np
 
+from gnnmd.data.allatom_structure import allatom_topology, build_allatom
 from gnnmd.data.dataset import append_frames
+from gnnmd.data.force_map import FORCE_MAPS, aggregate_forces, bead_groups
 from gnnmd.errors import GnnmdError
 from gnnmd.protein_mapping import map_to_cg
 from gnnmd.systems import System
-from gnnmd.topology import CGTopology, custom_topology
 
 FORCEFIELDS = {"amber14-gbn2": ("amber14-all.xml", "implicit/gbn2.xml")}
 PLATFORMS = ("Reference", "CPU", "CUDA")
@@ -71,8 +48,6 @@ RESOLUTIONS = ("cg", "atom")
 CONSTRAINTS = {"cg": "hbonds", "atom": "none"}
 #: Default time step (fs) per resolution: unconstrained X–H bonds need a shorter one.
 DEFAULT_TIMESTEP_FS = {"cg": 2.0, "atom": 1.0}
-#: How the atoms' forces are summed into bead forces (module docstring).
-FORCE_MAPS = ("groups", "hydrogens")
 #: Appended to the system name to name the molecule recorded at atom resolution.
 ALLATOM_SUFFIX = "_allatom"
 
@@ -170,136 +145,6 @@ def resolve_platform(name: str) -> str:
     except Exception:  # OpenMM raises a bare Exception for a platform it cannot load
         return "CPU"
     return "CUDA"
-
-
-def bead_groups(allatom: mdtraj.Topology, cg: CGTopology, force_map: str = "groups") -> np.ndarray:
-    """(A,) int64: the bead that receives each atom's force, or -1 (``force_map`` of :data:`FORCE_MAPS`).
-
-    ``"hydrogens"``: a bead receives the force of its own atom and of every hydrogen bonded
-    to it. ``"groups"``: every atom goes to the bead atom nearest along bonds (breadth-first
-    from all bead atoms at once, in bead order, so a tie goes to the lower bead); atoms of a
-    fragment without bead atoms keep -1.
-    """
-    if force_map not in FORCE_MAPS:
-        raise ValueError(f"unknown force_map {force_map!r}; allowed: {FORCE_MAPS}")
-    groups = np.full(allatom.n_atoms, -1, dtype=np.int64)
-    groups[cg.atom_indices] = np.arange(cg.n_beads)
-    neighbours: dict[int, list[int]] = {atom.index: [] for atom in allatom.atoms}
-    for a, b in allatom.bonds:
-        neighbours[a.index].append(b.index)
-        neighbours[b.index].append(a.index)
-    if force_map == "hydrogens":
-        for bead_atom in cg.atom_indices:
-            for other in neighbours[int(bead_atom)]:
-                element = allatom.atom(other).element
-                if element is not None and element.symbol == "H":
-                    groups[other] = groups[bead_atom]
-        return groups
-    frontier = [int(i) for i in cg.atom_indices]
-    while frontier:
-        reached = []
-        for atom in frontier:
-            for other in neighbours[atom]:
-                if groups[other] < 0:
-                    groups[other] = groups[atom]
-                    reached.append(other)
-        frontier = reached
-    return groups
-
-
-def aggregate_forces(forces: np.ndarray, groups: np.ndarray, n_beads: int) -> np.ndarray:
-    """Bead forces (F, n, 3) = Σ of atom forces (F, A, 3) over each bead's group (kJ/mol/nm)."""
-    mapped = np.zeros((forces.shape[0], n_beads, 3), dtype=np.float64)
-    chosen = groups >= 0
-    np.add.at(mapped, (slice(None), groups[chosen]), forces[:, chosen])
-    return mapped
-
-
-def allatom_topology(name: str, topology, masses_amu: np.ndarray, source: str) -> CGTopology:
-    """Every atom of an OpenMM ``topology`` as a bead typed by its element symbol (``"C"``, ``"H"``, ...).
-
-    No bonds (all-atom models have no priors), like the shipped all-atom alanine
-    dipeptide. ``masses_amu`` (A,) in amu, in the topology's atom order.
-    """
-    symbols = [atom.element.symbol for atom in topology.atoms()]
-    return custom_topology(name, symbols, masses_amu, bonds=[], source=source)
-
-
-#: C–O bond length of a carboxylate, nm (amber14: 0.125 nm).
-CARBOXYLATE_CO_NM = 0.125
-
-
-def add_terminal_oxygens(topology, positions_nm: np.ndarray):
-    """Add the missing OXT of every chain's C-terminal amino acid; returns (openmm Topology, (A, 3) nm).
-
-    Crystal and NMR structures often end a chain without OXT (1ENH, 2HBA), and
-    the force field's C-terminal templates need it. It is placed in the plane
-    of CA, C and O, opposite their bisector, 0.125 nm from C; the minimisation
-    before dynamics relaxes it. Chains that have OXT, or whose last residue
-    lacks CA, C or O, are copied unchanged.
-    """
-    import openmm.app as app
-
-    ends = [residues[-1] for chain in topology.chains() if (residues := list(chain.residues()))]
-    added = {}
-    for residue in ends:
-        names = {atom.name: atom.index for atom in residue.atoms()}
-        if "OXT" not in names and {"CA", "C", "O"} <= names.keys():
-            c = positions_nm[names["C"]]
-            bisector = sum(_unit(positions_nm[names[n]] - c) for n in ("CA", "O"))
-            added[residue.index] = c - CARBOXYLATE_CO_NM * _unit(bisector)
-    if not added:
-        return topology, positions_nm
-    copy, atoms, coordinates = app.Topology(), {}, []
-    copy.setPeriodicBoxVectors(topology.getPeriodicBoxVectors())
-    for chain in topology.chains():
-        new_chain = copy.addChain(chain.id)
-        for residue in chain.residues():
-            new_residue = copy.addResidue(residue.name, new_chain, residue.id, residue.insertionCode)
-            for atom in residue.atoms():
-                atoms[atom.index] = copy.addAtom(atom.name, atom.element, new_residue, atom.id)
-                coordinates.append(positions_nm[atom.index])
-            if residue.index in added:
-                oxygen = copy.addAtom("OXT", app.element.oxygen, new_residue)
-                carbon = next(a for a in residue.atoms() if a.name == "C")
-                copy.addBond(atoms[carbon.index], oxygen)
-                coordinates.append(added[residue.index])
-    for bond in topology.bonds():
-        copy.addBond(atoms[bond[0].index], atoms[bond[1].index])
-    return copy, np.array(coordinates)
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    return vector / np.linalg.norm(vector)
-
-
-def build_allatom(system: System, forcefield, seed: int = 0):
-    """The system's protein residues, hydrogens added for ``forcefield``: (openmm Topology, positions nm)."""
-    import openmm
-    import openmm.app as app
-    from openmm import unit
-
-    structure = mdtraj.load(str(system.pdb_path))
-    residues = {structure.topology.atom(int(i)).residue.index for i in system.topology.atom_indices}
-    keep = [
-        a.index for a in structure.topology.atoms if a.residue.index in residues and a.element.symbol != "H"
-    ]
-    heavy = structure.atom_slice(keep)[0]
-    topology, positions = add_terminal_oxygens(heavy.topology.to_openmm(), heavy.xyz[0].astype(np.float64))
-    modeller = app.Modeller(topology, positions * unit.nanometer)
-    # addHydrogens starts hydrogens at positions drawn from Python's global `random`:
-    # seed it for reproducible runs, and give the caller's random state back afterwards.
-    caller_state = random.getstate()
-    random.seed(seed)
-    try:
-        # The Reference platform sums in a fixed order: the relaxed hydrogens are reproducible.
-        modeller.addHydrogens(forcefield, platform=openmm.Platform.getPlatformByName("Reference"))
-    except ValueError as error:
-        raise GnnmdError(f"{system.pdb_path}: cannot add hydrogens for the force field ({error})") from error
-    finally:
-        random.setstate(caller_state)
-    positions = np.array(modeller.getPositions().value_in_unit(unit.nanometer))
-    return modeller.getTopology(), positions
 
 
 class Generator:

@@ -6,7 +6,8 @@ torchrun processes; :mod:`gnnmd.sim.benchmark` measures ns/day.
 """
 
 from gnnmd.engine import LangevinSettings
+from gnnmd.sim.outputs import OutputOptions
 from gnnmd.sim.runner import ReplicaRunner
-from gnnmd.sim.simulation import OutputOptions, Simulation
+from gnnmd.sim.simulation import Simulation
 
 __all__ = ["LangevinSettings", "OutputOptions", "ReplicaRunner", "Simulation"]

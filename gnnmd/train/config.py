@@ -7,10 +7,13 @@ refused (:meth:`gnnmd.train.loop.Trainer.load_state`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from gnnmd.config import from_mapping
 from gnnmd.train.schedule import SCHEDULES
+
+if TYPE_CHECKING:
+    from gnnmd.data.dataset import ForceDataset
 
 SELECTION_CRITERIA = ("force", "free_energy")
 
@@ -110,3 +113,26 @@ class TrainingConfig:
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
         """Build from a mapping; unknown keys raise ValueError."""
         return from_mapping(cls, values, "training config")
+
+
+def check_dataset(config: TrainingConfig, dataset: ForceDataset) -> None:
+    """Raise DatasetError, naming the molecules, where ``dataset`` lacks what ``config``'s loss needs."""
+    from gnnmd.data.dataset import DatasetError
+    from gnnmd.torsions import molecule_torsions
+
+    molecules = list(zip(dataset.molecules, dataset.topologies, dataset.has_energies, strict=True))
+    if config.uses_torsions:
+        without = [name for name, topology, _ in molecules if len(molecule_torsions(topology).fixed) == 0]
+        if without:
+            raise DatasetError(
+                f"{dataset.path}: torsion_weight is {config.torsion_weight} but molecule(s) "
+                f"{without} have no torsion (a bond that is the centre of a dihedral and in no ring); "
+                "train without the torsional term (torsion_weight 0)"
+            )
+    if config.uses_energies:
+        missing = [name for name, _, has in molecules if not has]
+        if missing:
+            raise DatasetError(
+                f"{dataset.path}: energy_weight is {config.energy_weight} but molecule(s) "
+                f"{missing} have no 'energies'; train on forces alone (energy_weight 0)"
+            )

@@ -1,46 +1,32 @@
 """The force-matching training loop, with exact resume and torchrun data parallelism.
 
-Loss (:mod:`gnnmd.train.losses`): mean squared error of the model's forces
-(priors + network) against the reference forces, (kJ/mol/nm)². With priors held
-fixed this is delta-force matching: the network learns F_ref - F_prior. A
-torsional term can weigh the generalized forces along the bonded graph's
-torsions besides (``torsion_weight``). Data with reference energies (all-atom
-data) can add an energy term, the energy error per frame relative to the mean
-error of the molecule's frames in the batch. The constant is fitted in closed
-form instead: before energy training and after every
-epoch, the network's per-type reference energies are fitted by least squares
-to the training frames (:func:`fit_type_energies`), so the model's energies sit
-on the data's scale. Each epoch visits the training frames in an order fixed
-by (seed, epoch), so a run resumed from its state file continues exactly as an
-uninterrupted one. Under torchrun every global batch is
-split across ranks and DistributedDataParallel averages the gradients.
+Loss (:mod:`gnnmd.train.losses`): mean squared error of the model's forces (priors +
+network) against the reference, (kJ/mol/nm)²; with the priors fixed the network learns
+F_ref - F_prior. Optional terms: the generalized forces along the bonded graph's torsions
+(``torsion_weight``) and, for data with energies, the per-frame energy error relative to the
+molecule's mean error in the batch, the constant being fitted in closed form to the training
+frames before and after every epoch (:func:`fit_type_energies`). Each epoch visits the
+training frames in an order fixed by (seed, epoch), so a resumed run continues exactly as an
+uninterrupted one; under torchrun DistributedDataParallel averages the gradients.
 
-The best epoch is the one of lowest validation loss, or with ``select_by
-"free_energy"`` the one of lowest held-out free-energy score (a callable of the
-model, e.g. :class:`gnnmd.analysis.selection.HeldOutFreeEnergy`: force loss
-alone is dominated by the noise of the reference forces and can improve while
-the free energy gets worse). Early stopping follows the same criterion; the
-learning rate follows the validation loss. With ``weight_average_decay`` the
-validation, the score and ``best.pt`` use an exponential moving average of the
-weights (:mod:`gnnmd.train.averaging`), which the state file keeps for resume.
+The best epoch has the lowest validation loss, or with ``select_by "free_energy"`` the lowest
+held-out free-energy score (force loss alone is dominated by the reference's force noise and
+can improve while the free energy gets worse); early stopping follows the same criterion.
+With ``weight_average_decay`` validation, score and ``best.pt`` use an exponential moving
+average of the weights (:mod:`gnnmd.train.averaging`).
 
-Files written to the output folder: ``train_state.pt`` (everything to resume;
-rewritten atomically every epoch), ``best.pt`` (gnnmd checkpoint of the best
-validation epoch), ``metrics.csv`` and ``learning_curve.png``.
-
-Trust: rank 0 holds the folder's lock (:class:`~gnnmd.runfolder.RunFolderLock`)
-for the whole run. The state file is read with ``weights_only=True`` (it cannot
-run code) and records the run's identity (dataset SHA-256, model configuration,
-vocabulary, temperature, training config): a resume that differs is refused,
-naming the field. A non-finite loss stops training with :class:`TrainingError`
-before anything of that epoch is written; ``best.pt`` is written only for a
-finite improvement.
+Files: ``train_state.pt`` (everything to resume, rewritten atomically every epoch),
+``best.pt`` (gnnmd checkpoint of the best epoch), ``metrics.csv`` and the learning curve
+(:mod:`gnnmd.train.metrics`). Trust: rank 0 holds the folder's lock for the whole run; the
+state file is read with ``weights_only=True`` and records the run's identity (dataset SHA-256,
+model configuration, vocabulary, temperature, training config): a resume that differs is
+refused, naming the field. A non-finite loss stops training with :class:`TrainingError`
+before anything of that epoch is written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import math
 import os
@@ -52,9 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gnnmd.data.dataset import DatasetError, ForceDataset
+from gnnmd.data.dataset import ForceDataset
 from gnnmd.distributed import all_reduce_sum, joined_world, local_device, on_root
-from gnnmd.errors import GnnmdError
+from gnnmd.errors import TrainingError
 from gnnmd.graph import GraphBatch
 from gnnmd.models import save_checkpoint
 from gnnmd.nn.potential import CGPotential
@@ -65,32 +51,21 @@ from gnnmd.runfolder import (
     file_sha256,
     require_fresh,
 )
-from gnnmd.torsions import molecule_torsions
 from gnnmd.train.averaging import WeightAverage
 from gnnmd.train.batches import BatchLoader, ForceBatch
-from gnnmd.train.config import TrainingConfig
+from gnnmd.train.config import TrainingConfig, check_dataset
 from gnnmd.train.energies import fit_type_energies
 from gnnmd.train.losses import SUM_FIELDS, ErrorSums, molecule_mean_errors, squared_errors, weighted_loss
-from gnnmd.train.plots import plot_learning_curve
+from gnnmd.train.metrics import write_metrics
 from gnnmd.train.resume import read_state
 from gnnmd.train.schedule import make_schedule
 from gnnmd.train.split import split_frames, trajectory_groups
 
 STATE_FILE = "train_state.pt"
 BEST_FILE = "best.pt"
-METRICS_FILE = "metrics.csv"
-METRIC_COLUMNS = (
-    "epoch", "train_force_rmse", "val_force_rmse", "learning_rate", "seconds",
-    "train_energy_rmse", "val_energy_rmse", "val_loss", "val_free_energy_js", "train_torsion_rmse",
-    "val_torsion_rmse",
-)  # fmt: skip
 #: Builds the free-energy score from the held-out global frame indices; the score maps the
 #: model to a number, lower is better.
 ScorerFactory = Callable[[np.ndarray], Callable[[CGPotential], float]]
-
-
-class TrainingError(GnnmdError, RuntimeError):
-    """Training cannot go on: the loss is not finite, or a step it needs cannot run here."""
 
 
 class ForceModel(nn.Module):
@@ -144,9 +119,8 @@ class Trainer:
         self.prepare = prepare
         self.groups = trajectory_groups(dataset)
         self.train_frames, self.val_frames = split_frames(len(dataset), config, self.groups)
+        check_dataset(config, dataset)
         self.loader = BatchLoader(dataset, model, self.device, energies=config.uses_energies)
-        if config.uses_torsions:
-            self._check_torsions()
         self.scorer: Callable[[CGPotential], float] | None = None
         if config.select_by == "free_energy":
             if scorer_for is None:
@@ -154,7 +128,6 @@ class Trainer:
             self.scorer = scorer_for(self.val_frames)
         self.frames_by_molecule: dict[int, np.ndarray] = {}
         if config.uses_energies:
-            self._check_energies()
             by_molecule: dict[int, list[int]] = {}
             for index in self.train_frames:
                 by_molecule.setdefault(dataset.locate(int(index))[0], []).append(int(index))
@@ -214,25 +187,6 @@ class Trainer:
         """Re-fit the per-type reference energies to the training frames (energy training only)."""
         fitted = fit_type_energies(self.model, self.loader, self.frames_by_molecule, self.dtype)
         self.model.network.type_energy.copy_(fitted)
-
-    def _check_torsions(self) -> None:
-        without = [m for m, t in zip(self.dataset.molecules, self.dataset.topologies, strict=True)
-                   if len(molecule_torsions(t).fixed) == 0]  # fmt: skip
-        if without:
-            raise DatasetError(
-                f"{self.dataset.path}: torsion_weight is {self.config.torsion_weight} but molecule(s) "
-                f"{without} have no torsion (a bond that is the centre of a dihedral and in no ring); "
-                "train without the torsional term (torsion_weight 0)"
-            )
-
-    def _check_energies(self) -> None:
-        stored = zip(self.dataset.molecules, self.dataset.has_energies, strict=True)
-        missing = [molecule for molecule, has in stored if not has]
-        if missing:
-            raise DatasetError(
-                f"{self.dataset.path}: energy_weight is {self.config.energy_weight} but molecule(s) "
-                f"{missing} have no 'energies'; train on forces alone (energy_weight 0)"
-            )
 
     def errors(self, batch: ForceBatch) -> Tensor:
         """The error sums of one batch (:data:`gnnmd.train.losses.SUM_FIELDS`)."""
@@ -449,8 +403,4 @@ class Trainer:
             self.average.load(state["weight_average"])
 
     def write_metrics(self) -> None:
-        with open(self.output_dir / METRICS_FILE, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.history)
-        plot_learning_curve(self.history, self.output_dir / "learning_curve.png")
+        write_metrics(self.output_dir, self.history)

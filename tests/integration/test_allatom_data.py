@@ -8,8 +8,9 @@ import openmm
 import pytest
 from openmm import unit
 
-from gnnmd.data.allatom import AllAtomSettings, Generator, aggregate_forces, bead_groups
+from gnnmd.data.allatom import AllAtomSettings, Generator
 from gnnmd.data.dataset import ForceDataset
+from gnnmd.data.force_map import aggregate_forces, bead_groups
 from gnnmd.topology import custom_topology
 
 
@@ -57,7 +58,8 @@ def test_chignolin_hydrogens_follow_their_bead_atoms(chignolin, tmp_path):
     assert cg.n_beads == 49
     import openmm.app as app
 
-    from gnnmd.data.allatom import FORCEFIELDS, build_allatom
+    from gnnmd.data.allatom import FORCEFIELDS
+    from gnnmd.data.allatom_structure import build_allatom
 
     topology = mdtraj.Topology.from_openmm(
         build_allatom(chignolin, app.ForceField(*FORCEFIELDS["amber14-gbn2"]))[0]
@@ -110,7 +112,8 @@ def test_chain_ends_without_oxt_get_one_and_the_force_field_accepts_them():
     """1ENH ends its chain without OXT, which the C-terminal template needs: it is added, planar, 0.125 nm."""
     import openmm.app as app
 
-    from gnnmd.data.allatom import CARBOXYLATE_CO_NM, FORCEFIELDS, add_terminal_oxygens, build_allatom
+    from gnnmd.data.allatom import FORCEFIELDS
+    from gnnmd.data.allatom_structure import CARBOXYLATE_CO_NM, add_terminal_oxygens, build_allatom
     from gnnmd.systems import load_system
 
     structure = mdtraj.load(str(load_system("engrailed").pdb_path)).remove_solvent()

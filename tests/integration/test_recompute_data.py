@@ -14,8 +14,9 @@ from openmm import unit
 
 from gnnmd.cli import main
 from gnnmd.data.ala2_allatom import PDB_FILE, ala2_allatom_frames
-from gnnmd.data.allatom import FORCEFIELDS, AllAtomSettings, Generator, aggregate_forces, bead_groups
+from gnnmd.data.allatom import FORCEFIELDS, AllAtomSettings, Generator
 from gnnmd.data.dataset import DatasetError, ForceDataset, append_frames
+from gnnmd.data.force_map import aggregate_forces, bead_groups
 from gnnmd.data.recompute import RecomputeSettings, recompute
 from gnnmd.errors import ForceFieldError, TrajectoryError
 

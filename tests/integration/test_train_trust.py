@@ -12,12 +12,11 @@ import torch
 
 from gnnmd.cli import main
 from gnnmd.data.dataset import DatasetError, ForceDataset
-from gnnmd.errors import CheckpointError
+from gnnmd.errors import CheckpointError, TrainingError
 from gnnmd.models import PRETRAINED_DIR, load_model
 from gnnmd.runfolder import RunFolderBusyError, RunFolderError, RunFolderLock
 from gnnmd.sim.checkpoint import load_checkpoint
 from gnnmd.train import Trainer, TrainingConfig
-from gnnmd.train.loop import TrainingError
 from tests.unit.test_training import student, teacher_dataset
 
 CONFIG = TrainingConfig(epochs=1, batch_size=8, learning_rate=3e-3, validation_fraction=0.25, seed=1)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from gnnmd.analysis.distributions import histogram, jensen_shannon
+from gnnmd.errors import TrainingError
 from gnnmd.nn.priors.fit import fourier_energy
 from gnnmd.nn.priors.ibi import corrected_dihedral
 from gnnmd.train import Trainer
-from gnnmd.train.loop import TrainingError
 from gnnmd.train.prior_refinement import RefinementSettings, refine_dihedral_priors
 from tests.conftest import perturbed
 from tests.unit.test_training import CONFIG, student, teacher_dataset

@@ -1,10 +1,32 @@
-"""The learning curve of a training run (matplotlib's object API: no global backend change)."""
+"""What a training run reports per epoch: ``metrics.csv`` and ``learning_curve.png``.
+
+RMSEs in kJ/mol/nm (forces), kJ/mol (energies), kJ/mol/rad (torsional forces). The plot uses
+matplotlib's object API: no global backend change.
+"""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
+
+METRICS_FILE = "metrics.csv"
+CURVE_FILE = "learning_curve.png"
+METRIC_COLUMNS = (
+    "epoch", "train_force_rmse", "val_force_rmse", "learning_rate", "seconds",
+    "train_energy_rmse", "val_energy_rmse", "val_loss", "val_free_energy_js", "train_torsion_rmse",
+    "val_torsion_rmse",
+)  # fmt: skip
+
+
+def write_metrics(output_dir: Path, history: list[dict]) -> None:
+    """Rewrite ``metrics.csv`` (one row per epoch, :data:`METRIC_COLUMNS`) and the learning curve."""
+    with open(output_dir / METRICS_FILE, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(history)
+    plot_learning_curve(history, output_dir / CURVE_FILE)
 
 
 def plot_learning_curve(history: list[dict], path: Path) -> None:
