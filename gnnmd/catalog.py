@@ -18,21 +18,15 @@ import zipfile
 from dataclasses import dataclass
 from typing import Any
 
+from gnnmd.assets import models_dir, systems_dir
 from gnnmd.errors import CheckpointError, TopologyError
 
 #: The system ``gnnmd simulate`` and ``make run`` use when none is named.
 DEFAULT_SYSTEM = "chignolin"
 #: The model used when none is named.
 DEFAULT_MODEL = "default"
-PRETRAINED_DIR = pathlib.Path(__file__).parent / "pretrained"
+PRETRAINED_DIR = models_dir()
 _SYSTEM_KEYS = ("name", "title", "pdb", "mapping", "expected_beads", "description", "source")
-
-
-def systems_dir() -> pathlib.Path:
-    """The folder of shipped systems: ``gnnmd/_systems`` in a wheel, else ``<repo>/systems``."""
-    package = pathlib.Path(__file__).resolve().parent
-    installed = package / "_systems"
-    return installed if installed.is_dir() else package.parent / "systems"
 
 
 def list_systems() -> list[str]:

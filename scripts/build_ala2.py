@@ -11,7 +11,7 @@ the JS divergence of φ/ψ from short simulations to the held-out frames, the be
 epoch kept. The candidate whose kept epoch scores lowest is the model: epochs and model
 size are both picked on the held-out free-energy measure. It is validated with
 `gnnmd validate` (JS to the reference, its priors alone, the reference's noise floor, state
-populations with errors) and shipped as gnnmd/pretrained/ala2.pt with its report in
+populations with errors) and shipped as gnnmd/shipped/models/ala2.pt with its report in
 benchmarks/ (ala2_validation.json, ala2_validation.png).
 """
 

@@ -3,7 +3,7 @@
     python scripts/build_ala2_allatom.py [--work out/ala2-allatom] [--epochs 150]
     python scripts/build_ala2_allatom.py --skip-training    # report on the shipped model only
 
-Data: the shipped proteka example frames (gnnmd/reference_data/ala2_allatom; Å and
+Data: the shipped proteka example frames (gnnmd/shipped/reference_data/ala2_allatom; Å and
 kcal/mol/Å, converted to nm and kJ/mol/nm on import). The trajectory's first
 1800 frames are the training data; the Trainer holds out a random 10% of them
 for validation (learning-rate schedule, early stopping, choice of the best
@@ -13,7 +13,7 @@ force error reported in the checkpoint metadata is measured on them.
 Model: element types (C, H, N, O), no priors, every pair inside 0.5 nm
 (scripts/ala2_allatom_config.json), trained by force matching with
 gnnmd.train.Trainer on one CPU thread (reproducible reductions). The result is
-written to gnnmd/pretrained/ala2-allatom.pt and the continuity reference
+written to gnnmd/shipped/models/ala2-allatom.pt and the continuity reference
 values are re-recorded. The report (also written to WORK/summary.json) adds
 the force error of amber14 in vacuum on the same test frames, as a yardstick
 for the solvent noise in the reference forces.
@@ -147,7 +147,7 @@ GOOD_FOR = (
 
 
 def ship(model: CGPotential, test: dict, argv: list[str] | None) -> None:
-    """Write ``model`` as gnnmd/pretrained/ala2-allatom.pt and re-record the continuity values."""
+    """Write ``model`` as gnnmd/shipped/models/ala2-allatom.pt and re-record the continuity values."""
     arguments = sys.argv[1:] if argv is None else argv
     metadata = dict(model.metadata)
     metadata.update(

@@ -2,7 +2,7 @@
 
     python scripts/build_ala2_xtb.py [--work out/ala2-xtb] [--epochs 100] [--md-ps 2]
 
-1. Frames: the shipped alanine-dipeptide trajectory (2000 frames, gnnmd/reference_data/ala2_allatom).
+1. Frames: the shipped alanine-dipeptide trajectory (2000 frames, gnnmd/shipped/reference_data/ala2_allatom).
 2. Labels: ``gnnmd data qm`` with tblite GFN2-xTB (energies and forces for every frame; resumable).
 3. Training: energy + force matching (``gnnmd.train.Trainer``) on frames 0-1799 (10% of them held out
    for validation); frames 1800-1999 are a test set training never sees.

@@ -12,7 +12,7 @@ Steps (each a CLI command):
 2. ``gnnmd train --model-config default --temperature-k 340``: priors by Boltzmann
    inversion, then delta-force matching of the ``default`` network (64 features,
    2 blocks, 1.2 nm); 10% of the frames held out.
-3. ship the best checkpoint as gnnmd/pretrained/chignolin.pt (and re-record the
+3. ship the best checkpoint as gnnmd/shipped/models/chignolin.pt (and re-record the
    continuity values), then ``gnnmd validate chignolin --reference DATA``:
    CA RMSD, native contacts Q, the RMSD–Q free-energy surface, folded fraction,
    all bonded distributions, held-out force error.

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PDB = ROOT / "systems" / "chignolin_cln025_5awl.pdb"
+PDB = ROOT / "gnnmd" / "shipped" / "systems" / "chignolin_cln025_5awl.pdb"
 CUTOFF_ANGSTROM = 30.0  # every pair of chignolin lies inside: the repulsion lists are complete
 
 
@@ -254,7 +254,7 @@ def main() -> None:
     record_file = args.output / "fixture.json"
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
     record.update(
-        {"mlcg_commit": args.commit, "structure": f"systems/{PDB.name}", "units": "angstrom, kcal/mol"}
+        {"mlcg_commit": args.commit, "structure": f"gnnmd/shipped/systems/{PDB.name}", "units": "angstrom, kcal/mol"}
     )
     shared = torch.Generator().manual_seed(SHARED_SEED)
     for kind in args.kinds:

@@ -1,6 +1,6 @@
 """The shipped all-atom alanine-dipeptide reference data, in gnnmd units.
 
-Files in ``gnnmd/reference_data/ala2_allatom/`` (provenance in its PROVENANCE.md):
+Files in ``gnnmd/shipped/reference_data/ala2_allatom/`` (provenance in its PROVENANCE.md):
 
 - ``ala2_all_atom.npz``: ``coords`` and ``forces``, (2000, 22, 3) float32, in
   **Å** and **kcal/mol/Å** (:data:`LENGTH_UNIT`, :data:`ENERGY_UNIT`);
@@ -21,11 +21,12 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
+from gnnmd.assets import reference_data_dir
 from gnnmd.data.dataset import write_molecule
 from gnnmd.topology import CGTopology, custom_topology
 from gnnmd.units import force_to_kj_per_mol_nm, length_to_nm
 
-ALA2_ALLATOM_DIR = Path(__file__).resolve().parents[1] / "reference_data" / "ala2_allatom"
+ALA2_ALLATOM_DIR = reference_data_dir("ala2_allatom")
 ARRAYS_FILE = ALA2_ALLATOM_DIR / "ala2_all_atom.npz"
 PDB_FILE = ALA2_ALLATOM_DIR / "ala2_all_atom.pdb"
 #: Units of the shipped arrays (established against AMBER forces, see PROVENANCE.md).

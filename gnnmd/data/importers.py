@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnmd.assets import reference_data_dir
 from gnnmd.data.dataset import DatasetError, write_molecule
 from gnnmd.topology import CGTopology, custom_topology
 from gnnmd.units import energy_to_kj_per_mol, force_to_kj_per_mol_nm, length_to_nm
 
-CGNET_DIR = Path(__file__).resolve().parents[1] / "reference_data" / "cgnet_ala2"
+CGNET_DIR = reference_data_dir("cgnet_ala2")
 #: CGnet's 5-bead alanine dipeptide: C(ACE) N CA C (ALA) N(NME), a linear chain.
 CGNET_ALA2_BEADS = ("ACE.C", "ALA.N", "ALA.CA", "ALA.C", "NME.N")
 CGNET_ALA2_MASSES_AMU = (12.011, 14.007, 12.011, 12.011, 14.007)

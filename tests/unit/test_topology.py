@@ -1,6 +1,6 @@
 """CG mapping (gnnmd.topology): bead counts, types, masses, bonded graph, errors.
 
-Structures come from the shipped ``systems/`` folder; edited copies go to tmp_path.
+Structures come from the shipped systems folder (``gnnmd/shipped/systems``); edited copies go to tmp_path.
 """
 
 from __future__ import annotations
