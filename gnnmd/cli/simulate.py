@@ -302,7 +302,8 @@ def _simulation(job: _Job, runner, options, committee, document: dict | None, sy
         return Simulation.resume(runner, options, document, committee, extra, accept_changes=accept)
     if record is None:  # a new run: its record exists before any of its outputs
         fresh = {**job.plan, "world_size": info.world_size, "run_id": run_id, "command": sys.argv,
-                 "provenance": provenance(), "model_trained": is_trained(runner.model)}  # fmt: skip
+                 "provenance": provenance(), "model_trained": is_trained(runner.model),
+                 "noise": runner.noise_description()}  # fmt: skip
         distributed.on_root(lambda: run_record.write_record(job.args.output, fresh), info)
         distributed.on_root(lambda: save_topologies(job.args.output, systems), info)
     return Simulation(runner, options, committee=committee, extra=extra, overwrite=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 SCHEMA = "gnnmd-bench"
-SCHEMA_VERSION = 2  # 2: rows record the kernel implementation that ran and the threads
+SCHEMA_VERSION = 3  # 2: rows record the kernel implementation that ran and the threads; 3: the noise
 
 
 @dataclass
@@ -60,6 +60,8 @@ class BenchResult:
     #: torch's CPU threads during the run, and how they were chosen (gnnmd.threads).
     threads: int | None = None
     thread_policy: str | None = None
+    #: The thermostat noise and what drew it, e.g. "philox4x32-10 (native-cpu)" (replica runner).
+    noise: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

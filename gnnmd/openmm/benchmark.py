@@ -191,6 +191,7 @@ def measure_openmm(request: OpenMMBenchRequest) -> tuple[BenchResult, dict[str, 
         peak_memory_kind="process_peak_rss",
         final_mean_temperature_k=_mean_temperature_k(simulation, beads),
         implementation=implementation_of(request.model, "cpu"),
+        noise=f"openmm ({type(simulation.integrator).__name__}, seed {request.seed})",
     )
     masses = np.tile(request.system.topology.masses_amu, request.replicas)
     positions = replica_positions(request.system, request.replicas)

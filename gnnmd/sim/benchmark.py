@@ -61,5 +61,6 @@ def measure(runner: ReplicaRunner, steps: int, warmup_steps: int, labels: dict) 
         neighbor_list_builds=builds,
         cuda_graph=runner.cuda_graph,
         implementation=implementation_of(runner.model, device),
+        noise=runner.noise_description(),
         **labels,
     )

@@ -6,7 +6,8 @@ global index, system name, bead count, thermostat, positions, velocities,
 forces and energies, plus the number of trajectory frames already written.
 The thermostat noise is counter-based (:mod:`gnnmd.sim.noise`), so
 ``(seed, step)`` *is* the random state: a run continued from a checkpoint draws
-the same numbers as the uninterrupted run and follows the same trajectory.
+the same numbers as the uninterrupted run and follows the same trajectory. The
+checkpoint names its noise generator; one written with another is refused on resume.
 
 Writes go to a temporary file in the same folder, are flushed to disk, and
 then renamed over the old checkpoint (``os.replace`` is atomic on POSIX): a
@@ -23,10 +24,12 @@ from gnnmd.errors import CheckpointError
 from gnnmd.runfolder import atomic_write_bytes
 from gnnmd.safe_load import load_tensors
 
-__all__ = ["atomic_write_bytes", "check_matches", "load_checkpoint", "save_checkpoint"]
+__all__ = ["atomic_write_bytes", "check_matches", "check_noise", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "gnnmd-simulation-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the thermostat noise's generator is recorded ("noise")
+#: The noise of version-1 checkpoints (a chained integer hash), which no current gnnmd draws.
+LEGACY_NOISE = "lowbias32-chain"
 
 _TENSORS = ("positions_nm", "velocities_nm_per_ps", "forces_kj_per_mol_nm", "energies_kj_per_mol")
 _REQUIRED = (
@@ -66,7 +69,19 @@ def load_checkpoint(path: Path) -> dict:
             f"reads ({FORMAT_VERSION}); upgrade gnnmd"
         )
     _check_shapes(path, document)
+    document.setdefault("noise", LEGACY_NOISE)
     return document
+
+
+def check_noise(path: Path, document: dict, generator: str) -> None:
+    """Refuse to continue a checkpoint whose thermostat noise is not ``generator``: the continued
+    run would draw other numbers than the run that wrote it, so it would not be the same run."""
+    if document.get("noise") != generator:
+        raise CheckpointError(
+            f"{path}: field 'noise' is {document.get('noise')!r}, but this gnnmd draws {generator!r} "
+            "thermostat noise: continuing would not be the same run. Start a new run, or finish this one "
+            "with the gnnmd version that began it"
+        )
 
 
 def _check_shapes(path: Path, document: dict) -> None:

@@ -29,7 +29,7 @@ from gnnmd.errors import SimulationError
 from gnnmd.neighbors.verlet import VerletList
 from gnnmd.nn.potential import CGPotential
 from gnnmd.sim.integrators import BAOAB
-from gnnmd.sim.noise import CounterNoise
+from gnnmd.sim.noise import GENERATOR, CounterNoise
 from gnnmd.static.stepper import StaticStepper
 from gnnmd.systems import System
 from gnnmd.topology import CGTopology
@@ -220,6 +220,10 @@ class ReplicaRunner:
             self.velocities = self.integrator.kick(velocities, self.forces)
             self.steps_done += 1
 
+    def noise_description(self) -> str:
+        """The thermostat noise's generator and what draws it, e.g. ``philox4x32-10 (native-cpu)``."""
+        return f"{GENERATOR} ({self.integrator.noise.implementation})"
+
     def release(self) -> None:
         """Free what the force provider holds (an IPU, an executable); nothing otherwise."""
         release(self.provider)
@@ -314,6 +318,7 @@ class ReplicaRunner:
         return {
             "step": self.steps_done,
             "seed": self.seed,
+            "noise": GENERATOR,
             "timestep_fs": self.settings.timestep_fs,
             "dtype": str(self.dtype).replace("torch.", ""),
             "replica_ids": list(self.replica_ids),

@@ -36,8 +36,9 @@ from typing import Callable
 
 from gnnmd.errors import CheckpointError, SimulationError
 from gnnmd.runfolder import RunFolderError, RunFolderLock
-from gnnmd.sim.checkpoint import load_checkpoint, save_checkpoint
+from gnnmd.sim.checkpoint import check_noise, load_checkpoint, save_checkpoint
 from gnnmd.sim.committee import CommitteeMonitor
+from gnnmd.sim.noise import GENERATOR
 from gnnmd.sim.outputs import OutputOptions, RunSummary
 from gnnmd.sim.reporters import (
     COMMITTEE_COLUMNS,
@@ -174,6 +175,7 @@ class Simulation:
         """
         path = options.checkpoint_path
         document = document if document is not None else load_checkpoint(path)
+        check_noise(path, document, GENERATOR)
         unknown = sorted(set(accept_changes) - set(ACCEPTABLE_CHANGES))
         if unknown:
             raise ValueError(f"accept_changes {unknown}: only {ACCEPTABLE_CHANGES} can change on resume")

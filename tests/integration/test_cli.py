@@ -26,7 +26,7 @@ def test_bench_writes_json_and_says_untrained(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "UNTRAINED" in printed
     document = json.loads(out.read_text())
-    assert document["schema"] == "gnnmd-bench" and document["schema_version"] == 2
+    assert document["schema"] == "gnnmd-bench" and document["schema_version"] == 3
     assert {"host", "utc_time", "torch", "cpu", "git_sha"} <= set(document["system_info"])
     (row,) = document["benchmarks"]
     assert BENCH_KEYS <= set(row)
@@ -34,6 +34,7 @@ def test_bench_writes_json_and_says_untrained(tmp_path, capsys):
     assert row["model_trained"] is False and row["backend"] == "reference"
     assert row["implementation"] == "torch" and row["threads"] >= 1
     assert row["thread_policy"].startswith("auto: ")
+    assert row["noise"] == "philox4x32-10 (native-cpu)"  # the op library is built by make test
     # ns/day is consistent with the measured step rate: 2 fs x steps/s x 86400 s/day.
     expected = 2e-6 * row["steps_per_second"] * 86400
     assert abs(row["ns_per_day_per_replica"] / expected - 1) < 1e-9

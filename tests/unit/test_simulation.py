@@ -108,3 +108,21 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_outputs(
         assert a.shape[0] == 7 and np.array_equal(a, b)
         log_a = (tmp_path / "a" / f"{replica}.csv").read_text()
         assert log_a == (tmp_path / "b" / f"{replica}.csv").read_text()
+
+
+def test_a_checkpoint_with_other_noise_is_refused_on_resume(small_model, chignolin, tmp_path, one_thread):
+    """Version-1 checkpoints come from the hash-based noise: continuing them would not be the same run."""
+    from gnnmd.errors import CheckpointError
+    from gnnmd.sim.checkpoint import FORMAT_VERSION, LEGACY_NOISE
+
+    run = Simulation(make_runner(small_model, chignolin, 2), options(tmp_path))
+    run.run(4)
+    run.close()
+    path = options(tmp_path).checkpoint_path
+    document = load_checkpoint(path)
+    assert document["format_version"] == FORMAT_VERSION == 2 and document["noise"] == "philox4x32-10"
+    del document["noise"]
+    torch.save({**document, "format_version": 1}, path)
+    assert load_checkpoint(path)["noise"] == LEGACY_NOISE  # still readable, for what it holds
+    with pytest.raises(CheckpointError, match=r"field 'noise' is 'lowbias32-chain'.*not be the same run"):
+        Simulation.resume(make_runner(small_model, chignolin, 2), options(tmp_path))

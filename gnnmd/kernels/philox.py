@@ -1,0 +1,89 @@
+"""Philox4x32-10 random bits: the registered op ``gnnmd::philox_bits`` and its pure-torch twin.
+
+Philox (Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC'11;
+the Random123 library) is a counter-based generator: its output is a bijective function of a
+128-bit counter under a 64-bit key, with ten rounds of 32-bit multiplications, and passes
+BigCrush. Here an element m's counter is (step mod 2³², step div 2³², lanes[m, 0],
+lanes[m, 1]) and the key is the run's seed; the first two of the four output words are
+returned, (M, 2) int64 in [0, 2³²).
+
+Two implementations give the same bits: the C++ op (``csrc/philox.cpp``, CPU) and
+:func:`philox_bits_torch`, plain int64 tensor arithmetic with 16-bit limbs so that every
+intermediate stays below 2⁴⁹ (exact on every device, no reliance on wrap-around; a CUDA graph
+can replay it with the step held in a device tensor). :func:`philox_bits` resolves which runs.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor
+
+MASK32 = 0xFFFFFFFF
+MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
+WEYL = (0x9E3779B9, 0xBB67AE85)
+ROUNDS = 10
+#: The generator's name, as run records store it.
+GENERATOR = "philox4x32-10"
+IMPLEMENTATIONS = ("native-cpu", "torch")
+
+IntLike = Union[int, Tensor]
+
+
+def round_keys(key_lo: int, key_hi: int) -> list[tuple[int, int]]:
+    """The key of each of the ten rounds: the key, then bumped by the Weyl constants."""
+    keys = [(key_lo & MASK32, key_hi & MASK32)]
+    for _ in range(ROUNDS - 1):
+        k0, k1 = keys[-1]
+        keys.append(((k0 + WEYL[0]) & MASK32, (k1 + WEYL[1]) & MASK32))
+    return keys
+
+
+def _mulhilo(multiplier: int, x: IntLike) -> tuple[IntLike, IntLike]:
+    """(high, low) 32-bit words of ``multiplier`` * x, 0 <= x < 2³², from 16-bit limbs of x."""
+    low_part = (x & 0xFFFF) * multiplier  # < 2^48
+    high_part = (x >> 16) * multiplier  # < 2^48; x * m = high_part * 2^16 + low_part
+    low = (low_part + ((high_part & 0xFFFF) << 16)) & MASK32
+    high = (high_part + (low_part >> 16)) >> 16
+    return high, low
+
+
+def philox4x32_10(counter: tuple[IntLike, ...], key_lo: int, key_hi: int) -> tuple[IntLike, ...]:
+    """The four output words of Philox4x32-10 (ints, or int64 tensors that broadcast together)."""
+    c0, c1, c2, c3 = counter
+    for k0, k1 in round_keys(key_lo, key_hi):
+        hi0, lo0 = _mulhilo(MULTIPLIERS[0], c0)
+        hi1, lo1 = _mulhilo(MULTIPLIERS[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def philox_bits_torch(lanes: Tensor, step: IntLike, key_lo: int, key_hi: int) -> Tensor:
+    """(M, 2) int64: the first two Philox words of counters (step lo, step hi, lanes[:, 0], lanes[:, 1])."""
+    counter = (step & MASK32, (step >> 32) & MASK32, lanes[:, 0], lanes[:, 1])
+    words = philox4x32_10(counter, key_lo, key_hi)
+    return torch.stack(words[:2], dim=1)  # both depend on the lanes: (M,) tensors
+
+
+def choose_implementation(device: torch.device) -> str:
+    """``native-cpu`` where the op library loads and the lanes live on a CPU, else ``torch``.
+
+    Both give the same bits (tested), so this choice changes speed only, never a trajectory.
+    """
+    if torch.device(device).type != "cpu":
+        return "torch"
+    from gnnmd.kernels import ops
+
+    return "native-cpu" if ops.available() else "torch"
+
+
+def philox_bits(lanes: Tensor, step: IntLike, key_lo: int, key_hi: int, implementation: str) -> Tensor:
+    """(M, 2) int64 Philox bits by ``implementation`` (:data:`IMPLEMENTATIONS`)."""
+    if implementation == "native-cpu":
+        if not isinstance(step, Tensor):
+            step = torch.tensor(int(step), dtype=torch.int64)
+        return torch.ops.gnnmd.philox_bits(lanes, step, key_lo, key_hi)
+    if implementation != "torch":
+        raise ValueError(f"unknown Philox implementation {implementation!r}; allowed: {IMPLEMENTATIONS}")
+    return philox_bits_torch(lanes, step, key_lo, key_hi)
