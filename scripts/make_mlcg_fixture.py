@@ -253,9 +253,8 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     record_file = args.output / "fixture.json"
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
-    record.update(
-        {"mlcg_commit": args.commit, "structure": f"gnnmd/shipped/systems/{PDB.name}", "units": "angstrom, kcal/mol"}
-    )
+    structure = f"gnnmd/shipped/systems/{PDB.name}"
+    record.update({"mlcg_commit": args.commit, "structure": structure, "units": "angstrom, kcal/mol"})
     shared = torch.Generator().manual_seed(SHARED_SEED)
     for kind in args.kinds:
         seed = KINDS[kind][1]

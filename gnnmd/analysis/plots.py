@@ -46,7 +46,7 @@ def plot_validation(pairs: list, settings, path: Path) -> Path:
         for column, (label, observable) in enumerate((("reference", ref), ("model", sim))):
             axis = figure.add_subplot(rows, columns, index * columns + column + 1)
             energy = free_energy(
-                histogram(observable.samples, settings.bins_2d, value_range), settings.temperature_k
+                histogram(observable.samples, settings.bins_2d, value_range), settings.langevin.temperature_k
             )
             extent = [*value_range[0], *value_range[1]]
             image = axis.imshow(energy.T, origin="lower", extent=extent, cmap="viridis", vmax=25.0)

@@ -43,7 +43,8 @@ def selection_settings(replicas: int, steps: int, temperature_k: float, seed: in
     about 100 frames per replica) at ``temperature_k``."""
     return replace(
         SELECTION_SETTINGS, replicas=replicas, steps=steps, equilibration_steps=steps // 6,
-        record_every=max(1, (steps - steps // 6) // 100), temperature_k=temperature_k, seed=seed,
+        record_every=max(1, (steps - steps // 6) // 100), seed=seed,
+        langevin=replace(SELECTION_SETTINGS.langevin, temperature_k=temperature_k),
     )  # fmt: skip
 
 

@@ -22,7 +22,7 @@ Units: nm, ps, K, kJ/mol/nm.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,13 +41,13 @@ from gnnmd.analysis.states import (
     standard_error,
 )
 from gnnmd.data.dataset import ForceDataset, spread_indices
+from gnnmd.engine import LangevinSettings
 from gnnmd.errors import SimulationError
 from gnnmd.models import is_trained
 from gnnmd.nn.potential import CGPotential, priors_only
-from gnnmd.sim import LangevinSettings, ReplicaRunner
+from gnnmd.sim import ReplicaRunner
 from gnnmd.topology import CGTopology
 from gnnmd.torsions import pack_torsions, torsional_forces
-from gnnmd.units import PS_PER_FS
 
 MAX_REFERENCE_FRAMES = 20000
 #: A replica hotter than this many times the thermostat temperature has exploded.
@@ -56,15 +56,14 @@ MAX_TEMPERATURE_FACTOR = 10.0
 
 @dataclass(frozen=True)
 class ValidationSettings:
-    """How the model is simulated and compared (time step fs, temperature K, friction 1/ps)."""
+    """How the model is simulated and compared; ``langevin``: the time step (fs), temperature (K)
+    and friction (1/ps) of its replicas."""
 
     replicas: int = 128
     steps: int = 20000
     equilibration_steps: int = 2000
     record_every: int = 50
-    timestep_fs: float = 2.0
-    temperature_k: float = 300.0
-    friction_per_ps: float = 1.0
+    langevin: LangevinSettings = field(default_factory=lambda: LangevinSettings(timestep_fs=2.0))
     bins_1d: int = 60
     bins_2d: int = 24
     force_frames: int = 2000
@@ -152,7 +151,7 @@ def simulate(
     on; SimulationError if none is left. An exploding model would otherwise be "validated"
     on frames thousands of nm across.
     """
-    langevin = LangevinSettings(settings.timestep_fs, settings.temperature_k, settings.friction_per_ps)
+    langevin = settings.langevin
     runner = ReplicaRunner(
         model, [topology] * len(starts), starts.reshape(-1, 3), langevin, seed=settings.seed
     )
@@ -160,14 +159,14 @@ def simulate(
     failed: dict[int, str] = {}
 
     def check(step: int) -> None:
-        limit = [MAX_TEMPERATURE_FACTOR * settings.temperature_k] * runner.num_replicas
+        limit = [MAX_TEMPERATURE_FACTOR * langevin.temperature_k] * runner.num_replicas
         bad = runner.failures(limit)
         for position, reason in bad.items():
             failed[alive[position]] = f"step {step}: {reason}"
         if len(bad) == runner.num_replicas:
             raise SimulationError(
                 f"validation of {topology.name}: every replica failed ({failed}); the model is unstable "
-                f"at {settings.timestep_fs} fs and {settings.temperature_k} K"
+                f"at {langevin.timestep_fs} fs and {langevin.temperature_k} K"
             )
         if bad:
             runner.drop(list(bad))
@@ -278,7 +277,7 @@ def validate_molecule(
             extra["priors_only"]["torsion_gain"] = force_gain(
                 torsion_errors, torsions_alone, held_out_ids, "torsion", "kj_per_mol_rad"
             )
-    simulated_ns = settings.replicas * settings.steps * settings.timestep_fs * PS_PER_FS * 1e-3
+    simulated_ns = settings.replicas * settings.steps * settings.langevin.timestep_ps * 1e-3
     report = {
         "topology": topology.name,
         "reference_frames": int(len(reference_frames)),
@@ -373,7 +372,7 @@ def validate(
         plots.mkdir(parents=True, exist_ok=True)
     return {
         "schema": "gnnmd-validation",
-        "schema_version": 1,
+        "schema_version": 2,  # 2: settings.langevin holds timestep_fs, temperature_k, friction_per_ps
         "model": getattr(model, "source", "<memory>"),
         "backend": model.network.backend,
         "trained": is_trained(model),

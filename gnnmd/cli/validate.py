@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from gnnmd.analysis.protein import FOLDED_RMSD_NM
     from gnnmd.analysis.validate import ValidationSettings, validate
     from gnnmd.data.dataset import ForceDataset
+    from gnnmd.engine import LangevinSettings
     from gnnmd.models import load_model
     from gnnmd.threads import apply_threads
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, backend=backend, allow_fallback=args.allow_fallback)
     settings = ValidationSettings(
         replicas=args.replicas, steps=args.steps, equilibration_steps=args.equilibration_steps,
-        timestep_fs=args.dt_fs, temperature_k=args.temperature_k, seed=args.seed,
+        langevin=LangevinSettings(timestep_fs=args.dt_fs, temperature_k=args.temperature_k), seed=args.seed,
         record_every=args.record_every, priors_only=not args.no_priors_only,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:

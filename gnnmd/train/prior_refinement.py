@@ -20,6 +20,7 @@ import torch
 from gnnmd.analysis.distributions import histogram, jensen_shannon
 from gnnmd.analysis.validate import ValidationSettings, simulate
 from gnnmd.data.dataset import spread_indices
+from gnnmd.engine import LangevinSettings
 from gnnmd.nn.potential import CGPotential, priors_only
 from gnnmd.nn.priors.fit import measure_terms
 from gnnmd.nn.priors.ibi import corrected_dihedral
@@ -90,7 +91,8 @@ def _simulate_priors(
 ) -> list[tuple[CGTopology, np.ndarray]]:
     run = ValidationSettings(
         replicas=settings.replicas, steps=settings.steps, equilibration_steps=settings.steps // 10,
-        temperature_k=temperature_k, seed=settings.seed + iteration, priors_only=False,
+        langevin=LangevinSettings(timestep_fs=2.0, temperature_k=temperature_k),
+        seed=settings.seed + iteration, priors_only=False,
     )  # fmt: skip
     alone = priors_only(model)
     out = []
