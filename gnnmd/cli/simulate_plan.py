@@ -22,8 +22,8 @@ def steps_of(value_ps: float, timestep_ps: float, name: str, allow_zero: bool = 
     return steps
 
 
-def run_plan(args: argparse.Namespace) -> dict:
-    """The run description (run.json) from the command line."""
+def _systems_and_steps(args: argparse.Namespace) -> tuple[list, int]:
+    """The systems named on the command line (checked against the model) and the run's steps."""
     from gnnmd.cli.options import load_systems_for_model
     from gnnmd.models import model_path, read_checkpoint
 
@@ -48,8 +48,16 @@ def run_plan(args: argparse.Namespace) -> dict:
     ):
         if len(values) not in (1, total):
             raise ValueError(f"{name} has {len(values)} values; give one, or one per replica ({total})")
+    return systems, steps
+
+
+def run_plan(args: argparse.Namespace) -> dict:
+    """The run description (run.json) from the command line."""
+    from gnnmd.models import model_path
     from gnnmd.runfolder import file_sha256
 
+    systems, steps = _systems_and_steps(args)
+    timestep_ps = args.dt_fs * PS_PER_FS
     report_steps = steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps")
     return {
         "schema": run_record.SCHEMA,

@@ -67,7 +67,6 @@ def reference_path(args: argparse.Namespace, model, scratch: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gnnmd.analysis.protein import FOLDED_RMSD_NM
     from gnnmd.analysis.validate import ValidationSettings, validate
     from gnnmd.data.dataset import ForceDataset
     from gnnmd.engine import LangevinSettings
@@ -88,34 +87,7 @@ def run(args: argparse.Namespace) -> int:
     report["model"] = args.model
     report.update(threads)
     for name, molecule in report["molecules"].items():
-        rmse = molecule["force_rmse_kj_per_mol_nm"]
-        print(f"{name}: {molecule['simulated_ns']:.2f} ns simulated; force RMSE {rmse:.2f} kJ/mol/nm")
-        print(f"  on {molecule['force_frame_count']} frames: {molecule['force_frames']}")
-        gain = molecule.get("priors_only", {}).get("force_gain")
-        if gain is not None:
-            print(
-                f"  priors only: force RMSE {gain['force_rmse_priors_only_kj_per_mol_nm']:.2f}; the network "
-                f"lowers the mean squared error by {gain['mse_gain_in_standard_errors']:.1f} standard errors"
-            )
-        torsion = molecule.get("priors_only", {}).get("torsion_gain")
-        if torsion is not None:
-            print(
-                f"  torsional forces: RMSE {molecule['torsion_rmse_kj_per_mol_rad']:.2f} kJ/mol/rad, "
-                f"priors only {torsion['torsion_rmse_priors_only_kj_per_mol_rad']:.2f}; gain "
-                f"{torsion['mse_gain_in_standard_errors']:.1f} standard errors"
-            )
-        for replica, reason in molecule.get("failed_replicas", {}).items():
-            print(f"  WARNING: replica {replica} failed and was dropped ({reason})", file=sys.stderr)
-        if "folded_fraction" in molecule:
-            folded = molecule["folded_fraction"]
-            print(
-                f"  folded (CA RMSD < {FOLDED_RMSD_NM} nm): model {folded['model']:.3f}, "
-                f"reference {folded['reference']:.3f}"
-            )
-        _print_main_observable(molecule)
-        _print_folding(molecule.get("folding"))
-        for observable, value in sorted(molecule["js_divergence"].items(), key=lambda kv: -kv[1]):
-            print(f"  JS divergence {value:.4f}  {observable}")
+        _print_molecule(name, molecule)
     if not report["trained"]:
         print(f"note: model {args.model!r} is UNTRAINED")
     if args.json:
@@ -123,6 +95,40 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def _print_molecule(name: str, molecule: dict) -> None:
+    """One molecule's report: simulated time, force errors (and gains over the priors), observables."""
+    from gnnmd.analysis.protein import FOLDED_RMSD_NM
+
+    rmse = molecule["force_rmse_kj_per_mol_nm"]
+    print(f"{name}: {molecule['simulated_ns']:.2f} ns simulated; force RMSE {rmse:.2f} kJ/mol/nm")
+    print(f"  on {molecule['force_frame_count']} frames: {molecule['force_frames']}")
+    gain = molecule.get("priors_only", {}).get("force_gain")
+    if gain is not None:
+        print(
+            f"  priors only: force RMSE {gain['force_rmse_priors_only_kj_per_mol_nm']:.2f}; the network "
+            f"lowers the mean squared error by {gain['mse_gain_in_standard_errors']:.1f} standard errors"
+        )
+    torsion = molecule.get("priors_only", {}).get("torsion_gain")
+    if torsion is not None:
+        print(
+            f"  torsional forces: RMSE {molecule['torsion_rmse_kj_per_mol_rad']:.2f} kJ/mol/rad, "
+            f"priors only {torsion['torsion_rmse_priors_only_kj_per_mol_rad']:.2f}; gain "
+            f"{torsion['mse_gain_in_standard_errors']:.1f} standard errors"
+        )
+    for replica, reason in molecule.get("failed_replicas", {}).items():
+        print(f"  WARNING: replica {replica} failed and was dropped ({reason})", file=sys.stderr)
+    if "folded_fraction" in molecule:
+        folded = molecule["folded_fraction"]
+        print(
+            f"  folded (CA RMSD < {FOLDED_RMSD_NM} nm): model {folded['model']:.3f}, "
+            f"reference {folded['reference']:.3f}"
+        )
+    _print_main_observable(molecule)
+    _print_folding(molecule.get("folding"))
+    for observable, value in sorted(molecule["js_divergence"].items(), key=lambda kv: -kv[1]):
+        print(f"  JS divergence {value:.4f}  {observable}")
 
 
 def _print_main_observable(molecule: dict) -> None:

@@ -49,26 +49,15 @@ def import_torchmdnet(
     """
     checkpoint, topology = Path(checkpoint), Path(topology)
     type_map = torchmdnet.types_from_file(Path(types)) if types else torchmdnet.torchmd_cg_types()
-    torchmd_type_of = {name: name for name in type_map} if types else _convention_torchmd_types()
     document = torchmd_priors.read_force_field(Path(priors)) if priors else None
     cg = _read_topology(topology, bool(types), torchmd_priors.masses(document) if document else {})
     members = _torchmdnet_members(checkpoint, allow_pickle)
     raw = members[0][1]
     prior_set, options = None, None
     if document is not None:
-        chosen = [t.lower() for t in terms] if terms is not None else torchmd_priors.default_terms(document)
         cutoff_nm = _cutoff_nm(raw, checkpoint, length_unit)
-        prior_set, tables, wanted, exclusions = torchmd_priors.build_priors(
-            Path(priors),
-            document,
-            list(type_map),
-            torchmd_type_of,
-            chosen,
-            cutoff_nm,
-            length_unit,
-            energy_unit,
-        )
-        options = {"terms": wanted, "repulsion_exclusions": exclusions, "tables": tables}
+        prior_set, options = _torchmd_prior_set(Path(priors), document, type_map, bool(types), terms,
+                                                cutoff_nm, (length_unit, energy_unit))  # fmt: skip
     models = [
         torchmdnet.convert(
             raw_member, where, type_map, length_unit, energy_unit, copy.deepcopy(prior_set), options
@@ -91,6 +80,20 @@ def import_torchmdnet(
     masses = {bead: float(mass) for bead, mass in zip(cg.bead_types, cg.masses_amu, strict=True)}
     _record(model, checkpoint, description, source, output, bead_masses_amu=masses)
     return model, cg
+
+
+def _torchmd_prior_set(
+    path: Path, document: dict, type_map: dict, own_types: bool, terms: Sequence[str] | None,
+    cutoff_nm: float, units: tuple[str, str],
+) -> tuple:
+    """The priors of a TorchMD force field (``terms``, default all of its terms) and the options
+    the conversion needs: the terms taken, the repulsion's exclusions and the tables."""
+    torchmd_type_of = {name: name for name in type_map} if own_types else _convention_torchmd_types()
+    chosen = [t.lower() for t in terms] if terms is not None else torchmd_priors.default_terms(document)
+    prior_set, tables, wanted, exclusions = torchmd_priors.build_priors(
+        path, document, list(type_map), torchmd_type_of, chosen, cutoff_nm, *units
+    )
+    return prior_set, {"terms": wanted, "repulsion_exclusions": exclusions, "tables": tables}
 
 
 def _torchmdnet_members(checkpoint: Path, allow_pickle: bool) -> list[tuple[Path, dict, str]]:

@@ -3,6 +3,7 @@
 Random frames scattered over an HDF5 file cost a read each (about 0.5 ms for a
 small molecule, more than the model's step), so a molecule whose frames fit the
 loader's memory budget is read whole once and indexed in memory after that.
+:class:`ForceModel` is what evaluates a batch (the module DistributedDataParallel wraps).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.graph import GraphBatch
@@ -127,3 +128,15 @@ class BatchLoader:
                 self.cache.popitem(last=False)
         self.cache.move_to_end(composition)
         return self.cache[composition]
+
+
+class ForceModel(nn.Module):
+    """Energies and forces as the module output, so DistributedDataParallel sees one forward and backward."""
+
+    def __init__(self, potential: CGPotential) -> None:
+        super().__init__()
+        self.potential = potential
+
+    def forward(self, positions: Tensor, graphs: GraphBatch) -> tuple[Tensor, Tensor]:
+        """(N, 3) nm -> energies (G,) kJ/mol and forces (N, 3) kJ/mol/nm, differentiable in the parameters."""
+        return self.potential.energy_and_forces(positions, graphs, create_graph=self.training)

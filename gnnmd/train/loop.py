@@ -41,7 +41,6 @@ from torch import Tensor, nn
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.distributed import all_reduce_sum, joined_world, local_device, on_root
 from gnnmd.errors import TrainingError
-from gnnmd.graph import GraphBatch
 from gnnmd.models import save_checkpoint
 from gnnmd.nn.potential import CGPotential
 from gnnmd.runfolder import (
@@ -52,7 +51,7 @@ from gnnmd.runfolder import (
     require_fresh,
 )
 from gnnmd.train.averaging import WeightAverage
-from gnnmd.train.batches import BatchLoader, ForceBatch
+from gnnmd.train.batches import BatchLoader, ForceBatch, ForceModel
 from gnnmd.train.config import TrainingConfig, check_dataset
 from gnnmd.train.energies import fit_type_energies
 from gnnmd.train.losses import SUM_FIELDS, ErrorSums, molecule_mean_errors, squared_errors, weighted_loss
@@ -66,18 +65,6 @@ BEST_FILE = "best.pt"
 #: Builds the free-energy score from the held-out global frame indices; the score maps the
 #: model to a number, lower is better.
 ScorerFactory = Callable[[np.ndarray], Callable[[CGPotential], float]]
-
-
-class ForceModel(nn.Module):
-    """Energies and forces as the module output, so DistributedDataParallel sees one forward and backward."""
-
-    def __init__(self, potential: CGPotential) -> None:
-        super().__init__()
-        self.potential = potential
-
-    def forward(self, positions: Tensor, graphs: GraphBatch) -> tuple[Tensor, Tensor]:
-        """(N, 3) nm -> energies (G,) kJ/mol and forces (N, 3) kJ/mol/nm, differentiable in the parameters."""
-        return self.potential.energy_and_forces(positions, graphs, create_graph=self.training)
 
 
 class Trainer:
@@ -128,10 +115,7 @@ class Trainer:
             self.scorer = scorer_for(self.val_frames)
         self.frames_by_molecule: dict[int, np.ndarray] = {}
         if config.uses_energies:
-            by_molecule: dict[int, list[int]] = {}
-            for index in self.train_frames:
-                by_molecule.setdefault(dataset.locate(int(index))[0], []).append(int(index))
-            self.frames_by_molecule = {m: np.array(f) for m, f in by_molecule.items()}
+            self.frames_by_molecule = _frames_by_molecule(dataset, self.train_frames)
             self.refit_type_energies()
         self.force_model: nn.Module = ForceModel(model)
         if self.world > 1:
@@ -140,16 +124,7 @@ class Trainer:
             self.force_model = nn.parallel.DistributedDataParallel(
                 self.force_model, find_unused_parameters=True
             )
-        self.optimizer = torch.optim.AdamW(
-            model.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
-        decay = config.weight_average_decay
-        self.average = WeightAverage(model.network, decay) if decay > 0 else None
-        self.scheduler = make_schedule(
-            self.optimizer, config.lr_schedule, factor=config.lr_decay_factor, patience=config.lr_patience,
-            final_rate=config.final_learning_rate,
-            total_steps=config.epochs * math.ceil(len(self.train_frames) / config.batch_size),
-        )  # fmt: skip
+        self._set_up_optimisation()
         self.epoch = 0
         self.best_val = float("inf")  # validation force RMSE of the best epoch, kJ/mol/nm
         self.best_loss = float("inf")  # its validation loss, which picks the best epoch
@@ -159,6 +134,20 @@ class Trainer:
         self.history: list[dict] = []
         self.best_written = False  # whether this run (or the one it resumes) wrote best.pt
         self._identity: dict | None = None
+
+    def _set_up_optimisation(self) -> None:
+        """AdamW on the network's weights, its learning-rate schedule and the weight average."""
+        config, network = self.config, self.model.network
+        self.optimizer = torch.optim.AdamW(
+            network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        decay = config.weight_average_decay
+        self.average = WeightAverage(network, decay) if decay > 0 else None
+        self.scheduler = make_schedule(
+            self.optimizer, config.lr_schedule, factor=config.lr_decay_factor, patience=config.lr_patience,
+            final_rate=config.final_learning_rate,
+            total_steps=config.epochs * math.ceil(len(self.train_frames) / config.batch_size),
+        )  # fmt: skip
 
     def identity(self) -> dict:
         """What makes a resumed run the same run (besides the training config): data and model."""
@@ -404,3 +393,11 @@ class Trainer:
 
     def write_metrics(self) -> None:
         write_metrics(self.output_dir, self.history)
+
+
+def _frames_by_molecule(dataset: ForceDataset, frames: np.ndarray) -> dict[int, np.ndarray]:
+    """Global frame indices grouped by molecule: {molecule index: (F_m,) int64}."""
+    by_molecule: dict[int, list[int]] = {}
+    for index in frames:
+        by_molecule.setdefault(dataset.locate(int(index))[0], []).append(int(index))
+    return {m: np.array(f) for m, f in by_molecule.items()}
