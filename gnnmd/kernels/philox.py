@@ -7,10 +7,12 @@ BigCrush. Here an element m's counter is (step mod 2³², step div 2³², lanes[
 lanes[m, 1]) and the key is the run's seed; the first two of the four output words are
 returned, (M, 2) int64 in [0, 2³²).
 
-Two implementations give the same bits: the C++ op (``csrc/philox.cpp``, CPU) and
+Three implementations give the same bits: the C++ op (``csrc/philox.cpp``, CPU), the Triton op
+``gnnmd::philox_bits_triton`` (CUDA, one launch; :mod:`gnnmd.kernels.triton_kernels.philox`) and
 :func:`philox_bits_torch`, plain int64 tensor arithmetic with 16-bit limbs so that every
-intermediate stays below 2⁴⁹ (exact on every device, no reliance on wrap-around; a CUDA graph
-can replay it with the step held in a device tensor). :func:`philox_bits` resolves which runs.
+intermediate stays below 2⁴⁹ (exact on every device, no reliance on wrap-around). A CUDA graph
+replays either GPU path with the step held in a device tensor. :class:`PhiloxBits` resolves which
+runs and holds what it needs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ WEYL = (0x9E3779B9, 0xBB67AE85)
 ROUNDS = 10
 #: The generator's name, as run records store it.
 GENERATOR = "philox4x32-10"
-IMPLEMENTATIONS = ("native-cpu", "torch")
+IMPLEMENTATIONS = ("native-cpu", "triton-cuda", "torch")
 
 IntLike = Union[int, Tensor]
 
@@ -67,23 +69,57 @@ def philox_bits_torch(lanes: Tensor, step: IntLike, key_lo: int, key_hi: int) ->
 
 
 def choose_implementation(device: torch.device) -> str:
-    """``native-cpu`` where the op library loads and the lanes live on a CPU, else ``torch``.
+    """``native-cpu`` on a CPU where the op library loads, ``triton-cuda`` on a CUDA device where
+    Triton runs, else ``torch``. All give the same bits (tested), so the choice changes speed only."""
+    kind = torch.device(device).type
+    if kind == "cpu":
+        from gnnmd.kernels import ops
 
-    Both give the same bits (tested), so this choice changes speed only, never a trajectory.
+        return "native-cpu" if ops.available() else "torch"
+    if kind == "cuda":
+        from gnnmd.kernels import triton_kernels
+
+        return "triton-cuda" if triton_kernels.available() else "torch"
+    return "torch"
+
+
+class PhiloxBits:
+    """Philox bits under one key on one device: ``bits(lanes, step)`` -> (M, 2) int64.
+
+    Args:
+        key_lo, key_hi: the key's words, each in [0, 2³²).
+        device: where the lanes live.
+        implementation: one of :data:`IMPLEMENTATIONS` (default: :func:`choose_implementation`).
     """
-    if torch.device(device).type != "cpu":
-        return "torch"
-    from gnnmd.kernels import ops
 
-    return "native-cpu" if ops.available() else "torch"
+    def __init__(self, key_lo: int, key_hi: int, device: torch.device, implementation: str | None = None):
+        if not (0 <= key_lo <= MASK32 and 0 <= key_hi <= MASK32):
+            raise ValueError(f"key words must lie in [0, 2**32), got {key_lo} and {key_hi}")
+        self.key = (int(key_lo), int(key_hi))
+        self.device = torch.device(device)
+        self.implementation = implementation or choose_implementation(self.device)
+        if self.implementation not in IMPLEMENTATIONS:
+            allowed = ", ".join(IMPLEMENTATIONS)
+            raise ValueError(f"unknown Philox implementation {self.implementation!r}; allowed: {allowed}")
+        self._constants = None
+        if self.implementation == "triton-cuda":  # on the device once: nothing to copy while a graph records
+            from gnnmd.kernels.triton_kernels.philox import philox_constants
+
+            self._constants = philox_constants(*self.key, self.device)
+
+    def __call__(self, lanes: Tensor, step: IntLike) -> Tensor:
+        """(M, 2) int64 bits of counters (step lo, step hi, lanes[:, 0], lanes[:, 1])."""
+        if self.implementation == "torch":
+            return philox_bits_torch(lanes, step, *self.key)
+        if not isinstance(step, Tensor):
+            step = torch.tensor(int(step), dtype=torch.int64, device=lanes.device)
+        if self.implementation == "native-cpu":
+            return torch.ops.gnnmd.philox_bits(lanes, step, *self.key)
+        from gnnmd.kernels.triton_kernels.philox import philox_bits
+
+        return philox_bits(lanes, step, self._constants)
 
 
 def philox_bits(lanes: Tensor, step: IntLike, key_lo: int, key_hi: int, implementation: str) -> Tensor:
-    """(M, 2) int64 Philox bits by ``implementation`` (:data:`IMPLEMENTATIONS`)."""
-    if implementation == "native-cpu":
-        if not isinstance(step, Tensor):
-            step = torch.tensor(int(step), dtype=torch.int64)
-        return torch.ops.gnnmd.philox_bits(lanes, step, key_lo, key_hi)
-    if implementation != "torch":
-        raise ValueError(f"unknown Philox implementation {implementation!r}; allowed: {IMPLEMENTATIONS}")
-    return philox_bits_torch(lanes, step, key_lo, key_hi)
+    """(M, 2) int64 Philox bits by ``implementation`` (:data:`IMPLEMENTATIONS`); see :class:`PhiloxBits`."""
+    return PhiloxBits(key_lo, key_hi, lanes.device, implementation)(lanes, step)

@@ -18,8 +18,9 @@ step t. Three properties follow from this design (and are tested):
 
 Philox is the vetted counter-based generator (Random123; also what cuRAND and JAX use).
 Uniforms have 32 bits, so |ξ| never exceeds about 6.7: a truncation of the Gaussian tail at
-6.7σ, invisible to a thermostat. On CPUs the bits come from the op ``gnnmd::philox_bits``, one
-call per draw; elsewhere from its pure-torch twin; both give the same bits.
+6.7σ, invisible to a thermostat. On CPUs the bits come from the op ``gnnmd::philox_bits``, on
+CUDA devices from its Triton twin, one call per draw either way; elsewhere from the pure-torch
+twin; all give the same bits.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import math
 import torch
 from torch import Tensor
 
-from gnnmd.kernels.philox import GENERATOR, MASK32, IntLike, choose_implementation, philox_bits
+from gnnmd.kernels.philox import GENERATOR, MASK32, IntLike, PhiloxBits
 
 __all__ = ["GENERATOR", "STREAM_THERMOSTAT", "STREAM_VELOCITIES", "CounterNoise", "IntLike"]
 
@@ -48,7 +49,8 @@ class CounterNoise:
         replica_of_bead: (N,) int64 global replica index of each bead, in [0, 2³²).
         bead_in_replica: (N,) int64 index of each bead inside its replica.
         dtype: floating dtype of the noise.
-        implementation: "native-cpu" or "torch" (default: the op where it runs; same numbers).
+        implementation: "native-cpu", "triton-cuda" or "torch" (default: the fastest that runs on
+            the device; all draw the same numbers).
 
     The device is that of ``replica_of_bead``.
     """
@@ -70,7 +72,8 @@ class CounterNoise:
         self.seed = int(seed)
         self.dtype = dtype
         device = replica_of_bead.device
-        self.implementation = implementation or choose_implementation(device)
+        self._bits = PhiloxBits(self.seed & MASK32, self.seed >> 32, device, implementation)
+        self.implementation = self._bits.implementation
         element = bead_in_replica.to(torch.int64)[:, None] * 3 + torch.arange(3, device=device)
         replica = replica_of_bead.to(torch.int64)[:, None].expand_as(element)
         self.shape = tuple(element.shape)
@@ -83,9 +86,7 @@ class CounterNoise:
 
     def normal(self, step: IntLike, stream: int = STREAM_THERMOSTAT) -> Tensor:
         """(N, 3) standard normal numbers for ``step`` (int >= 0, or a 0-d int64 device tensor)."""
-        bits = philox_bits(
-            self._lanes[stream], step, self.seed & MASK32, self.seed >> 32, self.implementation
-        )
+        bits = self._bits(self._lanes[stream], step)
         scale = 2.0**-32
         u1 = (bits[:, 0].to(self.dtype) + 1.0) * scale  # (0, 1]: the logarithm stays finite
         u2 = bits[:, 1].to(self.dtype) * scale

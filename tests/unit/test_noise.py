@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gnnmd.kernels import ops
-from gnnmd.kernels.philox import philox4x32_10, philox_bits, philox_bits_torch
+from gnnmd.kernels.philox import choose_implementation, philox4x32_10, philox_bits, philox_bits_torch
 from gnnmd.sim.noise import STREAM_THERMOSTAT, STREAM_VELOCITIES, CounterNoise
 
 #: Random123's published known-answer vectors for Philox4x32-10 (tests/kat_vectors): counter, key, output.
@@ -60,6 +60,7 @@ def test_noise_is_the_same_drawn_by_the_op_or_the_twin():
     for step, stream in ((0, STREAM_VELOCITIES), (0, STREAM_THERMOSTAT), (12345, STREAM_THERMOSTAT)):
         assert torch.equal(native.normal(step, stream), twin.normal(step, stream))
     assert CounterNoise(1, replicas, beads, torch.float32).implementation == "native-cpu"
+    assert choose_implementation("cuda") == ("triton-cuda" if torch.cuda.is_available() else "torch")
     with pytest.raises(ValueError, match=r"\[0, 2\*\*32\)"):
         CounterNoise(1, torch.tensor([2**32]), torch.tensor([0]), torch.float32)
 

@@ -53,8 +53,15 @@ def test_kernel_matches_torch_path(interpreted, case, tolerance):
 
 def test_ops_are_registered_with_torch_library(interpreted):
     assert interpreted["registered_ops"] == [
-        "fused_edge_grads", "fused_rows", "tabulated_edge_grads", "tabulated_rows"
+        "fused_edge_grads", "fused_rows", "philox_bits_triton", "tabulated_edge_grads", "tabulated_rows"
     ]  # fmt: skip
+
+
+def test_philox_bits_on_triton_equal_the_torch_twin(interpreted):
+    """Every bit of 4 x 1,000 counters (partial last block, steps past 2^32), and Random123's zero vector."""
+    assert interpreted["philox"] == {
+        "mismatches": 0, "empty": [0, 2], "zero_known_answer": [0x6627E8D5, 0xE169C58D]
+    }  # fmt: skip
 
 
 def _signature(kernel, pointers: dict, scalars: dict, constants: dict) -> dict:
@@ -80,6 +87,7 @@ def test_kernels_compile_for_hopper(weights):
     from triton.compiler import ASTSource
 
     from gnnmd.kernels.triton_kernels import fused as fused_op
+    from gnnmd.kernels.triton_kernels import philox as philox_op
     from gnnmd.kernels.triton_kernels import tabulated as tabulated_op
 
     indices = {"rowptr": "*i64", "col": "*i64", "edge": "*i64"}
@@ -106,6 +114,8 @@ def test_kernels_compile_for_hopper(weights):
         scalars = {"cutoff": "fp32", "inv_spacing": "fp32", "segments": "i32"}
         kernels += [(tabulated_op._tabulated_rows, indices, scalars, tabulated),
                     (tabulated_op._tabulated_edge_grads, indices, scalars, tabulated)]  # fmt: skip
+        philox_pointers = {"lanes": "*i64", "step": "*i64", "constants": "*i64", "out": "*i64"}
+        kernels.append((philox_op._philox_bits, philox_pointers, {"count": "i32"}, {"BLOCK": 256}))
     for kernel, pointers, scalars, constants in kernels:
         source = ASTSource(kernel, _signature(kernel, pointers, scalars, constants), constexprs=constants)
         compiled = triton.compile(source, target=target)

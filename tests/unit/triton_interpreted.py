@@ -15,6 +15,7 @@ import torch  # noqa: E402
 
 from gnnmd.kernels import triton_kernels  # noqa: E402
 from gnnmd.kernels.fused import FusedKernel  # noqa: E402
+from gnnmd.kernels.philox import philox_bits  # noqa: E402
 from gnnmd.kernels.reference import aggregate_pairs  # noqa: E402
 from gnnmd.kernels.tabulated import TabulatedKernel, tabulate_block  # noqa: E402
 from gnnmd.nn.schnet import SchNet  # noqa: E402
@@ -99,8 +100,20 @@ results["tabulated-empty"] = compare(
     16,
     seed=4,
 )
+# Philox bits: the Triton op against the pure-torch twin, bit for bit (both words of the step, an
+# element count that leaves a partial block, Random123's zero known answer, an empty batch).
+lanes = torch.randint(0, 2**32, (1000, 2), generator=torch.Generator().manual_seed(5))
+lanes[0] = 0
+mismatches = 0
+for step, key in ((0, (0, 0)), (7, (123, 456)), (2**33 + 5, (2**32 - 1, 9)), (2**62 + 1, (5, 2**31))):
+    got = philox_bits(lanes, step, *key, "triton-cuda")
+    mismatches += int((got != philox_bits(lanes, step, *key, "torch")).sum())
+empty = philox_bits(lanes[:0], 3, 1, 2, "triton-cuda")
+first = philox_bits(lanes[:1], 0, 0, 0, "triton-cuda")[0].tolist()
+results["philox"] = {"mismatches": mismatches, "empty": list(empty.shape), "zero_known_answer": first}
 results["registered_ops"] = sorted(
-    name for name in ("tabulated_rows", "tabulated_edge_grads", "fused_rows", "fused_edge_grads")
+    name for name in ("tabulated_rows", "tabulated_edge_grads", "fused_rows", "fused_edge_grads",
+                      "philox_bits_triton")
     if hasattr(torch.ops.gnnmd, name)
 )  # fmt: skip
 with open(sys.argv[1], "w") as handle:
