@@ -51,6 +51,12 @@ def _mulhilo(multiplier: int, x: IntLike) -> tuple[IntLike, IntLike]:
     return high, low
 
 
+def philox_constants(key_lo: int, key_hi: int, device: torch.device) -> Tensor:
+    """(22,) int64: the two multipliers, then the ten round keys (k0, k1): the Triton kernel's input."""
+    values = [*MULTIPLIERS, *(k for pair in round_keys(key_lo, key_hi) for k in pair)]
+    return torch.tensor(values, dtype=torch.int64, device=device)
+
+
 def philox4x32_10(counter: tuple[IntLike, ...], key_lo: int, key_hi: int) -> tuple[IntLike, ...]:
     """The four output words of Philox4x32-10 (ints, or int64 tensors that broadcast together)."""
     c0, c1, c2, c3 = counter
@@ -103,8 +109,6 @@ class PhiloxBits:
             raise ValueError(f"unknown Philox implementation {self.implementation!r}; allowed: {allowed}")
         self._constants = None
         if self.implementation == "triton-cuda":  # on the device once: nothing to copy while a graph records
-            from gnnmd.kernels.triton_kernels.philox import philox_constants
-
             self._constants = philox_constants(*self.key, self.device)
 
     def __call__(self, lanes: Tensor, step: IntLike) -> Tensor:

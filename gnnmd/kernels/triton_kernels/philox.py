@@ -5,7 +5,8 @@ The same function as the CPU op ``gnnmd::philox_bits`` and its pure-torch twin
 (:mod:`gnnmd.kernels.philox`): counter (step mod 2³², step div 2³², lanes[m, 0], lanes[m, 1]),
 key (key_lo, key_hi), the first two output words per element, (M, 2) int64. The step is read
 from a 0-d int64 device tensor, so a captured CUDA graph replays it as it advances; the ten
-round keys and the two multipliers come in as an int64 tensor (no 64-bit literals in the kernel).
+round keys and the two multipliers come in as an int64 tensor (no 64-bit literals in the kernel;
+:func:`gnnmd.kernels.philox.philox_constants` makes it).
 The twin's 16-bit-limb arithmetic is some 260 elementwise launches per draw on a GPU; this is one.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gnnmd.kernels.philox import MULTIPLIERS, round_keys
 from gnnmd.kernels.triton_kernels.common import triton
 
 #: Elements per program.
@@ -58,12 +58,6 @@ if triton is not None:
         grid = (triton.cdiv(count, BLOCK_M),)
         launch(_philox_bits)[grid](lanes, step, constants, out, count, BLOCK=BLOCK_M)
         return out
-
-
-def philox_constants(key_lo: int, key_hi: int, device: torch.device) -> Tensor:
-    """(22,) int64: the two multipliers, then the ten round keys (k0, k1) of ``key``."""
-    values = [*MULTIPLIERS, *(k for pair in round_keys(key_lo, key_hi) for k in pair)]
-    return torch.tensor(values, dtype=torch.int64, device=device)
 
 
 def philox_bits(lanes: Tensor, step: Tensor, constants: Tensor) -> Tensor:
