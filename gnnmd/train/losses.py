@@ -31,12 +31,16 @@ SUM_FIELDS = ("force_squared", "force_components", "energy_squared", "energy_fra
 class ErrorSums:
     """Summed errors of a set of frames: ``sums`` (6,) float64 in the order of :data:`SUM_FIELDS`:
     Σ ΔF² (kJ/mol/nm)², force components, Σ ΔE² (kJ/mol)², frames with energies, Σ Δτ²
-    (kJ/mol/rad)², torsions. Sums written before the torsional term (4 values) read as without it."""
+    (kJ/mol/rad)², torsions."""
 
     sums: Tensor
 
+    def __post_init__(self) -> None:
+        if tuple(self.sums.shape) != (len(SUM_FIELDS),):
+            raise ValueError(f"error sums hold {SUM_FIELDS}, got a tensor of shape {tuple(self.sums.shape)}")
+
     def _rmse(self, squared: int) -> float | None:
-        if len(self.sums) <= squared + 1 or not self.sums[squared + 1] > 0:
+        if not self.sums[squared + 1] > 0:
             return None
         return float(torch.sqrt(self.sums[squared] / self.sums[squared + 1]))
 

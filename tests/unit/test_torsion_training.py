@@ -31,7 +31,11 @@ def test_validation_sums_are_the_torsional_force_errors_of_the_held_out_frames(t
     error = torsional_forces(positions, force_error, pack_torsions(topologies))
     assert sums.torsion_rmse == pytest.approx(float(error.pow(2).mean().sqrt()), rel=1e-10)
     assert sums.torsion_rmse > 0 and sums.energy_rmse is None
-    assert ErrorSums(sums.sums[:4]).torsion_rmse is None  # sums from before the term
+    no_torsions = sums.sums.clone()
+    no_torsions[4:] = 0
+    assert ErrorSums(no_torsions).torsion_rmse is None
+    with pytest.raises(ValueError, match="error sums hold"):
+        ErrorSums(sums.sums[:4])
 
 
 def test_training_on_torsional_forces_alone_lowers_their_error_and_is_recorded(tmp_path, chignolin):
