@@ -227,3 +227,42 @@ def test_bench_plot_lines_differ_by_marker_and_style():
     figure.canvas.draw()
     legend = axes.get_legend().get_window_extent()
     assert legend.x0 >= axes.get_window_extent().x1  # beside the data, not over it
+
+
+def test_a_force_provider_replaces_the_force_path_and_is_rebuilt_when_replicas_drop(chignolin, one_thread):
+    """A harmonic trap per bead as the provider: the runner's energies and forces are its, the
+    integrator is the runner's, and dropping a replica builds a new provider for those left."""
+    spring = 100.0  # kJ/mol/nm²
+    built, released = [], []
+
+    class Trap:
+        def __init__(self, topologies, anchor):
+            self.anchor, self.counts = anchor, [t.n_beads for t in topologies]
+
+        def __call__(self, positions):
+            offset = positions - self.anchor
+            per_bead = 0.5 * spring * (offset * offset).sum(dim=1)
+            energies = torch.stack([part.sum() for part in per_bead.split(self.counts)])
+            return energies, -spring * offset
+
+        def release(self):
+            released.append(self)
+
+    def factory(model, topologies, device):
+        built.append(len(topologies))
+        native = torch.as_tensor(chignolin.positions_nm, dtype=torch.float64, device=device)
+        return Trap(topologies, native.repeat(len(topologies), 1))
+
+    r = runner(chignolin, replicas=3, forces=factory, dtype=torch.float64, skin_nm=0.5)
+    assert r.skin_nm == 0.0 and r.verlet is None and built == [3]
+    r.step(20)
+    offset = r.positions - torch.as_tensor(chignolin.positions_nm).repeat(3, 1)
+    torch.testing.assert_close(r.forces, -spring * offset)
+    assert r.neighbor_list_builds() == 21 * 3  # no Verlet list: every step counts as a build
+    r.drop([1])
+    assert built == [3, 2] and len(released) == 1 and r.num_replicas == 2
+    r.step(5)
+    r.release()
+    assert len(released) == 2
+    with pytest.raises(ValueError, match="not a force provider"):
+        runner(chignolin, replicas=1, forces=factory, cuda_graph=True)
