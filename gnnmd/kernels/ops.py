@@ -4,6 +4,9 @@
 :func:`load` (gnnmd does this itself where it needs the ops) or, in a plain
 OpenMM or TorchScript script without ``import gnnmd``, by
 ``torch.ops.load_library(PATH)`` with the path that ``gnnmd ops-library`` prints.
+Where a CUDA device and Triton exist, :func:`load` also gives ``gnnmd::tabulated_conv`` and its
+backward CUDA kernels (Triton, in Python), so one op name serves both devices in a Python
+process; a process without Python (OpenMM's C++ on a CUDA platform) has the CPU kernel only.
 The library is built by ``python -m gnnmd.kernels.build`` (``make`` runs it).
 """
 
@@ -53,6 +56,11 @@ def load() -> Path:
         torch.ops.load_library(str(path))
     except OSError as error:
         raise OpsUnavailableError(f"{path}: cannot be loaded ({error})") from None
+    if torch.cuda.is_available():  # the same op names on CUDA devices: the Triton kernels
+        from gnnmd.kernels import triton_kernels
+
+        if triton_kernels.available():
+            triton_kernels.tabulated.register_cuda_kernels()
     return path
 
 

@@ -57,6 +57,15 @@ def test_ops_are_registered_with_torch_library(interpreted):
     ]  # fmt: skip
 
 
+def test_the_tabulated_op_has_triton_cuda_kernels_under_its_own_name(interpreted):
+    """gnnmd::tabulated_conv and its backward: CUDA kernels registered, equal to the C++ CPU kernel."""
+    case = interpreted["tabulated-op-cuda-kernel"]
+    assert case["registered"] == [True, True]
+    for quantity in ("messages", "features", "distances"):
+        assert case[quantity] <= 1e-5, f"{quantity}: {case[quantity]:.2e}"
+    assert "float32 Triton kernel" in case["float64"]
+
+
 def test_philox_bits_on_triton_equal_the_torch_twin(interpreted):
     """Every bit of 4 x 1,000 counters (partial last block, steps past 2^32), and Random123's zero vector."""
     assert interpreted["philox"] == {

@@ -13,7 +13,7 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
 import torch  # noqa: E402
 
-from gnnmd.kernels import triton_kernels  # noqa: E402
+from gnnmd.kernels import ops, triton_kernels  # noqa: E402
 from gnnmd.kernels.fused import FusedKernel  # noqa: E402
 from gnnmd.kernels.philox import philox_bits  # noqa: E402
 from gnnmd.kernels.reference import aggregate_pairs  # noqa: E402
@@ -100,6 +100,36 @@ results["tabulated-empty"] = compare(
     16,
     seed=4,
 )
+# gnnmd::tabulated_conv's CUDA kernels (Triton, registered under the op's own name) against its
+# CPU kernel (C++): the same arguments, forward and backward, on CPU tensors under the interpreter.
+ops.load()
+triton_kernels.tabulated.register_cuda_kernels()
+pairs, distances, nodes = graph([9, 4, 1], seed=6)
+h = torch.randn(nodes + 2, 16, generator=torch.Generator().manual_seed(7))
+g = torch.randn(nodes + 2, 16, generator=torch.Generator().manual_seed(8))
+op_args = (pairs, distances, table.coefficients.float(), table.inv_spacing, CUTOFF)
+native = torch.ops.gnnmd.tabulated_conv.default(h, *op_args)
+native_h, native_r = torch.ops.gnnmd.tabulated_conv_backward.default(g, h, *op_args)
+cuda_h, cuda_r = triton_kernels.tabulated.conv_backward(g, h, *op_args)
+cuda_messages = triton_kernels.tabulated.conv_rows(h, *op_args)
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+results["tabulated-op-cuda-kernel"] = {
+    "registered": [torch._C._dispatch_has_kernel_for_dispatch_key(f"gnnmd::{name}", "CUDA")
+                   for name in ("tabulated_conv", "tabulated_conv_backward")],
+    "messages": relative(cuda_messages, native),
+    "features": relative(cuda_h, native_h),
+    "distances": relative(cuda_r, native_r),
+}  # fmt: skip
+try:
+    triton_kernels.tabulated.conv_rows(h.double(), pairs, distances.double(), table.coefficients, 2.0, 1.0)
+except RuntimeError as error:
+    results["tabulated-op-cuda-kernel"]["float64"] = str(error)
+
 # Philox bits: the Triton op against the pure-torch twin, bit for bit (both words of the step, an
 # element count that leaves a partial block, Random123's zero known answer, an empty batch).
 lanes = torch.randint(0, 2**32, (1000, 2), generator=torch.Generator().manual_seed(5))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gnnmd.kernels.triton_kernels.common import BLOCK_E, TritonConv, triton
+from gnnmd.kernels.triton_kernels.common import BLOCK_E, TritonConv, csr_edges, sum_directions, triton
 
 if triton is not None:
     import triton.language as tl
@@ -184,3 +184,41 @@ def tabulated_conv(
         return tabulated_edge_grads(rowptr, col, edge, r, coef, features, grad, cutoff_nm, inv_spacing)
 
     return TritonConv.apply(h, pairs, distances, rows, edge_grads, (coefficients.contiguous(),))
+
+
+def conv_rows(
+    features: Tensor, pairs: Tensor, distances: Tensor, coefficients: Tensor, inv_spacing: float,
+    cutoff: float,
+) -> Tensor:  # fmt: skip
+    """The CUDA kernel of ``gnnmd::tabulated_conv`` (same arguments): (N, F) messages by the Triton rows."""
+    _check_float32("tabulated_conv", features, distances, coefficients)
+    rowptr, col, edge, _ = csr_edges(pairs, features.shape[0])
+    return tabulated_rows(rowptr, col, edge, distances.contiguous(), coefficients.contiguous(),
+                          features.contiguous(), cutoff, inv_spacing)  # fmt: skip
+
+
+def conv_backward(
+    grad: Tensor, features: Tensor, pairs: Tensor, distances: Tensor, coefficients: Tensor,
+    inv_spacing: float, cutoff: float,
+) -> tuple[Tensor, Tensor]:
+    """The CUDA kernel of ``gnnmd::tabulated_conv_backward``: (∂/∂features (N, F), ∂/∂distances (E,))."""
+    _check_float32("tabulated_conv_backward", features, distances, coefficients)
+    rowptr, col, edge, position = csr_edges(pairs, features.shape[0])
+    r, coef, h, g = (t.contiguous() for t in (distances, coefficients, features, grad.to(features.dtype)))
+    grad_h = tabulated_rows(rowptr, col, edge, r, coef, g, cutoff, inv_spacing)  # W is symmetric
+    per_edge = tabulated_edge_grads(rowptr, col, edge, r, coef, h, g, cutoff, inv_spacing)
+    return grad_h, sum_directions(per_edge, position, pairs.shape[1])
+
+
+def _check_float32(op: str, *tensors: Tensor) -> None:
+    dtypes = {t.dtype for t in tensors}
+    if dtypes != {torch.float32}:
+        raise RuntimeError(f"{op} on CUDA runs the float32 Triton kernel; got {sorted(map(str, dtypes))}")
+
+
+def register_cuda_kernels() -> None:
+    """Give ``gnnmd::tabulated_conv`` and its backward (defined by the op library, which must be loaded)
+    CUDA kernels, so that one op name serves CPU (C++) and CUDA (Triton); the op's C++ autograd
+    formula calls the backward op on either device."""
+    torch.library.register_kernel("gnnmd::tabulated_conv", "cuda", conv_rows)
+    torch.library.register_kernel("gnnmd::tabulated_conv_backward", "cuda", conv_backward)
