@@ -119,8 +119,22 @@ if triton is not None:
         return (max(num_nodes, 1),)
 
 
+def message_gradients(rows, edge_grads, csr: tuple, h: Tensor, distances: Tensor, grad: Tensor,
+                      extra: tuple, count: int) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """The backward of a row kernel: (∂/∂h (N, F), ∂/∂distances (E,)) for the incoming ``grad`` (N, F).
+
+    ∂/∂h is the row kernel on ``grad`` (W is symmetric); ∂/∂r sums a pair's two directed edges.
+    ``csr`` is :func:`csr_edges` of the pairs; ``count`` the number of pairs E.
+    """
+    rowptr, col, edge, position = csr
+    grad = grad.contiguous()
+    grad_h = rows(rowptr, col, edge, distances, grad, *extra)
+    per_edge = edge_grads(rowptr, col, edge, distances, h, grad, *extra)
+    return grad_h, sum_directions(per_edge, position, count)
+
+
 class TritonConv(torch.autograd.Function):
-    """Messages by a row kernel; backward: the row kernel on g and per-edge distance gradients."""
+    """Messages by a row kernel; backward: :func:`message_gradients`."""
 
     @staticmethod
     def forward(ctx, h: Tensor, pairs: Tensor, distances: Tensor, rows, edge_grads, extra: tuple) -> Tensor:
@@ -133,9 +147,6 @@ class TritonConv(torch.autograd.Function):
     @staticmethod
     @first_derivative_only("Triton")
     def backward(ctx, grad_out: Tensor):
-        h, distances, rowptr, col, edge, position = ctx.saved_tensors
-        rows, edge_grads = ctx.kernels
-        grad_out = grad_out.contiguous()
-        grad_h = rows(rowptr, col, edge, distances, grad_out, *ctx.extra)
-        per_edge = edge_grads(rowptr, col, edge, distances, h, grad_out, *ctx.extra)
-        return grad_h, None, sum_directions(per_edge, position, ctx.count), None, None, None
+        h, distances, *csr = ctx.saved_tensors
+        grads = message_gradients(*ctx.kernels, tuple(csr), h, distances, grad_out, ctx.extra, ctx.count)
+        return grads[0], None, grads[1], None, None, None

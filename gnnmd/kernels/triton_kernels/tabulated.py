@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gnnmd.kernels.triton_kernels.common import BLOCK_E, TritonConv, csr_edges, sum_directions, triton
+from gnnmd.kernels.triton_kernels.common import BLOCK_E, TritonConv, csr_edges, message_gradients, triton
 
 if triton is not None:
     import triton.language as tl
@@ -172,10 +172,9 @@ if triton is not None:
         return out
 
 
-def tabulated_conv(
-    h: Tensor, pairs: Tensor, distances: Tensor, coefficients: Tensor, inv_spacing: float, cutoff_nm: float
-) -> Tensor:
-    """(N, F) messages with spline filters (see :class:`gnnmd.kernels.tabulated.TabulatedKernel`)."""
+def _row_kernels(inv_spacing: float, cutoff_nm: float) -> tuple:
+    """The (rows, edge_grads) pair of :class:`~gnnmd.kernels.triton_kernels.common.TritonConv`
+    for spline filters; both take the coefficients as their last argument."""
 
     def rows(rowptr, col, edge, r, features, coef):
         return tabulated_rows(rowptr, col, edge, r, coef, features, cutoff_nm, inv_spacing)
@@ -183,6 +182,14 @@ def tabulated_conv(
     def edge_grads(rowptr, col, edge, r, features, grad, coef):
         return tabulated_edge_grads(rowptr, col, edge, r, coef, features, grad, cutoff_nm, inv_spacing)
 
+    return rows, edge_grads
+
+
+def tabulated_conv(
+    h: Tensor, pairs: Tensor, distances: Tensor, coefficients: Tensor, inv_spacing: float, cutoff_nm: float
+) -> Tensor:
+    """(N, F) messages with spline filters (see :class:`gnnmd.kernels.tabulated.TabulatedKernel`)."""
+    rows, edge_grads = _row_kernels(inv_spacing, cutoff_nm)
     return TritonConv.apply(h, pairs, distances, rows, edge_grads, (coefficients.contiguous(),))
 
 
@@ -192,9 +199,9 @@ def conv_rows(
 ) -> Tensor:  # fmt: skip
     """The CUDA kernel of ``gnnmd::tabulated_conv`` (same arguments): (N, F) messages by the Triton rows."""
     _check_float32("tabulated_conv", features, distances, coefficients)
+    rows, _ = _row_kernels(inv_spacing, cutoff)
     rowptr, col, edge, _ = csr_edges(pairs, features.shape[0])
-    return tabulated_rows(rowptr, col, edge, distances.contiguous(), coefficients.contiguous(),
-                          features.contiguous(), cutoff, inv_spacing)  # fmt: skip
+    return rows(rowptr, col, edge, distances.contiguous(), features.contiguous(), coefficients.contiguous())
 
 
 def conv_backward(
@@ -203,11 +210,10 @@ def conv_backward(
 ) -> tuple[Tensor, Tensor]:
     """The CUDA kernel of ``gnnmd::tabulated_conv_backward``: (∂/∂features (N, F), ∂/∂distances (E,))."""
     _check_float32("tabulated_conv_backward", features, distances, coefficients)
-    rowptr, col, edge, position = csr_edges(pairs, features.shape[0])
-    r, coef, h, g = (t.contiguous() for t in (distances, coefficients, features, grad.to(features.dtype)))
-    grad_h = tabulated_rows(rowptr, col, edge, r, coef, g, cutoff, inv_spacing)  # W is symmetric
-    per_edge = tabulated_edge_grads(rowptr, col, edge, r, coef, h, g, cutoff, inv_spacing)
-    return grad_h, sum_directions(per_edge, position, pairs.shape[1])
+    csr = csr_edges(pairs, features.shape[0])
+    return message_gradients(*_row_kernels(inv_spacing, cutoff), csr, features.contiguous(),
+                             distances.contiguous(), grad.to(features.dtype), (coefficients.contiguous(),),
+                             pairs.shape[1])  # fmt: skip
 
 
 def _check_float32(op: str, *tensors: Tensor) -> None:
