@@ -192,6 +192,7 @@ def frame_force_errors(
     molecule's torsions, (kJ/mol/rad)² (:mod:`gnnmd.torsions`; None without torsions)."""
     topology = dataset.topologies[molecule]
     errors, torsion_errors = [], []
+    searched: dict = {}  # the molecule's torsions, found once for all chunks
     for chunk in np.array_split(frames, max(1, len(frames) // 256)):
         positions, reference = dataset.frames(molecule, chunk)
         batch = model.pack([topology] * len(chunk))
@@ -200,7 +201,7 @@ def frame_force_errors(
         _, forces = model.energy_and_forces(x, batch)
         difference = forces.detach().double() - torch.as_tensor(reference.reshape(-1, 3), dtype=torch.float64)
         errors.append((difference**2).reshape(len(chunk), -1).mean(1).numpy())
-        torsions = pack_torsions([topology] * len(chunk))
+        torsions = pack_torsions([topology] * len(chunk), cache=searched)
         if len(torsions.fixed):
             torsion_error = torsional_forces(x, difference, torsions).reshape(len(chunk), -1)
             torsion_errors.append((torsion_error**2).mean(1).numpy())

@@ -109,7 +109,10 @@ class PhiloxBits:
             raise ValueError(f"unknown Philox implementation {self.implementation!r}; allowed: {allowed}")
         self._constants = None
         if self.implementation == "triton-cuda":  # on the device once: nothing to copy while a graph records
+            from gnnmd.kernels.triton_kernels.philox import philox_bits as triton_bits
+
             self._constants = philox_constants(*self.key, self.device)
+            self._triton_bits = triton_bits
 
     def __call__(self, lanes: Tensor, step: IntLike) -> Tensor:
         """(M, 2) int64 bits of counters (step lo, step hi, lanes[:, 0], lanes[:, 1])."""
@@ -119,9 +122,7 @@ class PhiloxBits:
             step = torch.tensor(int(step), dtype=torch.int64, device=lanes.device)
         if self.implementation == "native-cpu":
             return torch.ops.gnnmd.philox_bits(lanes, step, *self.key)
-        from gnnmd.kernels.triton_kernels.philox import philox_bits
-
-        return philox_bits(lanes, step, self._constants)
+        return self._triton_bits(lanes, step, self._constants)
 
 
 def philox_bits(lanes: Tensor, step: IntLike, key_lo: int, key_hi: int, implementation: str) -> Tensor:
