@@ -115,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--platform", choices=OPENMM_PLATFORMS, default=None,
-        help="with --engine openmm: OpenMM platform (default: CPU for --device cpu, CUDA for --device cuda); "
+        help="with --engine openmm: OpenMM platform (default: Reference for --device cpu, "
+        "the cheapest host of a System whose forces are all the model's; CUDA for --device cuda); "
         "--dtype float64 selects double precision, float32 mixed",
     )  # fmt: skip
 
@@ -264,7 +265,7 @@ def measure_openmm_case(case: Case, args: argparse.Namespace, model, system) -> 
     from gnnmd.openmm.benchmark import OpenMMBenchRequest, measure_openmm
     from gnnmd.openmm.platforms import resolve_platform
 
-    platform = args.platform or ("CUDA" if case.device == "cuda" else "CPU")
+    platform = args.platform or ("CUDA" if case.device == "cuda" else "Reference")
     spec = resolve_platform(platform, "double" if case.dtype == "float64" else "mixed")
     request = OpenMMBenchRequest(
         system=system, model=model, model_name=args.model,

@@ -21,7 +21,7 @@ from gnnmd.errors import GnnmdError
 from gnnmd.kernels import build
 
 #: The registered ops a tabulated model calls, each with a pure-torch twin (see docs/kernels.md).
-OPS = ("tabulated_conv", "pair_distances", "bonded_priors", "pair_repulsion")
+OPS = ("tabulated_network", "tabulated_conv", "pair_distances", "bonded_priors", "pair_repulsion")
 
 
 class OpsUnavailableError(GnnmdError, RuntimeError):

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 from gnnmd.kernels import fallback_reason, kernel_for, resolve_backend
+from gnnmd.kernels.tabulated_network import NativeTabulatedNetwork
+from gnnmd.nn.filter_record import network_record
 from gnnmd.nn.potential import CGPotential
 
 
@@ -80,8 +82,19 @@ def use_backend(
 
         converted.pair_distance_kernel = NativePairDistances()
         converted.priors.kernel = NativePriorTerms()
+        network.network_kernel = network_kernel(network)
     converted.requires_grad_(False)
     return converted
+
+
+def network_kernel(network: torch.nn.Module) -> NativeTabulatedNetwork | None:
+    """The blocks and readout of a natively tabulated ``network`` as one registered op, or None where
+    the op does not cover its shape (several activations): its blocks then run one by one, on the
+    same native convolution op."""
+    try:
+        return NativeTabulatedNetwork(network_record(network))
+    except ValueError:
+        return None
 
 
 def dtype_of(network: torch.nn.Module) -> torch.dtype:

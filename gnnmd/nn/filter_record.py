@@ -1,8 +1,10 @@
-"""Reading a block's filter off the network's modules as a plain :class:`FilterRecord`.
+"""Reading a network's parts off its modules as plain records for the kernels.
 
-The record and the arithmetic it stands for are defined with the kernels
-(:mod:`gnnmd.kernels.filter_spec`); :func:`filter_record` is the one place that reads
-them off the network's modules, so kernels never reach into the network's classes.
+The records and the arithmetic they stand for are defined with the kernels
+(:mod:`gnnmd.kernels.filter_spec`, :mod:`gnnmd.kernels.tabulated_network`);
+:func:`filter_record` (one block's filter) and :func:`network_record` (a tabulated network's
+blocks and readout) are the one place that reads them off the network's modules, so kernels
+never reach into the network's classes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from gnnmd.kernels.filter_spec import ACTIVATIONS, FilterRecord, activation
+from gnnmd.kernels.tabulated_network import NetworkRecord
 from gnnmd.nn.basis import CosineCutoff, ExpNormalBasis, GaussianBasis
 
 
@@ -54,3 +57,24 @@ def filter_record(filter_net: nn.Sequential, basis: nn.Module, envelope: CosineC
 
 def _bias(layer: nn.Linear) -> Tensor:
     return layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_features)
+
+
+def network_record(network: nn.Module) -> NetworkRecord:
+    """The tabulated ``network``'s blocks and readout as plain values (what the network op reads)."""
+    blocks, spacings, cutoffs = [], [], []
+    for block in network.interactions:
+        kernel = block.kernel
+        blocks.append([block.in2f.weight, block.f2out.weight, block.f2out.bias, block.dense.weight,
+                       block.dense.bias, kernel.coefficients])  # fmt: skip
+        spacings.append(kernel.inv_spacing)
+        cutoffs.append(kernel.cutoff_nm)
+    layers = list(network.readout)
+    linear, acts = layers[0::2], layers[1::2]
+    readout = [t for layer in linear for t in (layer.weight, layer.bias)]
+    act = activation_name(network.interactions[0].act) if len(network.interactions) else "tanh"
+    readout_act = activation_name(acts[0]) if acts else act
+    if any(activation_name(block.act) != act for block in network.interactions) or any(
+        activation_name(module) != readout_act for module in acts
+    ):
+        raise ValueError("the network op takes one activation for the blocks and one for the readout")
+    return NetworkRecord(blocks, spacings, cutoffs, readout, act, readout_act)

@@ -155,6 +155,9 @@ class SchNet(nn.Module):
         self.backend = "reference"
         #: Why a requested fast kernel fell back to its pure-torch twin (``allow_fallback``), or None.
         self.fallback: Optional[str] = None
+        #: The blocks and readout as one op on CPUs (tabulated backend, native; see
+        #: :mod:`gnnmd.kernels.tabulated_network`), or None: the blocks run one by one.
+        self.network_kernel: Optional[nn.Module] = None
         widths = list(readout_widths) or [hidden_channels // 2] * (1 + readout_hidden_layers)
         readout_act = readout_act or act
         layers: list[nn.Module] = []
@@ -203,6 +206,8 @@ class SchNet(nn.Module):
             envelope = distances.new_zeros(0)
         if self.neighbor_embedding is not None:
             x = self.neighbor_embedding(x, types, rbf, envelope, pairs, distances)
+        if self.network_kernel is not None and not x.is_cuda:
+            return self.network_kernel(x, pairs, distances) + self.type_energy[types]
         for block in self.interactions:
             x = block(x, rbf, envelope, pairs, distances)
         return self.readout(x).squeeze(-1) + self.type_energy[types]

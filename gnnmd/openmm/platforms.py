@@ -6,7 +6,7 @@ A :class:`PlatformSpec` fixes three things that must agree:
 what           decided by
 =============  ==================================================================
 OpenMM         ``name``: ``Reference``, ``CPU`` or ``CUDA`` (``auto`` resolves to
-platform       CUDA when OpenMM and torch both see a GPU, else CPU)
+platform       CUDA when OpenMM and torch both see a GPU, else Reference)
 model dtype    ``precision``: ``double`` runs the model in float64, ``single`` and
                ``mixed`` in float32
 torch device   ``cuda`` on the CUDA platform, else ``cpu`` (where the Python-side
@@ -16,7 +16,13 @@ torch device   ``cuda`` on the CUDA platform, else ``cpu`` (where the Python-sid
 OpenMM's own arithmetic follows ``precision`` only on CUDA (its ``Precision``
 property: ``single``, ``mixed`` or ``double``). The Reference platform always
 integrates in double precision and the CPU platform in its fixed mixed scheme;
-there ``precision`` decides the model's dtype alone. A platform asked for by name
+there ``precision`` decides the model's dtype alone.
+
+Why ``auto`` is Reference without a GPU: in a gnnmd System every force is the model's, so OpenMM
+only integrates, and its CPU platform's thread pool costs more per step than Reference's plain
+loop at every size measured (one Langevin step around a model returning zeros: 0.21-0.25 ms on
+CPU against 0.007 ms on Reference for 49 particles, 0.33 against 0.14 ms for 3,136, 0.93 against
+0.80 ms for 17,216; benchmarks/RESULTS.md). A platform asked for by name
 that is not available raises :class:`~gnnmd.errors.OpenMMSetupError`; nothing falls
 back silently.
 """
@@ -122,7 +128,7 @@ def _spec_of(platform: str | PlatformSpec, precision: str | None) -> PlatformSpe
     precision = precision or DEFAULT_PRECISION
     if platform == "auto":
         gpu = "CUDA" in available_platforms() and torch.cuda.is_available()
-        return PlatformSpec("CUDA" if gpu else "CPU", precision)
+        return PlatformSpec("CUDA" if gpu else "Reference", precision)
     if platform in PLATFORMS:
         return PlatformSpec(platform, precision)
     raise ValueError(f"unknown OpenMM platform {platform!r}; allowed: {list(PLATFORMS)}")

@@ -1,6 +1,6 @@
 """Run this OpenMM set-up (written by ``gnnmd openmm-xml``) with plain OpenMM: no gnnmd code is imported.
 
-    python run.py [SETUP_FOLDER] [--steps 1000] [--every 100] [--platform CPU] [--ops-library PATH]
+    python run.py [SETUP_FOLDER] [--steps 1000] [--every 100] [--platform Reference] [--ops-library PATH]
 
 ``gnnmd openmm-xml`` copies this file into every set-up folder as ``run.py`` (its
 source is ``gnnmd/openmm/setup_script.py``); the folder defaults to the script's own.
@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--steps", type=int, default=1000, help="steps to run (default: 1000)")
     parser.add_argument("--every", type=int, default=100, help="steps between reports (default: 100)")
-    parser.add_argument("--platform", default="CPU", help="OpenMM platform (default: CPU)")
+    parser.add_argument(
+        "--platform", default="Reference",
+        help="OpenMM platform (default: Reference, which steps a System of model forces alone "
+        "faster than CPU's thread pool; CUDA on a GPU)",
+    )  # fmt: skip
     parser.add_argument("--ops-library", help="gnnmd's op library, if not where gnnmd-setup.json says")
     args = parser.parse_args(argv)
     check_torch_plugin()

@@ -94,7 +94,7 @@ def test_cuda_platform_is_never_a_silent_fallback():
     else:
         with pytest.raises(OpenMMSetupError, match="CUDA"):
             resolve_platform("CUDA")
-        assert resolve_platform("auto").name == "CPU"
+        assert resolve_platform("auto").name == "Reference"
 
 
 MISSING_PLUGIN = textwrap.dedent(

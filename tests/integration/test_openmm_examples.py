@@ -53,7 +53,7 @@ def test_bench_engine_openmm_writes_json(tmp_path, capsys):
     output = capsys.readouterr().out
     assert "route overhead, ms/step" in output and "torchforce" in output
     (row,) = json.loads(path.read_text())["benchmarks"]
-    assert row["engine"] == "openmm" and row["route"] == "torchforce" and row["device"] == "openmm-CPU"
+    assert row["engine"] == "openmm" and row["route"] == "torchforce" and row["device"] == "openmm-Reference"
     assert row["backend"] == "reference"
     assert row["replicas"] == 2 and row["beads"] == 49 and row["ns_per_day"] > 0
     assert row["route_overhead_ms_per_step"] > 0 and row["model_ms_per_evaluation"] > 0

@@ -330,8 +330,8 @@ Partition disjoint_partition(const Graph& g, int64_t pairs, int64_t rows, int64_
 
 // Runs range(begin, end, out) over [0, pairs) on torch's thread pool into a new (N, F) tensor
 // shaped like `like`. Where the pairs split into pieces over disjoint rows, each thread zeroes and
-// fills its own rows of the result (no atomics, no extra buffers); otherwise each thread adds into
-// its own zeroed (N, F) buffer and the buffers are summed.
+// fills its own rows of the result (no atomics, no extra buffers); otherwise each thread adds one
+// pair range into its own (N, F) buffer and the buffers are summed.
 template <typename scalar_t, typename Range>
 at::Tensor accumulate_pairs(const at::Tensor& like, const Graph& g, int64_t pairs, Range range) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
@@ -349,14 +349,28 @@ at::Tensor accumulate_pairs(const at::Tensor& like, const Graph& g, int64_t pair
     });
     return out;
   }
-  at::Tensor buffers = at::zeros({threads, rows, F}, like.options());
-  // Enough pairs per task that summing the buffers stays small next to the work.
-  const int64_t grain = std::max<int64_t>(256, pairs / threads + 1);
+  // Task 0 accumulates into the result itself, task t > 0 into buffer t - 1; each zeroes its own
+  // memory inside the parallel region, and a second pass adds the buffers row range by row range
+  // (a separate zeros() and sum() cost more than the convolution at one small molecule).
+  at::Tensor out = at::empty_like(like);
+  at::Tensor buffers = at::empty({threads - 1, rows, F}, like.options());
+  scalar_t* result = out.data_ptr<scalar_t>();
   scalar_t* base = buffers.data_ptr<scalar_t>();
-  at::parallel_for(0, pairs, grain, [&](int64_t begin, int64_t end) {
-    range(begin, end, base + at::get_thread_num() * stride);
+  at::parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      scalar_t* mine = t == 0 ? result : base + (t - 1) * stride;
+      std::fill(mine, mine + stride, scalar_t(0));
+      range(pairs * t / threads, pairs * (t + 1) / threads, mine);
+    }
   });
-  return buffers.sum(0);
+  at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(F, 1)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t t = 0; t + 1 < threads; ++t) {
+                       const scalar_t* theirs = base + t * stride;
+                       for (int64_t i = begin * F; i < end * F; ++i) result[i] += theirs[i];
+                     }
+                   });
+  return out;
 }
 
 at::Tensor tabulated_conv_cpu(const at::Tensor& features, const at::Tensor& pairs,
