@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gnnmd.data.allatom import DEFAULT_TIMESTEP_FS, FORCEFIELDS, PLATFORMS, RESOLUTIONS, resolve_platform
+from gnnmd.data.qm import ENGINES
 from gnnmd.topology import MAPPINGS
 from gnnmd.units import ENERGY_UNITS, LENGTH_UNITS
 
@@ -101,7 +102,10 @@ def _add_recompute(actions, output_help: str) -> None:
     )
     qm.add_argument("input", type=Path, help="all-atom gnnmd dataset (.h5) or a file ASE reads (.xyz)")
     qm.add_argument("-o", "--output", type=Path, required=True, help="dataset to write (progress: OUT.qm)")
-    qm.add_argument("--engine", choices=("pyscf", "tblite"), default="pyscf", help="label engine (pyscf)")
+    qm.add_argument(
+        "--engine", choices=ENGINES, default="pyscf",
+        help="label engine (pyscf; gpu4pyscf runs PySCF's methods on a CUDA GPU; tblite for xTB)",
+    )  # fmt: skip
     qm.add_argument("--method", default="b3lyp", help="pyscf: hf or a functional (b3lyp); tblite: GFN2-xTB")
     qm.add_argument("--basis", default="sto-3g", help="pyscf basis set (sto-3g)")
     qm.add_argument("--charge", type=int, default=0, help="total charge, e (0)")

@@ -24,7 +24,7 @@ import torch
 from gnnmd import distributed
 from gnnmd.cli.options import add_coordinates_option, add_fallback_option, add_threads_option
 from gnnmd.cli.progress import print_summary, progress_bar
-from gnnmd.cli.simulate_plan import check_output, run_plan, steps_of, summary
+from gnnmd.cli.simulate_plan import check_output, report_steps, run_plan, steps_of, summary
 from gnnmd.kernels import AUTO, BACKENDS, choose_backend
 from gnnmd.sim import run_record
 from gnnmd.sim.committee import committee_monitor, committee_summary
@@ -249,7 +249,7 @@ def _output_options(args: argparse.Namespace, info):
     timestep_ps = args.dt_fs * PS_PER_FS
     return OutputOptions(
         directory=args.output,
-        report_interval=steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps"),
+        report_interval=report_steps(args),
         checkpoint_interval=steps_of(
             args.checkpoint_interval_ps, timestep_ps, "--checkpoint-interval-ps", allow_zero=True
         ),

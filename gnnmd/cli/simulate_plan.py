@@ -51,6 +51,11 @@ def _systems_and_steps(args: argparse.Namespace) -> tuple[list, int]:
     return systems, steps
 
 
+def report_steps(args: argparse.Namespace) -> int:
+    """``--report-interval-ps`` in steps of ``--dt-fs`` (the one place it is converted)."""
+    return steps_of(args.report_interval_ps, args.dt_fs * PS_PER_FS, "--report-interval-ps")
+
+
 def run_plan(args: argparse.Namespace) -> dict:
     """The run description (run.json) from the command line."""
     from gnnmd.models import model_path
@@ -58,7 +63,6 @@ def run_plan(args: argparse.Namespace) -> dict:
 
     systems, steps = _systems_and_steps(args)
     timestep_ps = args.dt_fs * PS_PER_FS
-    report_steps = steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps")
     return {
         "schema": run_record.SCHEMA,
         "schema_version": run_record.SCHEMA_VERSION,
@@ -74,7 +78,7 @@ def run_plan(args: argparse.Namespace) -> dict:
         "timestep_fs": args.dt_fs,
         "steps": steps,
         "ns": args.ns,
-        "report_interval_ps": report_steps * timestep_ps,
+        "report_interval_ps": report_steps(args) * timestep_ps,
         "checkpoint_interval_ps": args.checkpoint_interval_ps,
         "health_interval": args.health_interval,
         "on_failure": args.on_failure,
@@ -85,12 +89,12 @@ def run_plan(args: argparse.Namespace) -> dict:
         "thermostat_temperatures_k": args.temperature_k,
         "frictions_per_ps": args.friction_per_ps,
         "trajectory_format": args.format,
-        **committee_plan(args, timestep_ps),
+        **committee_plan(args),
         "_systems": systems,
     }
 
 
-def committee_plan(args: argparse.Namespace, timestep_ps: float) -> dict:
+def committee_plan(args: argparse.Namespace) -> dict:
     """The committee's run.json fields: its members, interval (steps) and threshold (kJ/mol/nm)."""
     from gnnmd.models import model_path
     from gnnmd.runfolder import file_sha256
@@ -100,7 +104,7 @@ def committee_plan(args: argparse.Namespace, timestep_ps: float) -> dict:
             raise ValueError("--committee-interval and --committee-threshold need --committee")
         return {"committee": None, "committee_sha256": None}
     members = [name for name in args.committee.split(",") if name]
-    report = steps_of(args.report_interval_ps, timestep_ps, "--report-interval-ps")
+    report = report_steps(args)
     interval = report if args.committee_interval is None else args.committee_interval
     if not 1 <= interval <= report:
         raise ValueError(

@@ -22,7 +22,9 @@ import numpy as np
 from gnnmd.errors import GnnmdError
 from gnnmd.units import KJ_PER_MOL_PER_HARTREE, NM_PER_BOHR
 
-ENGINES = ("pyscf", "tblite")
+ENGINES = ("pyscf", "gpu4pyscf", "tblite")
+#: What to install for each engine (gpu4pyscf: the CUDA 12 build; it brings cupy).
+PACKAGES = {"pyscf": "pyscf", "gpu4pyscf": "gpu4pyscf-cuda12x", "tblite": "tblite"}
 #: Closest approach accepted between two atoms, nm: nuclei this close are a broken frame.
 MIN_DISTANCE_NM = 0.04
 _FORCE_PER_GRADIENT = -KJ_PER_MOL_PER_HARTREE / NM_PER_BOHR  # -dE/dx: hartree/bohr -> kJ/mol/nm
@@ -37,7 +39,7 @@ class QMSettings:
     """What to compute.
 
     Attributes:
-        engine: ``"pyscf"`` or ``"tblite"``.
+        engine: ``"pyscf"``, ``"gpu4pyscf"`` (PySCF's methods on a CUDA GPU) or ``"tblite"``.
         method: PySCF: ``"hf"`` or a DFT functional (``"b3lyp"``); tblite: ``"GFN2-xTB"``, ``"GFN1-xTB"``.
         basis: PySCF basis set name (``"sto-3g"``, ``"6-31g*"``); ignored by tblite.
         charge: total charge, e.
@@ -112,17 +114,27 @@ def check_frame(numbers: np.ndarray, positions_nm: np.ndarray, settings: QMSetti
 
 
 class PySCFEngine:
-    """Restricted (closed shell) or unrestricted Kohn-Sham / Hartree-Fock with analytic gradients."""
+    """Restricted (closed shell) or unrestricted Kohn-Sham / Hartree-Fock with analytic gradients.
 
-    def __init__(self, settings: QMSettings) -> None:
+    With ``gpu`` the same PySCF objects are moved to gpu4pyscf (``to_gpu()``) before the SCF, so
+    the method, basis, grids and convergence settings are PySCF's own either way.
+    """
+
+    def __init__(self, settings: QMSettings, gpu: bool = False) -> None:
         import pyscf  # noqa: F401 (fail here, not in the first frame)
 
-        self.settings = settings
+        if gpu:
+            require_gpu4pyscf()
+        self.settings, self.gpu = settings, gpu
 
     def version(self) -> str:
         import pyscf
 
-        return pyscf.__version__
+        if not self.gpu:
+            return pyscf.__version__
+        import gpu4pyscf
+
+        return f"{pyscf.__version__} (gpu4pyscf {gpu4pyscf.__version__})"
 
     def label(self, numbers: np.ndarray, positions_nm: np.ndarray) -> QMLabel:
         from pyscf import dft, gto, scf
@@ -141,15 +153,39 @@ class PySCFEngine:
             solver = dft.UKS(molecule) if open_shell else dft.RKS(molecule)
             solver.xc = s.method
         solver.conv_tol, solver.max_cycle = s.conv_tol, s.max_cycle
+        if self.gpu:
+            solver = solver.to_gpu()
         energy = solver.kernel()
         cycles = int(getattr(solver, "cycles", -1))
         if not solver.converged:
             return _not_converged(cycles, time.perf_counter() - start)
-        gradient = solver.nuc_grad_method().kernel()
+        gradient = _on_host(solver.nuc_grad_method().kernel())
         return QMLabel(
-            True, float(energy) * KJ_PER_MOL_PER_HARTREE, np.asarray(gradient) * _FORCE_PER_GRADIENT,
+            True, float(energy) * KJ_PER_MOL_PER_HARTREE, gradient * _FORCE_PER_GRADIENT,
             cycles, time.perf_counter() - start,
         )  # fmt: skip
+
+
+def require_gpu4pyscf() -> None:
+    """QMInputError unless gpu4pyscf imports and its cupy sees a CUDA device."""
+    try:
+        import cupy
+        import gpu4pyscf  # noqa: F401
+    except ImportError as error:
+        raise QMInputError(
+            f"engine 'gpu4pyscf' needs the gpu4pyscf package: pip install {PACKAGES['gpu4pyscf']} ({error})"
+        ) from None
+    try:
+        devices = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as error:  # cupy raises its CUDARuntimeError where there is no driver
+        raise QMInputError(f"engine 'gpu4pyscf' needs a CUDA GPU; cupy finds none ({error})") from None
+    if devices < 1:
+        raise QMInputError("engine 'gpu4pyscf' needs a CUDA GPU; cupy finds none")
+
+
+def _on_host(array) -> np.ndarray:
+    """A numpy copy of a numpy or cupy (``.get()``) array."""
+    return np.asarray(array.get() if hasattr(array, "get") else array, dtype=np.float64)
 
 
 class TBLiteEngine:
@@ -196,8 +232,10 @@ def _not_converged(cycles: int, seconds: float) -> QMLabel:
 def engine_for(settings: QMSettings) -> QMEngine:
     """The engine ``settings`` names; ImportError (with what to install) when its package is missing."""
     try:
-        return PySCFEngine(settings) if settings.engine == "pyscf" else TBLiteEngine(settings)
+        if settings.engine == "tblite":
+            return TBLiteEngine(settings)
+        return PySCFEngine(settings, gpu=settings.engine == "gpu4pyscf")
     except ImportError as error:
-        package = settings.engine
-        message = f"engine {package!r} needs the {package} package: pip install {package} ({error})"
+        package = PACKAGES[settings.engine]
+        message = f"engine {settings.engine!r} needs the {package} package: pip install {package} ({error})"
         raise QMInputError(message) from None

@@ -87,3 +87,66 @@ def test_bad_frames_are_refused_by_name(numbers, positions, settings, message):
 def test_unknown_engine_is_refused():
     with pytest.raises(QMInputError, match="engine 'orca'"):
         QMSettings(engine="orca")
+
+
+def fake_gpu_packages(monkeypatch, devices: int) -> None:
+    """Stand-ins for cupy (reporting ``devices`` CUDA devices) and gpu4pyscf: what this CPU machine
+    can check of the GPU engine is its refusals and its glue, not gpu4pyscf's arithmetic."""
+    import sys
+    import types
+
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: devices))
+    gpu4pyscf = types.ModuleType("gpu4pyscf")
+    gpu4pyscf.__version__ = "0.0-stand-in"
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "gpu4pyscf", gpu4pyscf)
+
+
+def test_gpu_engine_without_its_package_or_a_gpu_is_refused(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gpu4pyscf", None)  # import fails, as where it is not installed
+    with pytest.raises(QMInputError, match="pip install gpu4pyscf-cuda12x"):
+        engine_for(QMSettings("gpu4pyscf", "hf", "sto-3g"))
+    fake_gpu_packages(monkeypatch, devices=0)
+    with pytest.raises(QMInputError, match="needs a CUDA GPU"):
+        engine_for(QMSettings("gpu4pyscf", "hf", "sto-3g"))
+
+
+def test_gpu_engine_moves_pyscfs_own_solver_and_brings_the_gradient_back(monkeypatch):
+    """The solver is PySCF's, moved with to_gpu(); the gradient comes back from a device array
+    (.get()). The move is a stand-in here (no GPU): the label must equal the CPU engine's."""
+    from pyscf import scf
+
+    class DeviceArray:
+        def __init__(self, values):
+            self.values = values
+
+        def get(self):
+            return np.asarray(self.values)
+
+    moved = []
+
+    def to_gpu(solver):
+        moved.append(type(solver).__name__)
+        kernel = solver.nuc_grad_method
+
+        def device_gradients():
+            gradients = kernel()
+            original = gradients.kernel
+            gradients.kernel = lambda *a, **k: DeviceArray(original(*a, **k))
+            return gradients
+
+        solver.nuc_grad_method = device_gradients
+        return solver
+
+    fake_gpu_packages(monkeypatch, devices=1)
+    monkeypatch.setattr(scf.hf.RHF, "to_gpu", to_gpu)
+    engine = engine_for(QMSettings("gpu4pyscf", "hf", "sto-3g"))
+    assert "gpu4pyscf 0.0-stand-in" in engine.version()
+    label = engine.label(NUMBERS, POSITIONS_NM)
+    expected = engine_for(QMSettings("pyscf", "hf", "sto-3g")).label(NUMBERS, POSITIONS_NM)
+    assert moved == ["RHF"] and label.converged
+    assert label.energy_kj_per_mol == pytest.approx(expected.energy_kj_per_mol, rel=1e-10)
+    np.testing.assert_allclose(label.forces_kj_per_mol_nm, expected.forces_kj_per_mol_nm, rtol=0, atol=1e-6)
