@@ -167,14 +167,11 @@ class PySCFEngine:
 
 
 def require_gpu4pyscf() -> None:
-    """QMInputError unless gpu4pyscf imports and its cupy sees a CUDA device."""
-    try:
-        import cupy
-        import gpu4pyscf  # noqa: F401
-    except ImportError as error:
-        raise QMInputError(
-            f"engine 'gpu4pyscf' needs the gpu4pyscf package: pip install {PACKAGES['gpu4pyscf']} ({error})"
-        ) from None
+    """QMInputError unless cupy sees a CUDA device; ImportError where gpu4pyscf or cupy is missing
+    (:func:`engine_for` says what to install)."""
+    import cupy
+    import gpu4pyscf  # noqa: F401
+
     try:
         devices = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as error:  # cupy raises its CUDARuntimeError where there is no driver

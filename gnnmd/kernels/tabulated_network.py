@@ -12,8 +12,9 @@ convolutions instead of some 150 torch ops with their autograd bookkeeping (see
 benchmarks/RESULTS.md). First derivatives only, with respect to x0 and the distances; the
 weights are fixed. :class:`TabulatedNetwork` is its pure-torch twin.
 
-The network's side builds a :class:`NetworkRecord` (plain tensors and names,
-:func:`gnnmd.nn.backends.use_backend`); nothing here imports the network's classes.
+The network's side reads a :class:`NetworkRecord` off its modules (plain tensors and names,
+:func:`gnnmd.nn.filter_record.network_record`) and :func:`gnnmd.nn.backends.use_backend` installs
+the op; nothing here imports the network's classes.
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ there ``precision`` decides the model's dtype alone.
 
 Why ``auto`` is Reference without a GPU: in a gnnmd System every force is the model's, so OpenMM
 only integrates, and its CPU platform's thread pool costs more per step than Reference's plain
-loop at every size measured (one Langevin step around a model returning zeros: 0.21-0.25 ms on
-CPU against 0.007 ms on Reference for 49 particles, 0.33 against 0.14 ms for 3,136, 0.93 against
-0.80 ms for 17,216; benchmarks/RESULTS.md). A platform asked for by name
-that is not available raises :class:`~gnnmd.errors.OpenMMSetupError`; nothing falls
-back silently.
+loop at every size measured (one Langevin step around a model returning zeros, on the 2-core
+machine: 0.20-0.24 ms on CPU against 0.007 ms on Reference for 49 particles, 0.32-0.34 against
+0.14-0.15 ms for 3,136, 2.4-5.3 against 0.85-1.06 ms for 17,216; benchmarks/RESULTS.md).
+A platform asked for by name that is not available raises
+:class:`~gnnmd.errors.OpenMMSetupError`; nothing falls back silently.
 """
 
 from __future__ import annotations
