@@ -12,10 +12,10 @@ least squares: the mapped forces minus the prior forces, R, against -∇C = -Σ 
 Two fits: "cartesian" matches the Cartesian forces as training does (the residual's projection on
 ∇φ, ∇ψ, which are not orthogonal to the bonds' and angles' gradients, so errors of the stiff
 priors leak into C); "generalized" matches the generalized forces along φ and ψ alone: for each
-dihedral, the rotation of the beads beyond its axis changes that dihedral at unit rate and no bond,
-angle or other dihedral (the field of benchmarks/mean_force_check.py), so bonds and angles cannot
-leak in. Fitted on the training trajectories, the held-out trajectories' force error is reported
-(gain in standard errors), and each corrected distribution against the reference: JS divergence
+dihedral, the rotation of the beads on one side of its axis changes that dihedral at unit rate and no
+bond, angle or other dihedral (gnnmd.torsions.dihedral_forces), so bonds and angles cannot leak in.
+Fitted on the training trajectories, the held-out trajectories' force error is reported (gain in
+standard errors), and each corrected distribution against the reference: JS divergence
 and the α_R / β / α_L populations, beside the priors alone and beside the best any φ/ψ
 correction can do (the priors' samples reweighted to the reference histogram). If a fit lands
 near the reference, the data carry the free energy; where the Cartesian fit does not and the
@@ -40,6 +40,7 @@ from gnnmd.models import load_model
 from gnnmd.nn.backends import use_backend
 from gnnmd.nn.potential import priors_only
 from gnnmd.nn.priors.geometry import bond_angles, bond_lengths, dihedral_angles, frame_values
+from gnnmd.torsions import dihedral_forces
 from gnnmd.units import kt_kj_per_mol
 
 PHI, PSI = (0, 1, 2, 3), (1, 2, 3, 4)
@@ -84,17 +85,6 @@ def basis(angles: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return values, derivatives
 
 
-def rotation_field(x: torch.Tensor, beads: tuple[int, ...], moving: list[int]) -> torch.Tensor:
-    """(F, 5, 3): rotate ``moving`` beads about the j-k axis of dihedral (i, j, k, l); zero elsewhere."""
-    _, j, k, _ = beads
-    axis = x[:, k] - x[:, j]
-    axis = axis / torch.linalg.vector_norm(axis, dim=-1, keepdim=True)
-    field = torch.zeros_like(x)
-    for m in moving:
-        field[:, m] = torch.cross(axis, x[:, m] - x[:, k], dim=-1)
-    return field
-
-
 def projections(model, topology, x: np.ndarray, f: np.ndarray, chunk: int = 20000) -> dict[str, np.ndarray]:
     """Per frame: (φ, ψ) (F, 2); the metric G = JᵀJ (F, 2, 2) of J = (∇φ, ∇ψ), Jᵀ R (F, 2) with
     R = mapped − prior forces, and |R|² (F,); the generalized residual forces along φ and ψ (F, 2)."""
@@ -106,14 +96,10 @@ def projections(model, topology, x: np.ndarray, f: np.ndarray, chunk: int = 2000
         batch = model.pack([topology] * len(xb))
         energy = model(xb.reshape(-1, 3), batch).sum()
         residual = torch.as_tensor(f[start:start + chunk]) + torch.autograd.grad(energy, xb)[0]
-        grads, values, generalized = [], [], []
-        for beads, moving in ((PHI, [3, 4]), (PSI, [4])):
+        grads, values = [], []
+        for beads in (PHI, PSI):
             angle = dihedral(xb, beads)
-            gradient = torch.autograd.grad(angle.sum(), xb)[0]
-            field = rotation_field(xb.detach(), beads, moving)
-            rate = (gradient * field).sum((1, 2))  # dθ per unit of the field: ±1
-            generalized.append((residual * field).sum((1, 2)) / rate)
-            grads.append(gradient.reshape(len(xb), -1))
+            grads.append(torch.autograd.grad(angle.sum(), xb)[0].reshape(len(xb), -1))
             values.append(angle.detach())
         jacobian = torch.stack(grads, dim=2)  # (F, 15, 2)
         flat = residual.reshape(len(xb), -1)
@@ -129,7 +115,7 @@ def projections(model, topology, x: np.ndarray, f: np.ndarray, chunk: int = 2000
         parts["metric"].append((jacobian.transpose(1, 2) @ jacobian).numpy())
         parts["projected"].append(torch.einsum("fck,fc->fk", jacobian, flat).numpy())
         parts["squared"].append(flat.pow(2).sum(1).detach().numpy())
-        parts["generalized"].append(torch.stack(generalized, dim=1).detach().numpy())
+        parts["generalized"].append(dihedral_forces(xb, residual.detach(), topology, [PHI, PSI]).numpy())
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 

@@ -4,8 +4,8 @@
 
 For a dihedral i-j-k-l, rotating the beads beyond the j-k axis about that axis changes the
 dihedral at unit rate and nothing else (bond lengths and angles stay), and the rotation field is
-divergence-free, so the mean force along the dihedral is dA/dψ = -<F · v | ψ> with
-v_m = n̂ × (x_m - x_k) for the moving beads m. Integrating the binned mean force gives A(ψ) from
+divergence-free, so the mean force along the dihedral is dA/dψ = -<F · v | ψ> with v the rotation
+field (gnnmd.torsions.dihedral_forces). Integrating the binned mean force gives A(ψ) from
 the forces alone; -kT ln p(ψ) gives it from the same frames' histogram. Force matching can only
 learn the first: where they differ, the mapped forces are biased (force map, constraints) and no
 network trained on them reproduces the histogram. Prints the RMS difference in kT and the
@@ -21,19 +21,18 @@ import torch
 
 from gnnmd.data.dataset import ForceDataset
 from gnnmd.nn.priors.geometry import dihedral_angles, frame_values
+from gnnmd.topology import CGTopology
+from gnnmd.torsions import dihedral_forces
 from gnnmd.units import kt_kj_per_mol
 
 BINS = 60
 MIN_COUNT = 50
 
 
-def free_energies(x: np.ndarray, f: np.ndarray, beads: tuple[int, ...], moving: list[int], kt: float):
+def free_energies(x: np.ndarray, f: np.ndarray, topology: CGTopology, beads: tuple[int, ...], kt: float):
     """(bin centres, A from the mean force, A from the histogram, counts) of one dihedral, kJ/mol."""
-    _, j, k, _ = beads
     angle = frame_values(torch.as_tensor(x), torch.tensor([beads]), dihedral_angles)[:, 0].numpy()
-    axis = x[:, k] - x[:, j]
-    axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
-    generalized = sum((f[:, m] * np.cross(axis, x[:, m] - x[:, k])).sum(-1) for m in moving)
+    generalized = dihedral_forces(torch.as_tensor(x), torch.as_tensor(f), topology, [beads])[:, 0].numpy()
     edges = np.linspace(-np.pi, np.pi, BINS + 1)
     index = np.clip(np.digitize(angle, edges) - 1, 0, BINS - 1)
     counts = np.bincount(index, minlength=BINS)
@@ -64,8 +63,8 @@ def main() -> None:
     x, f = (a.astype(np.float64) for a in dataset.frames(0, np.arange(int(dataset.offsets[1]))))
     kt = kt_kj_per_mol(args.temperature_k)
     # ala2's five beads ACE.C, ALA.N, ALA.CA, ALA.C, NME.N: φ = 0-1-2-3, ψ = 1-2-3-4.
-    for name, beads, moving in (("phi", (0, 1, 2, 3), [3, 4]), ("psi", (1, 2, 3, 4), [4])):
-        centres, force, histogram, counts = free_energies(x, f, beads, moving, kt)
+    for name, beads in (("phi", (0, 1, 2, 3)), ("psi", (1, 2, 3, 4))):
+        centres, force, histogram, counts = free_energies(x, f, dataset.topologies[0], beads, kt)
         good = ~np.isnan(force) & (counts > 4 * MIN_COUNT)
         p_force = np.exp(-force[good] / kt)
         p_force /= p_force.sum()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gnnmd.nn.priors.geometry import dihedral_angles, frame_values
 from gnnmd.topology import CGTopology
 
 
@@ -198,3 +199,36 @@ def torsional_forces(positions: Tensor, forces: Tensor, torsions: TorsionBatch) 
     axis = axis / torch.linalg.vector_norm(axis, dim=-1, keepdim=True)
     torque = side[:, :3] - torch.cross(moving, side[:, 3:], dim=-1)
     return (axis * torque).sum(-1)
+
+
+def dihedral_forces(
+    positions: Tensor, forces: Tensor, topology: CGTopology, dihedrals: Sequence[Sequence[int]]
+) -> Tensor:
+    """(F, D) kJ/mol/rad: the generalized force of ``forces`` along each dihedral angle i-j-k-l of
+    ``dihedrals`` (IUPAC sign, as :func:`gnnmd.nn.priors.geometry.dihedral_angles`) in frames
+    ``positions``, ``forces`` (F, n, 3) of ``topology``; float64.
+
+    The torsion about the central bond j-k turns the dihedral at unit rate, with a sign fixed by which
+    side moves: τ(F) / τ(∇θ), both linear in their force. Raises if a central bond has no torsion
+    (not the central bond of one of the topology's dihedrals, or in a ring).
+    """
+    own = molecule_torsions(topology)
+    axes = [tuple(sorted(pair)) for pair in zip(own.fixed.tolist(), own.moving.tolist(), strict=True)]
+    columns = []
+    for dihedral in dihedrals:
+        axis = tuple(sorted((int(dihedral[1]), int(dihedral[2]))))
+        if axis not in axes:
+            raise ValueError(f"dihedral {tuple(dihedral)}: its central bond {axis} has no torsion "
+                             "(no dihedral of the topology turns about it, or it is in a ring)")  # fmt: skip
+        columns.append(axes.index(axis))
+    x = positions.detach().double().requires_grad_(True)
+    angles = frame_values(x, torch.as_tensor([list(d) for d in dihedrals]), dihedral_angles)
+    slopes = [torch.autograd.grad(angles[:, d].sum(), x, retain_graph=True)[0] for d in range(len(columns))]
+    batch = pack_torsions([topology] * len(x))
+    frames, count = len(x), len(axes)
+
+    def along(field: Tensor) -> Tensor:  # (F, n, 3) -> (F, T)
+        return torsional_forces(x.detach().reshape(-1, 3), field.reshape(-1, 3), batch).reshape(frames, count)
+
+    tau = along(forces.double())
+    return torch.stack([tau[:, c] / along(s)[:, c] for c, s in zip(columns, slopes, strict=True)], dim=1)

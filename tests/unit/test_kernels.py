@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from gnnmd.kernels import BACKENDS, resolve_backend
+from gnnmd.kernels.filter_function import FilterFunction
 from gnnmd.kernels.quantize import QuantizedLinear
-from gnnmd.kernels.tabulated import TabulatedKernel
+from gnnmd.kernels.tabulated import TabulatedKernel, evaluate_spline, exact_filter, tabulate_block
 from gnnmd.models import load_model, save_checkpoint
 from gnnmd.neighbors import within_cutoff
 from gnnmd.nn.backends import backend_of, implementation_of, use_backend
@@ -122,6 +123,32 @@ def test_tabulation_meets_its_tolerance(small_model):
         assert report["met"] and max(report["value_error"], report["slope_error"]) <= 1e-5
     coarse = use_backend(small_model, "tabulated", points=16)
     assert coarse.network.interactions[0].kernel.report["slope_error"] > 1e-5  # the check is not vacuous
+
+
+def test_spline_passes_through_its_nodes_and_follows_the_exact_filter(small_model):
+    """At the grid nodes the spline's value and slope are the exact filter's (float64 round-off);
+    between them it stays within the reported interpolation error; past the cutoff it is zero."""
+    record = small_model.network.filter_records()[0]
+    exact = FilterFunction(record).double()
+    coefficients, report = tabulate_block(record, points=128)
+    spacing = record.cutoff_nm / 128
+    nodes = torch.arange(128, dtype=torch.float64) * spacing
+
+    def spline(r):
+        return evaluate_spline(coefficients, 1 / spacing, record.cutoff_nm, r)
+
+    # The report's errors are maxima over probes at 1/4, 1/2 and 3/4 of each segment: between them
+    # the error may be a little larger.
+    between = torch.rand(500, dtype=torch.float64) * record.cutoff_nm
+    probes = [(nodes, (1e-12, 1e-9)), (between, (1.5 * report["value_error"], 1.5 * report["slope_error"]))]
+    for r, tolerance in probes:
+        w, dw = torch.func.jvp(spline, (r,), (torch.ones_like(r),))
+        exact_w, exact_dw = exact_filter(exact, r)
+        rms_w, rms_dw = exact_w.pow(2).mean().sqrt(), exact_dw.pow(2).mean().sqrt()
+        assert float((w - exact_w).abs().max() / rms_w) <= tolerance[0]
+        assert float((dw - exact_dw).abs().max() / rms_dw) <= tolerance[1]
+    beyond = torch.tensor([record.cutoff_nm, 1.5 * record.cutoff_nm], dtype=torch.float64)
+    assert float(spline(beyond).abs().max()) == 0.0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -8,8 +8,9 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from gnnmd.nn.priors.geometry import dihedral_angles, frame_values
 from gnnmd.topology import custom_topology
-from gnnmd.torsions import molecule_torsions, pack_torsions, torsional_forces
+from gnnmd.torsions import dihedral_forces, molecule_torsions, pack_torsions, torsional_forces
 from tests.conftest import perturbed
 
 
@@ -112,6 +113,37 @@ def test_torsional_force_is_minus_the_energy_slope_along_the_rotation(small_mode
         with torch.no_grad():
             energies = [float(small_model(rotated(x, *ends, side, s * step), batch)) for s in (1, -1)]
         assert float(tau[t]) == pytest.approx(-(energies[0] - energies[1]) / (2 * step), rel=1e-6, abs=1e-6)
+
+
+def test_dihedral_forces_are_minus_the_energy_slope_along_each_dihedral(small_model, chignolin):
+    """Along a dihedral angle θ (not the rotation): -dU/dθ by central differences, whichever side the
+    torsion moves and whichever way its axis points; two frames at once; a ring bond is refused."""
+    topology = chignolin.topology
+    frames = [perturbed(chignolin.positions_nm, 0.01, seed=s) for s in (3, 4)]
+    forces = torch.stack([small_model.energy_and_forces(x, small_model.pack([topology]))[1] for x in frames])
+    chosen = topology.dihedrals[[0, 7, len(topology.dihedrals) - 1]].tolist()
+    got = dihedral_forces(torch.stack(frames), forces, topology, chosen)
+    assert got.shape == (2, 3) and got.dtype == torch.float64
+    own, step = molecule_torsions(topology), 1e-5
+    axes = [tuple(sorted(p)) for p in zip(own.fixed.tolist(), own.moving.tolist(), strict=True)]
+    batch = small_model.pack([topology])
+    for f, x in enumerate(frames):
+        for d, dihedral in enumerate(chosen):
+            t = axes.index(tuple(sorted(dihedral[1:3])))
+            index = np.arange(own.start[t], own.end[t])
+            if own.complement[t]:
+                index = np.setdiff1d(np.arange(own.outer_start[t], own.outer_end[t]), index)
+            ends, side = (int(own.fixed[t]), int(own.moving[t])), own.order[index].tolist()
+            moved = [rotated(x, *ends, side, s * step) for s in (1, -1)]
+            with torch.no_grad():
+                energy = [float(small_model(y, batch)) for y in moved]
+            angle = [float(frame_values(y[None], torch.tensor([dihedral]), dihedral_angles)) for y in moved]
+            slope = (energy[0] - energy[1]) / (angle[0] - angle[1])
+            assert float(got[f, d]) == pytest.approx(-slope, rel=1e-5, abs=1e-5)
+    ring = ring_topology()
+    in_ring = next(d for d in ring.dihedrals.tolist() if sorted(d[1:3]) == [3, 4])
+    with pytest.raises(ValueError, match=r"central bond \(3, 4\) has no torsion"):
+        dihedral_forces(torch.zeros(1, 15, 3), torch.zeros(1, 15, 3), ring, [in_ring])
 
 
 def test_no_torsions_and_gradients(chignolin):
