@@ -18,7 +18,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 # The compiled op library (C++ against the installed torch): part of every install.
-$(OPS): $(INSTALLED) $(wildcard gnnmd/kernels/csrc/*.cpp) gnnmd/kernels/build.py
+$(OPS): $(INSTALLED) $(wildcard gnnmd/kernels/csrc/*.cpp) $(wildcard gnnmd/kernels/csrc/*.h) gnnmd/kernels/build.py
 	$(BIN)/python -m gnnmd.kernels.build
 
 $(TEST_INSTALLED): $(INSTALLED) $(OPS)

@@ -34,7 +34,7 @@ import torch
 
 from gnnmd.engine import LangevinSettings
 from gnnmd.engine.bench import provenance
-from gnnmd.kernels import BACKENDS
+from gnnmd.kernels import BACKENDS, TABULATED
 from gnnmd.models import load_model
 from gnnmd.neighbors import within_cutoff
 from gnnmd.nn.backends import use_backend
@@ -89,8 +89,9 @@ def machine_rates(device: torch.device) -> dict:
 def table_bytes(model) -> int:
     """Bytes of the per-block filter data a step reads: spline tables, or filter weights."""
     blocks = model.network.interactions
-    if model.network.backend == "tabulated":
-        return sum(block.kernel.coefficients.numel() * 4 for block in blocks)
+    if model.network.backend in TABULATED:
+        tables = [block.kernel.coefficients for block in blocks]
+        return sum(table.numel() * table.element_size() for table in tables)
     return sum(sum(p.numel() * 4 for p in block.filter_net.parameters()) for block in blocks)
 
 
@@ -100,7 +101,7 @@ def step_floor(
     """(seconds, details): the least time a step can take on this machine."""
     f, h, k, blocks = config.num_filters, config.hidden_channels, config.num_rbf, config.num_interactions
     node_flops = 2 * 2 * nodes * (h * f + f * h + h * h) * blocks  # forward + input gradients
-    if backend == "tabulated":
+    if backend in TABULATED:
         pair_flops = (10 + 19) * pairs * f * blocks  # spline + messages; backward: W, W', grads, dot
         matmul_flops = node_flops
     else:

@@ -10,6 +10,9 @@
 ``tabulated``   each block's filter W(r) as a cubic Hermite spline (fixed after
                 training): the registered C++ op ``gnnmd::tabulated_conv`` on CPU
                 (eager and TorchScript), Triton on CUDA
+``tabulated16`` ``tabulated`` with the spline tables in float16 (float32 arithmetic):
+                half the bytes a pair reads, the coefficients' rounding added to the
+                spline's error (docs/kernels.md)
 ==============  =====================================================================
 
 This package resolves a backend name and builds each block's kernel from its filter record
@@ -33,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gnnmd.kernels.filter_spec import FilterRecord
 
-BACKENDS = ("reference", "fused", "fused16", "tabulated")
+BACKENDS = ("reference", "fused", "fused16", "tabulated", "tabulated16")
+#: The backends whose filters are spline tables.
+TABULATED = ("tabulated", "tabulated16")
 #: The request for the fastest accurate backend that runs here (see :func:`choose_backend`).
 AUTO = "auto"
 
@@ -91,13 +96,14 @@ def kernel_for(backend: str, record: FilterRecord, dtype: Any, options: dict):
     ``options``: ``native`` (tabulated: the registered op, else its pure-torch twin), ``tolerance``
     or ``points`` (tabulated grid), ``weight_dtype`` (fused16).
     """
-    if backend == "tabulated":
-        from gnnmd.kernels.tabulated import NativeTabulatedKernel, TabulatedKernel, tabulate_block
+    if backend in TABULATED:
+        from gnnmd.kernels.tabulated import NativeTabulatedKernel, TabulatedKernel, half_table, tabulate_block
 
         kwargs = {key: options[key] for key in ("tolerance", "points") if key in options}
         coefficients, report = tabulate_block(record, **kwargs)
+        table = half_table(coefficients, report) if backend == "tabulated16" else coefficients.to(dtype)
         kernel = NativeTabulatedKernel if options["native"] else TabulatedKernel
-        return kernel(coefficients.to(dtype), record.cutoff_nm, report)
+        return kernel(table, record.cutoff_nm, report)
     from gnnmd.kernels.fused import FusedKernel
 
     weight_dtype = options.get("weight_dtype") if backend == "fused16" else None

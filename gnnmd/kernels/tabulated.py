@@ -118,6 +118,32 @@ def tabulate_block(
     return hermite_coefficients(values, derivatives, cutoff_nm / size), report
 
 
+#: Largest finite float16.
+FLOAT16_MAX = 65504.0
+
+
+def half_table(coefficients: Tensor, report: dict) -> Tensor:
+    """``coefficients`` (S, 4, F) as float16 (the ``tabulated16`` backend), recording in ``report``
+    the rounding: the largest change of W at the grid's quarter points, relative to the RMS of W
+    (the same measure as the interpolation error). Raises ValueError where a coefficient
+    overflows float16."""
+    largest = float(coefficients.abs().max()) if coefficients.numel() else 0.0
+    if largest > FLOAT16_MAX:
+        raise ValueError(f"tabulated16: a spline coefficient of {largest:.4g} overflows float16 "
+                         f"(largest {FLOAT16_MAX}); use the tabulated backend")  # fmt: skip
+    table = coefficients.to(torch.float16)
+    t = torch.tensor([0.0, 0.25, 0.5, 0.75], dtype=torch.float64)[:, None, None]
+
+    def values(c: Tensor) -> Tensor:  # (4, S, F) W at t within every segment
+        c = c.double()
+        return c[:, 0] + t * (c[:, 1] + t * (c[:, 2] + t * c[:, 3]))
+
+    exact = values(coefficients)
+    rms = float(exact.pow(2).mean().sqrt()) or 1.0
+    report.update(table_dtype="float16", rounding_error=float((values(table) - exact).abs().max()) / rms)
+    return table
+
+
 class TabulatedKernel(nn.Module):
     """Σ_j W(r_ij) ⊙ h_j with W(r) a per-block cubic Hermite spline: the pure-torch twin.
 
@@ -137,6 +163,16 @@ class TabulatedKernel(nn.Module):
         self.cutoff_nm = float(cutoff_nm)
         self.inv_spacing = float(coefficients.shape[0] / cutoff_nm)
         self.report = dict(report or {})
+        self.half_table = coefficients.dtype == torch.float16
+
+    @torch.jit.ignore
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # A float16 table (tabulated16) stays float16 when the model changes dtype (.float(),
+        # .double(), .to(dtype)): the kernels take it as it is and widen it where they must.
+        super()._apply(fn, recurse)
+        if self.half_table and self.coefficients.dtype != torch.float16:
+            self.coefficients = self.coefficients.to(torch.float16)
+        return self
 
     def forward(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
         """(N, F) messages from (N, F) features, (2, E) pairs i<j and (E,) distances in nm."""
@@ -146,7 +182,8 @@ class TabulatedKernel(nn.Module):
 
     def filters(self, distances: Tensor) -> Tensor:
         """(E, F) W(r) of (E,) distances in nm, interpolated."""
-        return evaluate_spline(self.coefficients, self.inv_spacing, self.cutoff_nm, distances)
+        table = self._typed_coefficients(distances)
+        return evaluate_spline(table, self.inv_spacing, self.cutoff_nm, distances)
 
     def _torch(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
         return aggregate_pairs(h, self.filters(distances), pairs)
@@ -154,12 +191,16 @@ class TabulatedKernel(nn.Module):
     def _typed_coefficients(self, h: Tensor) -> Tensor:
         return self.coefficients if self.coefficients.dtype == h.dtype else self.coefficients.to(h.dtype)
 
+    def _op_coefficients(self, h: Tensor) -> Tensor:
+        # The op reads a float16 table (tabulated16) as it is, or widens it itself.
+        return self.coefficients if self.half_table else self._typed_coefficients(h)
+
     @torch.jit.unused
     def _cuda(self, h: Tensor, pairs: Tensor, distances: Tensor) -> Tensor:
         from gnnmd.kernels import triton_kernels
 
         if triton_kernels.available() and h.dtype == torch.float32:
-            coefficients = self._typed_coefficients(h)
+            coefficients = self._typed_coefficients(h)  # Triton reads float32 tables
             return triton_kernels.tabulated_conv(
                 h, pairs, distances, coefficients, self.inv_spacing, self.cutoff_nm
             )
@@ -181,5 +222,5 @@ class NativeTabulatedKernel(TabulatedKernel):
         if not torch.jit.is_scripting() and h.is_cuda:
             return self._cuda(h, pairs, distances)
         return torch.ops.gnnmd.tabulated_conv(
-            h, pairs, distances, self._typed_coefficients(h), self.inv_spacing, self.cutoff_nm
+            h, pairs, distances, self._op_coefficients(h), self.inv_spacing, self.cutoff_nm
         )

@@ -74,7 +74,9 @@ class NativeTabulatedNetwork(nn.Module):
     @torch.jit.ignore
     def _apply(self, fn, recurse=True):  # type: ignore[override]
         # The weights are plain lists (one op argument each), so .to() and .double() reach them here.
-        self.blocks = [fn(t) for t in self.blocks]
+        # A float16 spline table (tabulated16) stays float16, as in TabulatedKernel._apply.
+        self.blocks = [t2.to(torch.float16) if t.dtype == torch.float16 else t2
+                       for t, t2 in ((t, fn(t)) for t in self.blocks)]  # fmt: skip
         self.readout = [fn(t) for t in self.readout]
         return super()._apply(fn, recurse)
 

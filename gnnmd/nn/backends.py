@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gnnmd.kernels import fallback_reason, kernel_for, resolve_backend
+from gnnmd.kernels import TABULATED, fallback_reason, kernel_for, resolve_backend
 from gnnmd.kernels.tabulated_network import NativeTabulatedNetwork
 from gnnmd.nn.filter_record import network_record
 from gnnmd.nn.potential import CGPotential
@@ -36,10 +36,10 @@ def implementation_of(model: CGPotential, device: Any = "cpu") -> str:
         from gnnmd.kernels import triton_kernels  # imports Triton: only where CUDA is asked for
 
         dtype = next(model.parameters()).dtype
-        if triton_kernels.available() and (backend != "tabulated" or dtype == torch.float32):
+        if triton_kernels.available() and (backend not in TABULATED or dtype == torch.float32):
             return "triton-cuda"
         return "torch"
-    if backend == "tabulated":
+    if backend in TABULATED:
         implementation = model.network.convolutions()[0].kernel.implementation
         return implementation + (" (fallback)" if getattr(model.network, "fallback", None) else "")
     return "torch-chunked"
@@ -61,7 +61,7 @@ def use_backend(
     resolve_backend(backend)
     if backend_of(model) != "reference":
         raise ValueError(f"convert from a reference model; this one already runs {backend_of(model)!r}")
-    problem = fallback_reason(allow_fallback) if backend == "tabulated" else None
+    problem = fallback_reason(allow_fallback) if backend in TABULATED else None
     native = problem is None
     converted = copy.deepcopy(model)
     network = converted.network
@@ -76,7 +76,7 @@ def use_backend(
         from gnnmd.kernels.quantize import quantize_linear_layers
 
         quantize_linear_layers(network, options.get("weight_dtype"))
-    if backend == "tabulated" and native:
+    if backend in TABULATED and native:
         # The native path also computes pair distances and priors through registered ops (CPU).
         from gnnmd.kernels.native_geometry import NativePairDistances, NativePriorTerms
 

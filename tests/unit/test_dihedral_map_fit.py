@@ -1,7 +1,7 @@
-"""The arithmetic of ``benchmarks/dihedral_map_fit.py`` (the ala2 free-energy diagnostic): its rotation
-fields move one dihedral at unit rate and nothing else, and on synthetic forces its fits recover a
-known φ/ψ map — the generalized fit even where the stiff coordinates' forces are wrong in a way that
-depends on φ, which is what misleads the Cartesian fit."""
+"""The arithmetic of ``benchmarks/dihedral_map_fit.py`` (the ala2 free-energy diagnostic): on synthetic
+forces its fits recover a known φ/ψ map — the generalized fit (forces along φ and ψ by
+gnnmd.torsions.dihedral_forces, tested in test_torsions.py) even where the stiff coordinates' forces
+are wrong in a way that depends on φ, which is what misleads the Cartesian fit."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from gnnmd.topology import custom_topology
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "dihedral_map_fit.py"
 spec = importlib.util.spec_from_file_location("dihedral_map_fit", SCRIPT)
@@ -37,16 +39,8 @@ def chains(count: int, seed: int = 0) -> torch.Tensor:
     return torch.as_tensor(frames)
 
 
-def test_rotation_fields_move_one_dihedral_at_unit_rate_and_nothing_else():
-    x = chains(50).requires_grad_(True)
-    coordinates = [fit.dihedral(x, fit.PHI), fit.dihedral(x, fit.PSI), *fit.stiff_coordinates(x)]
-    gradients = [torch.autograd.grad(q.sum(), x, retain_graph=True)[0] for q in coordinates]
-    for index, (beads, moving) in enumerate(((fit.PHI, [3, 4]), (fit.PSI, [4]))):
-        field = fit.rotation_field(x.detach(), beads, moving)
-        rates = torch.stack([(g * field).sum((1, 2)) for g in gradients], dim=1)  # (F, 9)
-        assert torch.allclose(rates[:, index].abs(), torch.ones(50, dtype=torch.float64), atol=1e-10)
-        others = torch.cat([rates[:, :index], rates[:, index + 1 :]], dim=1)
-        assert float(others.abs().max()) < 1e-10
+#: Five beads in a row, as alanine dipeptide's CG map: φ = 0-1-2-3, ψ = 1-2-3-4.
+CHAIN = custom_topology("chain", ["C"] * 5, [12.0] * 5, [(0, 1), (1, 2), (2, 3), (3, 4)])
 
 
 class NoPriors:
@@ -77,7 +71,7 @@ def test_the_fits_recover_a_known_map_and_only_the_generalized_one_ignores_stiff
     c_true = np.random.default_rng(2).normal(0, 1.0, 2 * len(freq))
     for stiff_error, cartesian_exact in ((0.0, True), (400.0, False)):
         forces = synthetic_forces(x, c_true, freq, stiff_error).numpy()
-        data = fit.projections(NoPriors(), None, x.numpy(), forces, chunk=1000)
+        data = fit.projections(NoPriors(), CHAIN, x.numpy(), forces, chunk=1000)
         generalized = fit.fit_generalized(data["angles"], data["generalized"], freq, ridge=0.0)
         cartesian = fit.fit_cartesian(data["angles"], data["metric"], data["projected"], freq, ridge=0.0)
         np.testing.assert_allclose(generalized, c_true, atol=1e-6)

@@ -17,14 +17,15 @@ import torch
 from gnnmd.kernels import BACKENDS, resolve_backend
 from gnnmd.kernels.filter_function import FilterFunction
 from gnnmd.kernels.quantize import QuantizedLinear
-from gnnmd.kernels.tabulated import TabulatedKernel, evaluate_spline, exact_filter, tabulate_block
+from gnnmd.kernels.tabulated import TabulatedKernel, evaluate_spline, exact_filter, half_table, tabulate_block
 from gnnmd.models import load_model, save_checkpoint
 from gnnmd.neighbors import within_cutoff
 from gnnmd.nn.backends import backend_of, implementation_of, use_backend
 from tests.conftest import perturbed
 from tests.unit.test_ops import OpCounter
 
-FORCE_TOLERANCE = {"reference": 1e-12, "fused": 1e-10, "tabulated": 1e-3, "fused16": 2e-2}
+FORCE_TOLERANCE = {"reference": 1e-12, "fused": 1e-10, "tabulated": 1e-3, "tabulated16": 3e-3,
+                   "fused16": 2e-2}  # fmt: skip
 
 
 def network_energy_forces(model, batch, positions):
@@ -176,6 +177,29 @@ def test_edge_cases(small_model, chignolin, backend):
     torch.testing.assert_close(bead, reference, rtol=tolerance, atol=tolerance)
 
 
+def test_tabulated16_keeps_float16_tables_and_reports_their_rounding(small_model, chignolin):
+    """The tables stay float16 through dtype changes of the model and its network op; the report
+    says so with the rounding; the forces stay within the backend's tolerance; a coefficient too
+    large for float16 is refused."""
+    converted = use_backend(small_model, "tabulated16")
+    for model in (converted.float(), converted.double(), converted.to(torch.float32)):
+        assert all(block.kernel.coefficients.dtype == torch.float16 for block in model.network.interactions)
+        assert model.network.network_kernel.blocks[5].dtype == torch.float16
+    report = converted.network.interactions[0].kernel.report
+    assert report["table_dtype"] == "float16" and 0 < report["rounding_error"] < 1e-2
+    assert implementation_of(converted) == "native-cpu" and backend_of(converted) == "tabulated16"
+    batch = small_model.pack([chignolin.topology])
+    x = perturbed(chignolin.positions_nm, 0.02, seed=5).float()
+    _, f_exact = network_energy_forces(small_model.float(), batch, x)
+    _, f_16 = network_energy_forces(converted.float(), batch, x)
+    _, f_32 = network_energy_forces(use_backend(small_model, "tabulated").float(), batch, x)
+    scale = float(f_exact.pow(2).mean().sqrt())
+    error_16, error_32 = (float((f - f_exact).pow(2).mean().sqrt()) / scale for f in (f_16, f_32))
+    assert error_16 < FORCE_TOLERANCE["tabulated16"] and error_16 > error_32  # the rounding shows
+    with pytest.raises(ValueError, match="overflows float16"):
+        half_table(torch.full((4, 4, 2), 7e4, dtype=torch.float64), {})
+
+
 def test_switch_and_model_management(small_model, tmp_path):
     with pytest.raises(ValueError, match="unknown backend 'fastest'"):
         resolve_backend("fastest")
@@ -202,7 +226,7 @@ def test_16bit_weights_survive_dtype_changes(small_model):
     assert float((rebuilt - original).abs().max() / original.abs().max()) < 2**-10
 
 
-@pytest.mark.parametrize("backend", ["fused", "tabulated"])
+@pytest.mark.parametrize("backend", ["fused", "tabulated", "tabulated16"])
 def test_torchscript_path_matches_eager(small_model, mixed, backend):
     """TorchScript runs the pure-torch path of each kernel (what openmm-torch loads)."""
     batch, positions = mixed

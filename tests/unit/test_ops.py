@@ -198,3 +198,24 @@ def test_a_missing_library_raises_unless_fallback_is_allowed(small_model, monkey
     assert capsys.readouterr().err.count("falls back to pure torch") == 1  # said once
     assert implementation_of(use_backend(small_model, "fused"), "cpu") == "torch-chunked"
     assert implementation_of(small_model, "cpu") == "torch"
+
+
+@pytest.mark.parametrize("features", [8, 32, 128])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float16_tables_compute_what_their_widened_tables_do(features, dtype):
+    """tabulated16: a float16 table gives what the same table widened to the features' dtype gives,
+    forward and backward, whether the float16 kernels read it (float32, 32 or 128 channels on
+    AVX-512) or the op widens it first (8 channels, float64); opcheck of both ops."""
+    ops.load()
+    h, pairs, r = graph([30, 7, 22], 2, features, dtype, seed=features)
+    half = spline(features).half()
+    widened = half.to(dtype)
+    grad = torch.randn_like(h)
+    torch.library.opcheck(torch.ops.gnnmd.tabulated_conv.default, (h, pairs, r, half, 64.0, 1.0))
+    backward = torch.ops.gnnmd.tabulated_conv_backward
+    torch.library.opcheck(backward.default, (grad, h, pairs, r, half, 64.0, 1.0))
+    forward = torch.ops.gnnmd.tabulated_conv
+    results = [(forward(h, pairs, r, table, 64.0, 1.0), *backward(grad, h, pairs, r, table, 64.0, 1.0))
+               for table in (half, widened)]  # fmt: skip
+    for got, expected in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))

@@ -64,6 +64,9 @@ def test_the_tabulated_op_has_triton_cuda_kernels_under_its_own_name(interpreted
     for quantity in ("messages", "features", "distances"):
         assert case[quantity] <= 1e-5, f"{quantity}: {case[quantity]:.2e}"
     assert "float32 Triton kernel" in case["float64"]
+    half = interpreted["tabulated16-op-cuda-kernel"]  # float16 tables: widened on CUDA, read on CPU
+    for quantity in ("messages", "features", "distances"):
+        assert half[quantity] <= 1e-5, f"tabulated16 {quantity}: {half[quantity]:.2e}"
 
 
 def test_philox_bits_on_triton_equal_the_torch_twin(interpreted):

@@ -125,6 +125,16 @@ results["tabulated-op-cuda-kernel"] = {
     "features": relative(cuda_h, native_h),
     "distances": relative(cuda_r, native_r),
 }  # fmt: skip
+# A float16 table (tabulated16): the CUDA kernels widen it; the CPU kernel reads it as float16.
+half_args = (pairs, distances, table.coefficients.half(), table.inv_spacing, CUTOFF)
+half_h, half_r = torch.ops.gnnmd.tabulated_conv_backward.default(g, h, *half_args)
+half_cuda_h, half_cuda_r = triton_kernels.tabulated.conv_backward(g, h, *half_args)
+results["tabulated16-op-cuda-kernel"] = {
+    "messages": relative(triton_kernels.tabulated.conv_rows(h, *half_args),
+                         torch.ops.gnnmd.tabulated_conv.default(h, *half_args)),
+    "features": relative(half_cuda_h, half_h),
+    "distances": relative(half_cuda_r, half_r),
+}  # fmt: skip
 try:
     triton_kernels.tabulated.conv_rows(h.double(), pairs, distances.double(), table.coefficients, 2.0, 1.0)
 except RuntimeError as error:

@@ -13,8 +13,10 @@
 // cut at molecule boundaries, one piece of about E / threads pairs per thread, each writing only its
 // own molecules' rows; a single molecule is cut into pair ranges, each thread accumulating into its
 // own (N, F) buffer (no atomics), summed at the end.
-// Vector width: the per-range loops are compiled for AVX-512, AVX2 and a portable baseline
-// (GCC target_clones), chosen at load time by the CPU that runs them.
+// Vector width: the per-range loops (tabulated_rows.h) are compiled for AVX-512, AVX2 and a portable
+// baseline (GCC target_clones), chosen at load time by the CPU that runs them.
+// Tables: the features' dtype, or float16 (the tabulated16 backend: read as float16 by the kernels
+// of tabulated_conv_f16.cpp under float32 features on AVX-512 CPUs, widened first elsewhere).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -27,8 +29,11 @@
 #include <vector>
 
 #include "geometry.h"
+#include "tabulated_rows.h"
 
 namespace {
+
+using namespace gnnmd_tabulated;
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define GNNMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -36,180 +41,6 @@ namespace {
 #define GNNMD_CLONES
 #endif
 
-template <typename real>
-inline int64_t segment(real r, real inv_dr, int64_t segments, real cutoff, real* t) {
-  if (!(r < cutoff)) return -1;
-  real x = r * inv_dr;
-  int64_t k = static_cast<int64_t>(x);
-  if (k >= segments) k = segments - 1;
-  if (k < 0) k = 0;
-  *t = x - static_cast<real>(k);
-  return k;
-}
-
-struct Graph {
-  const int64_t* pi;
-  const int64_t* pj;
-  int64_t segments;
-  int64_t features;
-};
-
-// Any channel count; the common widths take the row kernels below.
-template <typename real>
-__attribute__((always_inline)) inline void forward_range(
-    const Graph& g, int64_t begin, int64_t end, const real* r, const real* coef, real inv_dr,
-    real cutoff, const real* h, real* out) {
-  const int64_t F = g.features;
-  for (int64_t p = begin; p < end; ++p) {
-    real t;
-    int64_t k = segment<real>(r[p], inv_dr, g.segments, cutoff, &t);
-    if (k < 0) continue;
-    const real *c0 = coef + k * 4 * F, *c1 = c0 + F, *c2 = c1 + F, *c3 = c2 + F;
-    const real* __restrict__ hi = h + g.pi[p] * F;
-    const real* __restrict__ hj = h + g.pj[p] * F;
-    real* __restrict__ oi = out + g.pi[p] * F;
-    real* __restrict__ oj = out + g.pj[p] * F;
-#pragma omp simd
-    for (int64_t c = 0; c < F; ++c) {
-      real w = c0[c] + t * (c1[c] + t * (c2[c] + t * c3[c]));
-      oi[c] += w * hj[c];
-      oj[c] += w * hi[c];
-    }
-  }
-}
-
-template <typename real>
-__attribute__((always_inline)) inline void backward_range(
-    const Graph& g, int64_t begin, int64_t end, const real* r, const real* coef, real inv_dr,
-    real cutoff, const real* h, const real* grad, real* grad_h, real* grad_r) {
-  const int64_t F = g.features;
-  for (int64_t p = begin; p < end; ++p) {
-    real t;
-    int64_t k = segment<real>(r[p], inv_dr, g.segments, cutoff, &t);
-    if (k < 0) {
-      grad_r[p] = 0;
-      continue;
-    }
-    const real *c0 = coef + k * 4 * F, *c1 = c0 + F, *c2 = c1 + F, *c3 = c2 + F;
-    const real* __restrict__ hi = h + g.pi[p] * F;
-    const real* __restrict__ hj = h + g.pj[p] * F;
-    const real* __restrict__ gi = grad + g.pi[p] * F;
-    const real* __restrict__ gj = grad + g.pj[p] * F;
-    real* __restrict__ ui = grad_h + g.pi[p] * F;
-    real* __restrict__ uj = grad_h + g.pj[p] * F;
-    real s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t c = 0; c < F; ++c) {
-      real w = c0[c] + t * (c1[c] + t * (c2[c] + t * c3[c]));
-      real dw = c1[c] + t * (2 * c2[c] + 3 * t * c3[c]);
-      ui[c] += w * gj[c];
-      uj[c] += w * gi[c];
-      s += dw * (gi[c] * hj[c] + gj[c] * hi[c]);
-    }
-    grad_r[p] = s * inv_dr;
-  }
-}
-
-// Pairs sorted by their first bead (as pair lists are built: i-major) share i over runs of
-// pairs. The row kernels below keep bead i's features and its running sum in vector registers
-// over such a run and write out_i once per run, so a pair costs its coefficients, h_j and
-// out_j only. Vectors are GCC vector extensions of 64 bytes: one AVX-512 register, two AVX2
-// ones or four SSE ones, whichever clone runs.
-template <typename real>
-struct Lanes {
-  typedef real vec __attribute__((vector_size(64), aligned(sizeof(real)), may_alias));
-  static constexpr int64_t count = 64 / sizeof(real);
-};
-
-template <typename real, int64_t Width>
-__attribute__((always_inline)) inline void forward_rows(
-    const Graph& g, int64_t begin, int64_t end, const real* r, const real* coef, real inv_dr,
-    real cutoff, const real* h, real* out) {
-  using vec = typename Lanes<real>::vec;
-  constexpr int64_t V = Width / Lanes<real>::count;
-  vec hi[V], acc[V];
-  int64_t current = -1;
-  auto flush = [&]() {
-    if (current < 0) return;
-    vec* oi = reinterpret_cast<vec*>(out + current * Width);
-    for (int64_t v = 0; v < V; ++v) oi[v] += acc[v];
-  };
-  for (int64_t p = begin; p < end; ++p) {
-    real t;
-    const int64_t k = segment<real>(r[p], inv_dr, g.segments, cutoff, &t);
-    if (k < 0) continue;
-    const int64_t i = g.pi[p];
-    if (i != current) {
-      flush();
-      current = i;
-      const vec* source = reinterpret_cast<const vec*>(h + i * Width);
-      for (int64_t v = 0; v < V; ++v) {
-        hi[v] = source[v];
-        acc[v] = vec{};
-      }
-    }
-    const vec* c = reinterpret_cast<const vec*>(coef + k * 4 * Width);
-    const vec* hj = reinterpret_cast<const vec*>(h + g.pj[p] * Width);
-    vec* oj = reinterpret_cast<vec*>(out + g.pj[p] * Width);
-    for (int64_t v = 0; v < V; ++v) {
-      const vec w = c[v] + t * (c[V + v] + t * (c[2 * V + v] + t * c[3 * V + v]));
-      acc[v] += w * hj[v];
-      oj[v] += w * hi[v];
-    }
-  }
-  flush();
-}
-
-template <typename real, int64_t Width>
-__attribute__((always_inline)) inline void backward_rows(
-    const Graph& g, int64_t begin, int64_t end, const real* r, const real* coef, real inv_dr,
-    real cutoff, const real* h, const real* grad, real* grad_h, real* grad_r) {
-  using vec = typename Lanes<real>::vec;
-  constexpr int64_t V = Width / Lanes<real>::count;
-  vec hi[V], gi[V], acc[V];
-  int64_t current = -1;
-  auto flush = [&]() {
-    if (current < 0) return;
-    vec* ui = reinterpret_cast<vec*>(grad_h + current * Width);
-    for (int64_t v = 0; v < V; ++v) ui[v] += acc[v];
-  };
-  for (int64_t p = begin; p < end; ++p) {
-    real t;
-    const int64_t k = segment<real>(r[p], inv_dr, g.segments, cutoff, &t);
-    if (k < 0) {
-      grad_r[p] = 0;
-      continue;
-    }
-    const int64_t i = g.pi[p];
-    if (i != current) {
-      flush();
-      current = i;
-      const vec* hs = reinterpret_cast<const vec*>(h + i * Width);
-      const vec* gs = reinterpret_cast<const vec*>(grad + i * Width);
-      for (int64_t v = 0; v < V; ++v) {
-        hi[v] = hs[v];
-        gi[v] = gs[v];
-        acc[v] = vec{};
-      }
-    }
-    const vec* c = reinterpret_cast<const vec*>(coef + k * 4 * Width);
-    const vec* hj = reinterpret_cast<const vec*>(h + g.pj[p] * Width);
-    const vec* gj = reinterpret_cast<const vec*>(grad + g.pj[p] * Width);
-    vec* uj = reinterpret_cast<vec*>(grad_h + g.pj[p] * Width);
-    vec s{};
-    for (int64_t v = 0; v < V; ++v) {
-      const vec w = c[v] + t * (c[V + v] + t * (c[2 * V + v] + t * c[3 * V + v]));
-      const vec dw = c[V + v] + t * (2 * c[2 * V + v] + 3 * t * c[3 * V + v]);
-      acc[v] += w * gj[v];
-      uj[v] += w * gi[v];
-      s += dw * (gi[v] * hj[v] + gj[v] * hi[v]);
-    }
-    real total = 0;
-    for (int64_t l = 0; l < Lanes<real>::count; ++l) total += s[l];
-    grad_r[p] = total * inv_dr;
-  }
-  flush();
-}
 
 // The row kernels for the channel counts fixed at compile time, else the loops for any count.
 template <typename real>
@@ -287,10 +118,11 @@ void check_inputs(const at::Tensor& h, const at::Tensor& pairs, const at::Tensor
   TORCH_CHECK(coef.dim() == 3 && coef.size(1) == 4 && coef.size(2) == h.size(1) && coef.size(0) > 0,
               "tabulated_conv: coefficients must be (S, 4, F) with F = ", h.size(1), ", got ",
               coef.sizes());
-  TORCH_CHECK(h.scalar_type() == r.scalar_type() && h.scalar_type() == coef.scalar_type() &&
+  TORCH_CHECK(h.scalar_type() == r.scalar_type() &&
+                  (h.scalar_type() == coef.scalar_type() || coef.scalar_type() == at::kHalf) &&
                   (h.scalar_type() == at::kFloat || h.scalar_type() == at::kDouble),
               "tabulated_conv: features, distances and coefficients must share one dtype, float32 "
-              "or float64; got ", h.scalar_type(), ", ", r.scalar_type(), ", ", coef.scalar_type());
+              "or float64 (coefficients may also be float16); got ", h.scalar_type(), ", ", r.scalar_type(), ", ", coef.scalar_type());
 }
 
 // Where the pair list may be cut so that the pieces touch disjoint rows of the features: cuts
@@ -373,14 +205,37 @@ at::Tensor accumulate_pairs(const at::Tensor& like, const Graph& g, int64_t pair
   return out;
 }
 
+// Whether the float16-table kernels (tabulated_conv_f16.cpp, AVX-512) run here for these features;
+// elsewhere a float16 table is widened to the features' dtype first (the same numbers, more bytes).
+bool half_table_kernels(const at::Tensor& features) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c");
+  const int64_t F = features.size(1);
+  return avx512 && features.scalar_type() == at::kFloat && (F == 32 || F == 64 || F == 128);
+}
+
+at::Tensor table_for_kernels(const at::Tensor& coefficients, const at::Tensor& features) {
+  at::Tensor c = coefficients.contiguous();
+  const bool widen = c.scalar_type() == at::kHalf && !half_table_kernels(features);
+  return widen ? c.to(features.scalar_type()) : c;
+}
+
 at::Tensor tabulated_conv_cpu(const at::Tensor& features, const at::Tensor& pairs,
                               const at::Tensor& distances, const at::Tensor& coefficients,
                               double inv_spacing, double cutoff) {
   check_inputs(features, pairs, distances, coefficients);
-  at::Tensor h = features.contiguous(), r = distances.contiguous(), c = coefficients.contiguous();
+  at::Tensor h = features.contiguous(), r = distances.contiguous();
+  at::Tensor c = table_for_kernels(coefficients, h);
   at::Tensor p = pairs.contiguous();
   Graph g{p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.size(1), c.size(0), h.size(1)};
   at::Tensor out;
+  if (c.scalar_type() == at::kHalf) {
+    const auto* table = reinterpret_cast<const uint16_t*>(c.data_ptr<at::Half>());
+    return accumulate_pairs<float>(h, g, p.size(1), [&](int64_t begin, int64_t end, float* mine) {
+      forward_f32_half_table(g, begin, end, r.data_ptr<float>(), table,
+                             static_cast<float>(inv_spacing), static_cast<float>(cutoff),
+                             h.data_ptr<float>(), mine);
+    });
+  }
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "tabulated_conv", [&] {
     out = accumulate_pairs<scalar_t>(h, g, p.size(1), [&](int64_t begin, int64_t end, scalar_t* mine) {
       forward_typed(g, begin, end, r.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), inv_spacing,
@@ -397,10 +252,21 @@ std::tuple<at::Tensor, at::Tensor> tabulated_conv_backward_cpu(
   check_inputs(features, pairs, distances, coefficients);
   TORCH_CHECK(grad.sizes() == features.sizes(), "tabulated_conv_backward: grad must be ",
               features.sizes(), ", got ", grad.sizes());
-  at::Tensor h = features.contiguous(), r = distances.contiguous(), c = coefficients.contiguous();
+  at::Tensor h = features.contiguous(), r = distances.contiguous();
+  at::Tensor c = table_for_kernels(coefficients, h);
   at::Tensor p = pairs.contiguous(), gr = grad.contiguous().to(h.scalar_type());
   Graph g{p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + p.size(1), c.size(0), h.size(1)};
   at::Tensor grad_h, grad_r = at::empty_like(r);
+  if (c.scalar_type() == at::kHalf) {
+    const auto* table = reinterpret_cast<const uint16_t*>(c.data_ptr<at::Half>());
+    grad_h = accumulate_pairs<float>(h, g, p.size(1), [&](int64_t begin, int64_t end, float* mine) {
+      backward_f32_half_table(g, begin, end, r.data_ptr<float>(), table,
+                              static_cast<float>(inv_spacing), static_cast<float>(cutoff),
+                              h.data_ptr<float>(), gr.data_ptr<float>(), mine,
+                              grad_r.data_ptr<float>());
+    });
+    return {grad_h, grad_r};
+  }
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "tabulated_conv_backward", [&] {
     grad_h = accumulate_pairs<scalar_t>(h, g, p.size(1), [&](int64_t begin, int64_t end, scalar_t* mine) {
       backward_typed(g, begin, end, r.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), inv_spacing,

@@ -22,8 +22,8 @@
 //   tabulated_network_backward  CPU and Meta: (dE/dx0, dE/dr) for a given dE/de (dE/dx0 zero
 //                               unless x0_grad: its last product is skipped)
 // Weights come as one flat list, six per block (W_in2f (F, H), W_f2out (H, F), b_f2out (H),
-// W_dense (H, H), b_dense (H), spline coefficients (S, 4, F)), and the readout as
-// (W_1, b_1, ..., W_L, b_L) with W_L of one row. Activations: tanh, ssp, silu, sigmoid, mish.
+// W_dense (H, H), b_dense (H), spline coefficients (S, 4, F), also float16), and the
+// readout as (W_1, b_1, ..., W_L, b_L) with W_L of one row. Activations: tanh, ssp, silu, sigmoid, mish.
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -114,10 +114,15 @@ Layout check_inputs(const at::Tensor& x0, const at::Tensor& pairs, const at::Ten
                 "tabulated_network: block ", k, " coefficients must be (S, 4, F), got ",
                 table.sizes());
   }
-  for (const at::Tensor& t : blocks) {
-    TORCH_CHECK(t.scalar_type() == x0.scalar_type() && !t.requires_grad(),
-                "tabulated_network: weights must share the features' dtype and be fixed (tabulated "
-                "models are frozen; train with the reference backend)");
+  for (size_t index = 0; index < blocks.size(); ++index) {
+    const at::Tensor& t = blocks[index];
+    // A block's spline table may be float16 (tabulated_conv reads or widens it).
+    const bool half_table =
+        static_cast<int64_t>(index) % kPerBlock == 5 && t.scalar_type() == at::kHalf;
+    TORCH_CHECK((t.scalar_type() == x0.scalar_type() || half_table) && !t.requires_grad(),
+                "tabulated_network: weights must share the features' dtype (spline tables may also "
+                "be float16) and be fixed (tabulated models are frozen; train "
+                "with the reference backend)");
   }
   for (const at::Tensor& t : readout) {
     TORCH_CHECK(t.scalar_type() == x0.scalar_type() && !t.requires_grad(),

@@ -198,6 +198,7 @@ def conv_rows(
     cutoff: float,
 ) -> Tensor:  # fmt: skip
     """The CUDA kernel of ``gnnmd::tabulated_conv`` (same arguments): (N, F) messages by the Triton rows."""
+    coefficients = _widened(coefficients, features)
     _check_float32("tabulated_conv", features, distances, coefficients)
     rows, _ = _row_kernels(inv_spacing, cutoff)
     rowptr, col, edge, _ = csr_edges(pairs, features.shape[0])
@@ -209,11 +210,17 @@ def conv_backward(
     inv_spacing: float, cutoff: float,
 ) -> tuple[Tensor, Tensor]:
     """The CUDA kernel of ``gnnmd::tabulated_conv_backward``: (∂/∂features (N, F), ∂/∂distances (E,))."""
+    coefficients = _widened(coefficients, features)
     _check_float32("tabulated_conv_backward", features, distances, coefficients)
     csr = csr_edges(pairs, features.shape[0])
     return message_gradients(*_row_kernels(inv_spacing, cutoff), csr, features.contiguous(),
                              distances.contiguous(), grad.to(features.dtype), (coefficients.contiguous(),),
                              pairs.shape[1])  # fmt: skip
+
+
+def _widened(coefficients: Tensor, features: Tensor) -> Tensor:
+    """A float16 table (tabulated16) in the features' dtype: the Triton kernels read float32 tables."""
+    return coefficients.to(features.dtype) if coefficients.dtype == torch.float16 else coefficients
 
 
 def _check_float32(op: str, *tensors: Tensor) -> None:
