@@ -127,20 +127,18 @@ def half_table(coefficients: Tensor, report: dict) -> Tensor:
     the rounding: the largest change of W at the grid's quarter points, relative to the RMS of W
     (the same measure as the interpolation error). Raises ValueError where a coefficient
     overflows float16."""
-    largest = float(coefficients.abs().max()) if coefficients.numel() else 0.0
+    largest = float(coefficients.abs().max())
     if largest > FLOAT16_MAX:
         raise ValueError(f"tabulated16: a spline coefficient of {largest:.4g} overflows float16 "
                          f"(largest {FLOAT16_MAX}); use the tabulated backend")  # fmt: skip
     table = coefficients.to(torch.float16)
-    t = torch.tensor([0.0, 0.25, 0.5, 0.75], dtype=torch.float64)[:, None, None]
-
-    def values(c: Tensor) -> Tensor:  # (4, S, F) W at t within every segment
-        c = c.double()
-        return c[:, 0] + t * (c[:, 1] + t * (c[:, 2] + t * c[:, 3]))
-
-    exact = values(coefficients)
+    # Distances in units of the spacing: segment k's quarter points are k, k + 1/4, k + 1/2, k + 3/4.
+    segments = coefficients.shape[0]
+    quarters = torch.tensor([0.0, 0.25, 0.5, 0.75], dtype=torch.float64)
+    probe = (torch.arange(segments, dtype=torch.float64)[:, None] + quarters).flatten()
+    exact, rounded = (evaluate_spline(c.double(), 1.0, float(segments), probe) for c in (coefficients, table))
     rms = float(exact.pow(2).mean().sqrt()) or 1.0
-    report.update(table_dtype="float16", rounding_error=float((values(table) - exact).abs().max()) / rms)
+    report.update(table_dtype="float16", rounding_error=float((rounded - exact).abs().max()) / rms)
     return table
 
 

@@ -122,7 +122,8 @@ void check_inputs(const at::Tensor& h, const at::Tensor& pairs, const at::Tensor
                   (h.scalar_type() == coef.scalar_type() || coef.scalar_type() == at::kHalf) &&
                   (h.scalar_type() == at::kFloat || h.scalar_type() == at::kDouble),
               "tabulated_conv: features, distances and coefficients must share one dtype, float32 "
-              "or float64 (coefficients may also be float16); got ", h.scalar_type(), ", ", r.scalar_type(), ", ", coef.scalar_type());
+              "or float64 (coefficients may also be float16); got ", h.scalar_type(), ", ",
+              r.scalar_type(), ", ", coef.scalar_type());
 }
 
 // Where the pair list may be cut so that the pieces touch disjoint rows of the features: cuts

@@ -23,7 +23,8 @@
 //                               unless x0_grad: its last product is skipped)
 // Weights come as one flat list, six per block (W_in2f (F, H), W_f2out (H, F), b_f2out (H),
 // W_dense (H, H), b_dense (H), spline coefficients (S, 4, F), also float16), and the
-// readout as (W_1, b_1, ..., W_L, b_L) with W_L of one row. Activations: tanh, ssp, silu, sigmoid, mish.
+// readout as (W_1, b_1, ..., W_L, b_L) with W_L of one row. Activations: tanh, ssp, silu,
+// sigmoid, mish.
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -76,6 +77,7 @@ at::Tensor activation_grad(Act act, const at::Tensor& g, const at::Tensor& kept)
 }
 
 constexpr int64_t kPerBlock = 6;
+constexpr int64_t kTable = 5;  // the spline coefficients' place among a block's six
 
 // add + a w^T: a (N, in), w (out, in), add (N, out), (out,) or undefined. (Cutting small products
 // into one row range per thread was measured: no faster at one chignolin, (49, 128) rows.)
@@ -107,7 +109,7 @@ Layout check_inputs(const at::Tensor& x0, const at::Tensor& pairs, const at::Ten
   const int64_t H = x0.size(1);
   for (int64_t k = 0; k < count; ++k) {
     const at::Tensor& in2f = blocks[k * kPerBlock];
-    const at::Tensor& table = blocks[k * kPerBlock + 5];
+    const at::Tensor& table = blocks[k * kPerBlock + kTable];
     TORCH_CHECK(in2f.dim() == 2 && in2f.size(1) == H, "tabulated_network: block ", k,
                 " W_in2f must be (F, ", H, "), got ", in2f.sizes());
     TORCH_CHECK(table.dim() == 3 && table.size(1) == 4 && table.size(2) == in2f.size(0),
@@ -118,7 +120,7 @@ Layout check_inputs(const at::Tensor& x0, const at::Tensor& pairs, const at::Ten
     const at::Tensor& t = blocks[index];
     // A block's spline table may be float16 (tabulated_conv reads or widens it).
     const bool half_table =
-        static_cast<int64_t>(index) % kPerBlock == 5 && t.scalar_type() == at::kHalf;
+        static_cast<int64_t>(index) % kPerBlock == kTable && t.scalar_type() == at::kHalf;
     TORCH_CHECK((t.scalar_type() == x0.scalar_type() || half_table) && !t.requires_grad(),
                 "tabulated_network: weights must share the features' dtype (spline tables may also "
                 "be float16) and be fixed (tabulated models are frozen; train "

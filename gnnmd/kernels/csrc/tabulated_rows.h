@@ -126,6 +126,7 @@ __attribute__((always_inline)) inline void forward_rows(
     const Graph& g, int64_t begin, int64_t end, const real* r, const table_t* coef, real inv_dr,
     real cutoff, const real* h, real* out) {
   using vec = typename Lanes<real>::vec;
+  using Table = Widen<real, table_t>;
   constexpr int64_t V = Width / Lanes<real>::count;
   vec hi[V], acc[V];
   int64_t current = -1;
@@ -152,8 +153,8 @@ __attribute__((always_inline)) inline void forward_rows(
     const vec* hj = reinterpret_cast<const vec*>(h + g.pj[p] * Width);
     vec* oj = reinterpret_cast<vec*>(out + g.pj[p] * Width);
     for (int64_t v = 0; v < V; ++v) {
-      const vec c0 = Widen<real, table_t>::load(c, v), c1 = Widen<real, table_t>::load(c, V + v);
-      const vec c2 = Widen<real, table_t>::load(c, 2 * V + v), c3 = Widen<real, table_t>::load(c, 3 * V + v);
+      const vec c0 = Table::load(c, v), c1 = Table::load(c, V + v);
+      const vec c2 = Table::load(c, 2 * V + v), c3 = Table::load(c, 3 * V + v);
       const vec w = c0 + t * (c1 + t * (c2 + t * c3));
       acc[v] += w * hj[v];
       oj[v] += w * hi[v];
@@ -167,6 +168,7 @@ __attribute__((always_inline)) inline void backward_rows(
     const Graph& g, int64_t begin, int64_t end, const real* r, const table_t* coef, real inv_dr,
     real cutoff, const real* h, const real* grad, real* grad_h, real* grad_r) {
   using vec = typename Lanes<real>::vec;
+  using Table = Widen<real, table_t>;
   constexpr int64_t V = Width / Lanes<real>::count;
   vec hi[V], gi[V], acc[V];
   int64_t current = -1;
@@ -200,8 +202,8 @@ __attribute__((always_inline)) inline void backward_rows(
     vec* uj = reinterpret_cast<vec*>(grad_h + g.pj[p] * Width);
     vec s{};
     for (int64_t v = 0; v < V; ++v) {
-      const vec c0 = Widen<real, table_t>::load(c, v), c1 = Widen<real, table_t>::load(c, V + v);
-      const vec c2 = Widen<real, table_t>::load(c, 2 * V + v), c3 = Widen<real, table_t>::load(c, 3 * V + v);
+      const vec c0 = Table::load(c, v), c1 = Table::load(c, V + v);
+      const vec c2 = Table::load(c, 2 * V + v), c3 = Table::load(c, 3 * V + v);
       const vec w = c0 + t * (c1 + t * (c2 + t * c3));
       const vec dw = c1 + t * (2 * c2 + 3 * t * c3);
       acc[v] += w * gj[v];
