@@ -1,0 +1,263 @@
+"""Alanine dipeptide's α_R / β / α_L by well-tempered metadynamics along φ: the reference and a model.
+
+Plain runs cannot settle α_L (φ ≥ 0): the all-atom reference enters it about once in 80 ns and
+a CG model's runs never did (benchmarks/RESULTS.md). A bias along φ alone makes both cross the
+barrier many times per nanosecond and leaves everything else at fixed φ unbiased, so the
+populations follow from the built free energy F(φ) and the biased samples
+(:mod:`gnnmd.analysis.reweighting`). The same settings (Gaussian height and width, bias factor,
+pace, a 1° grid) serve both sides:
+
+- ``reference``: amber14/GBn2 all-atom runs (the data's protocol: 300 K, 2 fs, X-H bonds
+  constrained, Langevin 1/ps) with OpenMM's own ``Metadynamics``, one independent run per group,
+  each in its own process on one CPU thread; φ and ψ are the CG map's dihedrals, measured on
+  their atoms.
+- ``model``: the CG model in gnnmd's replica runner (:mod:`gnnmd.sim.metadynamics`), walkers in
+  independent groups, started from reference frames; ``--priors-only`` switches the network off.
+- ``report``: populations of each file, with the error over groups, and the same from the first
+  half of the run (the bias built by then) as a convergence check.
+
+    python benchmarks/torsion_free_energy.py reference --runs 4 --ns 2 -o out/ala2_metad_reference.npz
+    python benchmarks/torsion_free_energy.py model ala2 --starts out/ala2-reference-10ns/ala2_reference.h5 \\
+        --replicas 64 --groups 4 --deposits 1000 -o out/ala2_metad_model.npz
+    python benchmarks/torsion_free_energy.py report out/ala2_metad_*.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gnnmd.analysis.reweighting import biased_populations
+from gnnmd.sim.metadynamics import MetadynamicsSettings
+
+TEMPERATURE_K = 300.0
+TIMESTEP_FS = 2.0
+
+
+def metadynamics_settings(args: argparse.Namespace) -> MetadynamicsSettings:
+    return MetadynamicsSettings(
+        height_kj_per_mol=args.height, width_rad=args.width, bias_factor=args.bias_factor,
+        pace_steps=args.pace, temperature_k=TEMPERATURE_K,
+    )  # fmt: skip
+
+
+def dihedrals(positions: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """(F, D) rad: dihedrals (D, 4) of frames (F, n, 3), IUPAC convention (as the CG analysis)."""
+    import torch
+
+    from gnnmd.nn.priors.geometry import dihedral_angles, frame_values
+
+    frames = torch.as_tensor(positions, dtype=torch.float64)
+    return frame_values(frames, torch.tensor(np.asarray(atoms, dtype=np.int64)), dihedral_angles).numpy()
+
+
+def reference_run(seed: int, ns: float, settings: MetadynamicsSettings, output: Path) -> None:
+    """One all-atom run biased along φ; writes its φ/ψ samples (one per deposit) and F(φ)."""
+    import mdtraj
+    import openmm
+    import openmm.app as app
+    from openmm import unit
+
+    from gnnmd.data.allatom import FORCEFIELDS
+    from gnnmd.data.allatom_structure import build_allatom
+    from gnnmd.protein_mapping import map_to_cg
+    from gnnmd.systems import load_system
+
+    system = load_system("ala2")
+    forcefield = app.ForceField(*FORCEFIELDS["amber14-gbn2"])
+    topology, positions = build_allatom(system, forcefield, seed)
+    trajectory = mdtraj.Trajectory(positions[None], mdtraj.Topology.from_openmm(topology))
+    cg, _ = map_to_cg(trajectory, system.topology.mapping, system.name, str(system.pdb_path))
+    atoms = np.asarray(cg.atom_indices)[np.asarray(cg.dihedrals)]  # (2, 4): φ, ψ on atoms
+    omm = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+    phi = openmm.CustomTorsionForce("theta")
+    phi.addTorsion(*(int(a) for a in atoms[0]))
+    variable = app.BiasVariable(
+        phi, -math.pi, math.pi, settings.width_rad, periodic=True, gridWidth=settings.grid_points + 1
+    )
+    kelvin = settings.temperature_k * unit.kelvin
+    height = settings.height_kj_per_mol * unit.kilojoule_per_mole
+    bias = app.Metadynamics(omm, [variable], kelvin, settings.bias_factor, height, settings.pace_steps)
+    integrator = openmm.LangevinMiddleIntegrator(
+        kelvin, 1.0 / unit.picosecond, TIMESTEP_FS * unit.femtosecond
+    )
+    integrator.setRandomNumberSeed(seed)
+    platform = openmm.Platform.getPlatformByName("CPU")
+    simulation = app.Simulation(topology, omm, integrator, platform, {"Threads": "1"})
+    simulation.context.setPositions(positions)
+    simulation.minimizeEnergy()
+    simulation.context.setVelocitiesToTemperature(kelvin, seed)
+    deposits = int(round(ns * 1e6 / TIMESTEP_FS / settings.pace_steps))
+    samples, half = [], None
+    for index in range(deposits):
+        bias.step(simulation, settings.pace_steps)
+        state = simulation.context.getState(getPositions=True)
+        samples.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[atoms.reshape(-1)])
+        if index + 1 == deposits // 2:
+            half = bias.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)[:-1]
+    frames = np.asarray(samples).reshape(len(samples), 8, 3)
+    angles = dihedrals(frames, np.array([[0, 1, 2, 3], [4, 5, 6, 7]]))
+    final = bias.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)[:-1]
+    np.savez(output, samples=angles, free_energy=final, free_energy_half=half)
+
+
+def reference(args: argparse.Namespace) -> None:
+    """``--runs`` independent reference runs, ``--processes`` at a time, merged into one file."""
+    settings = metadynamics_settings(args)
+    started = time.time()
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(folder) / f"run_{i}.npz" for i in range(args.runs)]
+        pending = list(range(args.runs))
+        running: list[subprocess.Popen] = []
+        while pending or running:
+            while pending and len(running) < args.processes:
+                index = pending.pop(0)
+                argv = [sys.executable, __file__, "reference-run", "--seed", str(args.seed + index),
+                        "--ns", str(args.ns), "-o", str(paths[index]), *settings_argv(args)]  # fmt: skip
+                running.append(subprocess.Popen(argv, env={**os.environ, "OPENMM_CPU_THREADS": "1"}))
+            running[0].wait()
+            if running[0].returncode != 0:
+                raise SystemExit(f"reference run failed ({running[0].args})")
+            running.pop(0)
+        runs = [np.load(p) for p in paths]
+        save(args.output, "reference amber14/GBn2 all-atom (OpenMM Metadynamics)", settings,
+             [r["samples"] for r in runs], [r["free_energy"] for r in runs],
+             [r["free_energy_half"] for r in runs], time.time() - started, vars(args))  # fmt: skip
+
+
+def settings_argv(args: argparse.Namespace) -> list[str]:
+    return ["--height", str(args.height), "--width", str(args.width), "--bias-factor", str(args.bias_factor),
+            "--pace", str(args.pace)]  # fmt: skip
+
+
+def model(args: argparse.Namespace) -> None:
+    """The CG model's walkers in groups, started from reference frames spread over the file."""
+    import torch
+
+    from gnnmd.data.dataset import ForceDataset
+    from gnnmd.engine.settings import LangevinSettings
+    from gnnmd.models import load_model
+    from gnnmd.nn.potential import priors_only
+    from gnnmd.sim.metadynamics import TorsionBias, TorsionMetadynamics, run_walkers
+    from gnnmd.sim.runner import ReplicaRunner
+
+    torch.set_num_threads(args.threads)
+    settings = metadynamics_settings(args)
+    potential = load_model(args.model, backend=args.backend)
+    if args.priors_only:
+        potential = priors_only(potential)
+    data = ForceDataset(args.starts)
+    topology = data.topologies[0]
+    picks = np.linspace(0, len(data) - 1, args.replicas).astype(int)
+    unique, inverse = np.unique(picks, return_inverse=True)  # fewer frames than walkers: some share
+    starts = data.frames(0, unique)[0][inverse]
+    bias = TorsionBias(settings, args.groups)
+    walkers = TorsionMetadynamics(
+        bias, topology.dihedrals[0], [r % args.groups for r in range(args.replicas)]
+    )
+    langevin = LangevinSettings(timestep_fs=TIMESTEP_FS, temperature_k=TEMPERATURE_K)
+    runner = ReplicaRunner(potential, [topology] * args.replicas, starts.reshape(-1, 3), langevin,
+                           seed=args.seed, forces=walkers)  # fmt: skip
+    started = time.time()
+    first = run_walkers(runner, walkers, args.deposits // 2)
+    half = bias.free_energy().numpy()
+    frames = np.concatenate([first, run_walkers(runner, walkers, args.deposits - args.deposits // 2)])
+    angles = dihedrals(frames.reshape(-1, topology.n_beads, 3), np.asarray(topology.dihedrals))
+    angles = angles.reshape(len(frames), args.replicas, 2)
+    groups = [angles[:, walkers.group.numpy() == g].reshape(-1, 2) for g in range(args.groups)]
+    label = f"model {args.model}" + (" priors only" if args.priors_only else "") + f" ({args.backend})"
+    save(args.output, label, settings, groups, list(bias.free_energy().numpy()), list(half),
+         time.time() - started, vars(args))  # fmt: skip
+
+
+def save(output, label, settings, samples, finals, halves, seconds, arguments) -> None:
+    """One file per side: samples of every group (in deposit order), its final and half-time F."""
+    groups = np.concatenate([np.full(len(s), g) for g, s in enumerate(samples)])
+    np.savez(
+        output, samples=np.concatenate(samples), groups=groups, free_energies=np.stack(finals),
+        free_energies_half=np.stack(halves), label=label, seconds=seconds,
+        settings=json.dumps({**vars(settings), **{k: str(v) for k, v in arguments.items() if k != "func"}}),
+    )  # fmt: skip
+    print(f"wrote {output} ({label}, {seconds:.0f} s)")
+
+
+def populations(path: Path) -> dict:
+    """The populations of one file, from the whole run and from its first half alone."""
+    with np.load(path, allow_pickle=False) as saved:
+        samples, groups = saved["samples"], saved["groups"]
+        out = {"label": str(saved["label"]), "seconds": float(saved["seconds"])}
+        out["all"] = biased_populations("phi_psi", samples, groups, 0, saved["free_energies"], TEMPERATURE_K)
+        first = np.concatenate(
+            [np.flatnonzero(groups == g)[: (groups == g).sum() // 2] for g in np.unique(groups)]
+        )
+        out["first_half"] = biased_populations(
+            "phi_psi", samples[first], groups[first], 0, saved["free_energies_half"], TEMPERATURE_K
+        )
+    return out
+
+
+def report(args: argparse.Namespace) -> None:
+    rows = {str(path): populations(path) for path in args.files}
+    for path, row in rows.items():
+        print(f"{row['label']} ({path}, {row['seconds']:.0f} s)")
+        for part in ("all", "first_half"):
+            cells = ", ".join(f"{state} {v['population']:.4f} ± {v['error']:.4f}"
+                              for state, v in row[part]["populations"].items())  # fmt: skip
+            print(f"  {part:10s} {cells}; unsampled weight {row[part]['unsampled_weight']:.1e}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    defaults = MetadynamicsSettings()
+    bias_options = argparse.ArgumentParser(add_help=False)
+    bias_options.add_argument("--height", type=float, default=defaults.height_kj_per_mol, help="kJ/mol")
+    bias_options.add_argument("--width", type=float, default=defaults.width_rad, help="rad")
+    bias_options.add_argument("--bias-factor", type=float, default=defaults.bias_factor)
+    bias_options.add_argument("--pace", type=int, default=defaults.pace_steps, help="steps between deposits")
+    bias_options.add_argument("--seed", type=int, default=1)
+    ref = commands.add_parser("reference", parents=[bias_options], help="all-atom runs")
+    ref.add_argument("--runs", type=int, default=4)
+    ref.add_argument("--ns", type=float, default=2.0, help="per run")
+    ref.add_argument("--processes", type=int, default=2)
+    ref.add_argument("-o", "--output", type=Path, required=True)
+    one = commands.add_parser("reference-run", parents=[bias_options], help="one all-atom run (internal)")
+    one.add_argument("--ns", type=float, required=True)
+    one.add_argument("-o", "--output", type=Path, required=True)
+    cg = commands.add_parser("model", parents=[bias_options], help="a CG model's walkers")
+    cg.add_argument("model")
+    cg.add_argument("--starts", type=Path, required=True, help="dataset whose frames start the walkers")
+    cg.add_argument("--replicas", type=int, default=64)
+    cg.add_argument("--groups", type=int, default=4)
+    cg.add_argument("--deposits", type=int, default=1000, help="per walker")
+    cg.add_argument("--backend", default="tabulated")
+    cg.add_argument("--threads", type=int, default=1)
+    cg.add_argument("--priors-only", action="store_true")
+    cg.add_argument("-o", "--output", type=Path, required=True)
+    rep = commands.add_parser("report", help="populations of result files")
+    rep.add_argument("files", type=Path, nargs="+")
+    rep.add_argument("--json", type=Path)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    if args.command == "reference-run":
+        reference_run(args.seed, args.ns, metadynamics_settings(args), args.output)
+    else:
+        {"reference": reference, "model": model, "report": report}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
