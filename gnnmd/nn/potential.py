@@ -318,6 +318,12 @@ def priors_only(model: CGPotential) -> CGPotential:
                 tensor.zero_()
         copy.network.type_energy.zero_()
         copy.network.molecule_energy.zero_()
+    if copy.network.network_kernel is not None:
+        # The whole-network op of the tabulated backend holds its own copy of the readout: rebuild it
+        # from the zeroed layers, or it would go on adding the network's energy.
+        from gnnmd.nn.backends import network_kernel
+
+        copy.network.network_kernel = network_kernel(copy.network)
     return copy
 
 

@@ -183,3 +183,24 @@ def test_seeded_potential_is_reproducible_and_leaves_the_callers_generator_alone
     weights = [dict(m.network.named_parameters()) for m in (first, again, other)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused", "fused16", "tabulated", "tabulated16"])
+def test_priors_only_switches_the_network_off_on_every_backend(small_model, chignolin, backend):
+    """The model with its network off (validation's ``priors_only``) is its priors alone on every
+    backend, the whole-network op of the tabulated ones included (it holds its own readout)."""
+    from gnnmd.nn.backends import use_backend
+    from gnnmd.nn.potential import priors_only
+
+    model = small_model.float()
+    x = perturbed(chignolin.positions_nm).float()
+    batch = model.pack([chignolin.topology])
+    fast = use_backend(model, backend)
+    alone = priors_only(fast).energy_and_forces(x, batch)
+    truth = model.priors(
+        x.requires_grad_(True), batch, *model.neighbor_distances(x, batch.pairs, batch.graph_index)
+    )
+    (gradient,) = torch.autograd.grad(truth.sum(), x)
+    assert not torch.allclose(fast.energy_and_forces(x, batch)[0], truth, atol=1e-2)  # the network adds
+    torch.testing.assert_close(alone[0], truth.detach(), atol=2e-3, rtol=1e-5)
+    torch.testing.assert_close(alone[1], -gradient, atol=2e-3 * gradient.abs().max().item(), rtol=0)
