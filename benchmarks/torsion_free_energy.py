@@ -19,7 +19,7 @@ pace, a 1° grid) serve both sides:
     python benchmarks/torsion_free_energy.py reference --runs 4 --ns 2 -o out/ala2_metad_reference.npz
     python benchmarks/torsion_free_energy.py model ala2 --starts out/ala2-reference-10ns/ala2_reference.h5 \\
         --replicas 64 --groups 4 --deposits 1000 -o out/ala2_metad_model.npz
-    python benchmarks/torsion_free_energy.py report out/ala2_metad_*.npz
+    python benchmarks/torsion_free_energy.py report out/ala2_metad_*.npz --plot F.png
 """
 
 from __future__ import annotations
@@ -60,12 +60,11 @@ def dihedrals(positions: np.ndarray, atoms: np.ndarray) -> np.ndarray:
     return frame_values(frames, torch.tensor(np.asarray(atoms, dtype=np.int64)), dihedral_angles).numpy()
 
 
-def reference_run(seed: int, ns: float, settings: MetadynamicsSettings, output: Path) -> None:
-    """One all-atom run biased along φ; writes its φ/ψ samples (one per deposit) and F(φ)."""
+def allatom_ala2(seed: int):
+    """The all-atom alanine dipeptide of ``gnnmd data allatom ala2`` (amber14/GBn2, hydrogens added):
+    its force field, OpenMM topology, positions (nm) and CG map (the beads of the shipped system)."""
     import mdtraj
-    import openmm
     import openmm.app as app
-    from openmm import unit
 
     from gnnmd.data.allatom import FORCEFIELDS
     from gnnmd.data.allatom_structure import build_allatom
@@ -77,7 +76,23 @@ def reference_run(seed: int, ns: float, settings: MetadynamicsSettings, output: 
     topology, positions = build_allatom(system, forcefield, seed)
     trajectory = mdtraj.Trajectory(positions[None], mdtraj.Topology.from_openmm(topology))
     cg, _ = map_to_cg(trajectory, system.topology.mapping, system.name, str(system.pdb_path))
-    atoms = np.asarray(cg.atom_indices)[np.asarray(cg.dihedrals)]  # (2, 4): φ, ψ on atoms
+    return forcefield, topology, positions, cg
+
+
+def reference_run(seed: int, ns: float, settings: MetadynamicsSettings, output: Path) -> None:
+    """One all-atom run biased along φ; writes, one per deposit, its φ/ψ samples, its CG frames and
+    their mapped forces *without the bias* ("groups" force map, kJ/mol/nm), and F(φ)."""
+    import mdtraj
+    import openmm
+    import openmm.app as app
+    from openmm import unit
+
+    from gnnmd.data.force_map import aggregate_forces, bead_groups
+
+    forcefield, topology, positions, cg = allatom_ala2(seed)
+    beads = np.asarray(cg.atom_indices)
+    atoms = beads[np.asarray(cg.dihedrals)]  # (2, 4): φ, ψ on atoms
+    force_groups = bead_groups(mdtraj.Topology.from_openmm(topology), cg, "groups")
     omm = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
     phi = openmm.CustomTorsionForce("theta")
     phi.addTorsion(*(int(a) for a in atoms[0]))
@@ -87,6 +102,9 @@ def reference_run(seed: int, ns: float, settings: MetadynamicsSettings, output: 
     kelvin = settings.temperature_k * unit.kelvin
     height = settings.height_kj_per_mol * unit.kilojoule_per_mole
     bias = app.Metadynamics(omm, [variable], kelvin, settings.bias_factor, height, settings.pace_steps)
+    # Metadynamics puts its force in a group of its own (the last force added): leave it out of the
+    # recorded forces, which are the physical ones.
+    physical = set(range(32)) - {omm.getForce(omm.getNumForces() - 1).getForceGroup()}
     integrator = openmm.LangevinMiddleIntegrator(
         kelvin, 1.0 / unit.picosecond, TIMESTEP_FS * unit.femtosecond
     )
@@ -97,17 +115,24 @@ def reference_run(seed: int, ns: float, settings: MetadynamicsSettings, output: 
     simulation.minimizeEnergy()
     simulation.context.setVelocitiesToTemperature(kelvin, seed)
     deposits = int(round(ns * 1e6 / TIMESTEP_FS / settings.pace_steps))
-    samples, half = [], None
+    coordinates, forces, half = [], [], None
     for index in range(deposits):
         bias.step(simulation, settings.pace_steps)
-        state = simulation.context.getState(getPositions=True)
-        samples.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[atoms.reshape(-1)])
+        state = simulation.context.getState(getPositions=True, getForces=True, groups=physical)
+        coordinates.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[beads])
+        forces.append(
+            aggregate_forces(
+                state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[None],
+                force_groups, cg.n_beads,
+            )[0]
+        )  # fmt: skip
         if index + 1 == deposits // 2:
             half = bias.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)[:-1]
-    frames = np.asarray(samples).reshape(len(samples), 8, 3)
-    angles = dihedrals(frames, np.array([[0, 1, 2, 3], [4, 5, 6, 7]]))
+    coordinates = np.asarray(coordinates)
+    angles = dihedrals(coordinates, np.asarray(cg.dihedrals))
     final = bias.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)[:-1]
-    np.savez(output, samples=angles, free_energy=final, free_energy_half=half)
+    np.savez(output, samples=angles, free_energy=final, free_energy_half=half, coordinates=coordinates,
+             forces=np.asarray(forces))  # fmt: skip
 
 
 def reference(args: argparse.Namespace) -> None:
@@ -128,10 +153,33 @@ def reference(args: argparse.Namespace) -> None:
             if running[0].returncode != 0:
                 raise SystemExit(f"reference run failed ({running[0].args})")
             running.pop(0)
-        runs = [np.load(p) for p in paths]
-        save(args.output, "reference amber14/GBn2 all-atom (OpenMM Metadynamics)", settings,
-             [r["samples"] for r in runs], [r["free_energy"] for r in runs],
-             [r["free_energy_half"] for r in runs], time.time() - started, vars(args))  # fmt: skip
+        runs = [dict(np.load(p)) for p in paths]
+    save(args.output, "reference amber14/GBn2 all-atom (OpenMM Metadynamics)", settings,
+         [r["samples"] for r in runs], [r["free_energy"] for r in runs],
+         [r["free_energy_half"] for r in runs], time.time() - started, vars(args))  # fmt: skip
+    if args.dataset:
+        write_biased_dataset(args, settings, runs)
+
+
+def write_biased_dataset(args: argparse.Namespace, settings: MetadynamicsSettings, runs: list[dict]) -> None:
+    """The runs' CG frames and unbiased mapped forces as one dataset, a trajectory per run. The bias
+    depends on φ, a function of the beads, so the atoms given the beads are sampled as without it:
+    the mapped forces average to the unbiased mean force and serve force matching, while the frames
+    are not Boltzmann-distributed along φ (never use them for histograms or priors)."""
+    from gnnmd.data.dataset import write_molecule
+
+    *_, cg = allatom_ala2(args.seed)
+    runs_of_frames = [np.full(len(r["forces"]), i, dtype=np.int32) for i, r in enumerate(runs)]
+    write_molecule(
+        args.dataset, cg, np.concatenate([r["coordinates"] for r in runs]),
+        np.concatenate([r["forces"] for r in runs]),
+        description=f"ala2, amber14/GBn2, 300 K, {len(runs)} runs of {args.ns} ns biased along phi by "
+        f"well-tempered metadynamics ({json.dumps(vars(settings))}), seeds {args.seed}+; frames at each "
+        "deposit; groups force map WITHOUT the bias force: for force matching only, not Boltzmann along "
+        "phi; benchmarks/torsion_free_energy.py",
+        trajectories=np.concatenate(runs_of_frames),
+    )  # fmt: skip
+    print(f"wrote {args.dataset}")
 
 
 def settings_argv(args: argparse.Namespace) -> list[str]:
@@ -215,6 +263,31 @@ def report(args: argparse.Namespace) -> None:
             print(f"  {part:10s} {cells}; unsampled weight {row[part]['unsampled_weight']:.1e}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot_free_energies(args.files, args.plot)
+
+
+def plot_free_energies(files: list[Path], output: Path) -> None:
+    """F(φ) of every file: the mean over its groups (each shifted to minimum 0) and their range."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for path in files:
+        with np.load(path, allow_pickle=False) as saved:
+            energies, label = saved["free_energies"], str(saved["label"])
+        energies = energies - energies.min(axis=1, keepdims=True)
+        phi = np.degrees(-math.pi + 2 * math.pi * np.arange(energies.shape[1]) / energies.shape[1])
+        line = axes.plot(phi, energies.mean(axis=0), label=label)[0]
+        axes.fill_between(phi, energies.min(axis=0), energies.max(axis=0), color=line.get_color(), alpha=0.25)
+    axes.axvline(0.0, color="grey", lw=0.8, ls=":")
+    axes.set(xlabel="φ (degrees)", ylabel="F(φ) (kJ/mol)", xlim=(-180, 180), ylim=(0, 40))
+    axes.set_title("alanine dipeptide: free energy along φ (well-tempered metadynamics, 300 K)", fontsize=9)
+    axes.legend(fontsize=7)
+    figure.savefig(output, dpi=120)
+    print(f"wrote {output}")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -232,6 +305,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ref.add_argument("--ns", type=float, default=2.0, help="per run")
     ref.add_argument("--processes", type=int, default=2)
     ref.add_argument("-o", "--output", type=Path, required=True)
+    ref.add_argument("--dataset", type=Path, help="also write the CG frames and unbiased forces (.h5)")
     one = commands.add_parser("reference-run", parents=[bias_options], help="one all-atom run (internal)")
     one.add_argument("--ns", type=float, required=True)
     one.add_argument("-o", "--output", type=Path, required=True)
@@ -248,6 +322,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     rep = commands.add_parser("report", help="populations of result files")
     rep.add_argument("files", type=Path, nargs="+")
     rep.add_argument("--json", type=Path)
+    rep.add_argument("--plot", type=Path, help="PNG of F(φ) of every file")
     return parser.parse_args(argv)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnmd.data.dataset import write_molecule
+from gnnmd.data.dataset import ForceDataset, write_molecule
 from gnnmd.systems import load_system
 from tests.conftest import load_script
 
@@ -33,8 +33,13 @@ def test_reference_and_model_runs_and_their_report(tmp_path):
     grid = -math.pi + np.radians(np.arange(360))
     assert circular_distance(samples[:, 0], grid[np.argmin(free_energy)]).min() < math.radians(20)
 
-    script.main(["reference", "--runs", "2", "--ns", "0.0004", "--processes", "2",
-                 "-o", str(tmp_path / "reference.npz"), *BIAS])  # fmt: skip
+    outputs = ["-o", str(tmp_path / "reference.npz"), "--dataset", str(tmp_path / "biased.h5")]
+    script.main(["reference", "--runs", "2", "--ns", "0.0004", "--processes", "2", *outputs, *BIAS])
+    biased = ForceDataset(tmp_path / "biased.h5")
+    assert biased.trajectory_ids[0].tolist() == [0] * 10 + [1] * 10
+    x, f = biased.frames(0)
+    assert x.shape == f.shape == (20, 5, 3) and np.abs(f).max() > 100.0
+    np.testing.assert_allclose(f.sum(axis=1), 0.0, atol=1e-2 * np.abs(f).max())  # every atom mapped
     system = load_system("ala2")
     starts = np.stack([system.positions_nm] * 3)
     write_molecule(tmp_path / "starts.h5", system.topology, starts, np.zeros_like(starts))
@@ -47,9 +52,12 @@ def test_reference_and_model_runs_and_their_report(tmp_path):
         assert str(saved["label"]) == "model ala2 priors only (tabulated)"
         assert np.bincount(saved["groups"]).tolist() == [12, 12]
     files = [str(tmp_path / name) for name in ("reference.npz", "model0.npz", "model1.npz")]
-    script.main(["report", *files, "--json", str(tmp_path / "report.json")])
+    script.main(
+        ["report", *files, "--json", str(tmp_path / "report.json"), "--plot", str(tmp_path / "F.png")]
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     for row in report.values():
         total = sum(v["population"] for v in row["all"]["populations"].values())
         assert total == np.float64(1.0) or abs(total - 1.0) < 1e-9
         assert row["all"]["definitions"]["alpha_L"] == "phi >= 0"
+    assert (tmp_path / "F.png").stat().st_size > 10_000
