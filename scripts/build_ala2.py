@@ -3,7 +3,14 @@
     python scripts/build_ala2.py [--work out/ala2] [--epochs 30] [--processes 2] [--no-ship]
 
 Data: the reference of `scripts/build_reference.py ala2` (42 independent 1 ns amber14/GBn2
-runs, 205,800 frames, "groups" force map; run that script first, about half an hour).
+runs, 205,800 frames, "groups" force map; run that script first, about half an hour). The
+candidates marked in CANDIDATE_DATA also train on runs biased along φ by metadynamics (their
+forces without the bias; never held out, histogrammed or validated against), made by
+
+    python scripts/torsion_free_energy.py reference --runs 4 --ns 6 --seed 11 \
+        -o out/metad/ala2_reference_6ns.npz --dataset out/metad/ala2_biased_6ns.h5
+    python scripts/torsion_free_energy.py training-data --reference out/ala2-reference/ala2_reference.h5 \
+        --biased out/metad/ala2_biased_6ns.h5 -o out/metad/ala2_training.h5
 
 Each candidate of CANDIDATES (network size, with or without chiral input) is force-matched
 by `gnnmd train --select-by free_energy`: whole trajectories held out, every epoch scored by
@@ -42,7 +49,11 @@ CANDIDATES = {
     "w128-chiral-ibi": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
     "w128-chiral-torsion100": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
     "w128-chiral-torsion1000": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
+    "w128-chiral-torsion100-metad": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
 }
+#: Candidates trained on more than DATA: the reference plus frames biased along φ, which cover the
+#: φ barrier and α_L where the reference has almost none (see the module docstring).
+CANDIDATE_DATA = {"w128-chiral-torsion100-metad": REPO / "out" / "metad" / "ala2_training.h5"}
 #: A rate that decays to 1e-5 along a half cosine, the weights averaged over the last ~1000 steps.
 COSINE = ["--lr-schedule", "cosine", "--final-learning-rate", "1e-5", "--weight-average-decay", "0.999",
           "--patience", "100"]  # fmt: skip
@@ -59,6 +70,7 @@ EXTRA_TRAINING = {
     # (benchmarks/dihedral_map_fit.py); weights 100 and 1000 (kJ/mol/nm)² per (kJ/mol/rad)².
     "w128-chiral-torsion100": [*COSINE, "--torsion-weight", "100"],
     "w128-chiral-torsion1000": [*COSINE, "--torsion-weight", "1000"],
+    "w128-chiral-torsion100-metad": [*COSINE, "--torsion-weight", "100"],
 }
 TRAINING = ["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "0", "--validation-fraction", "0.2",
             "--select-by", "free_energy"]  # fmt: skip
@@ -74,7 +86,10 @@ def train(work: Path, name: str, epochs: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder.with_suffix(".json")
     config.write_text(json.dumps({**BASE, **CANDIDATES[name]}, indent=1))
-    argv = [sys.executable, "-m", "gnnmd.cli", "train", "--data", str(DATA), "-o", str(folder),
+    data = CANDIDATE_DATA.get(name, DATA)
+    if not data.is_file():
+        raise SystemExit(f"{data} is missing: see the module docstring for the commands that make it")
+    argv = [sys.executable, "-m", "gnnmd.cli", "train", "--data", str(data), "-o", str(folder),
             "--model-config", str(config), "--epochs", str(epochs), *TRAINING,
             *EXTRA_TRAINING.get(name, [])]  # fmt: skip
     with (folder.parent / f"{name}.log").open("a") as log:

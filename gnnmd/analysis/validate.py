@@ -251,6 +251,12 @@ def validate_molecule(
 ) -> dict:
     """Simulate one molecule and compare it with its reference frames; returns its report."""
     topology = dataset.topologies[molecule]
+    if dataset.biased_frames(molecule).any():
+        raise ValueError(
+            f"{dataset.path}: molecule {topology.name!r} holds biased trajectories "
+            f"{dataset.biased_trajectories[molecule].tolist()}, whose frames are not Boltzmann samples: "
+            "validate against a reference without them"
+        )
     count = int(dataset.offsets[molecule + 1] - dataset.offsets[molecule])
     chosen = spread_indices(count, min(count, MAX_REFERENCE_FRAMES))
     reference_frames, _ = dataset.frames(molecule, chosen)

@@ -5,7 +5,12 @@ Layout (units are the internal ones and are recorded in the file)::
     /                      attrs: format="gnnmd-dataset", format_version, length_unit="nm",
                                   energy_unit="kJ/mol"
     /molecules/<name>/     attrs: source, description; recompute (JSON, only from
-                                  gnnmd.data.recompute: Hamiltonian and per-trajectory progress)
+                                  gnnmd.data.recompute: Hamiltonian and per-trajectory progress);
+                                  biased_trajectories (int array, optional: trajectories run
+                                  with a bias on CG coordinates; their forces are unbiased
+                                  mean-force samples for training, their frames are not
+                                  Boltzmann-distributed: never held out, histogrammed or
+                                  used as a reference)
         coordinates        (F, n, 3) float32, nm        chunked (about 64 kB per chunk), Fletcher-32
                                                         checksum per chunk (all three arrays)
         forces             (F, n, 3) float32, kJ/mol/nm
@@ -61,6 +66,7 @@ def write_molecule(
     energies_kj_per_mol: np.ndarray | None = None,
     description: str = "",
     trajectories: np.ndarray | None = None,
+    biased_trajectories: Sequence[int] = (),
 ) -> None:
     """Add one molecule's frames to the dataset at ``path`` (created if missing).
 
@@ -72,6 +78,8 @@ def write_molecule(
             frame; stored as float64 and resizable, so :func:`append_frames` extends them.
         description: free text stored with the molecule.
         trajectories: optional (F,) non-negative ints, the independent trajectory of each frame.
+        biased_trajectories: ids among ``trajectories`` of runs biased along CG coordinates
+            (see the module docstring).
 
     Raises:
         DatasetError: an array has the wrong shape or non-finite values (the message names
@@ -81,6 +89,10 @@ def write_molecule(
     coordinates, forces, energies = arrays["coordinates"], arrays["forces"], arrays.get("energies")
     if trajectories is not None:
         trajectories = _checked_trajectories(path, topology.name, trajectories, len(coordinates))
+    biased = np.asarray(sorted(set(int(i) for i in biased_trajectories)), dtype=np.int64)
+    if len(biased) and (trajectories is None or not np.isin(biased, trajectories).all()):
+        raise DatasetError(f"{path}: biased_trajectories of {topology.name!r} {biased.tolist()} are not "
+                           "all among its frames' trajectories")  # fmt: skip
     with h5py.File(path, "a") as file:
         _stamp(file, path)
         group_name = f"molecules/{topology.name}"
@@ -89,6 +101,8 @@ def write_molecule(
         group = file.create_group(group_name)
         group.attrs["source"] = topology.source
         group.attrs["description"] = description
+        if len(biased):
+            group.attrs["biased_trajectories"] = biased
         # Resizable along frames, so generators can append (see append_frames); chunks of about
         # 64 kB, since a one-frame chunk makes reading a small molecule's frames cost ~1 ms each.
         shape = (None, topology.n_beads, 3)
@@ -324,6 +338,8 @@ class ForceDataset(torch.utils.data.Dataset):
         self.has_energies = [f"molecules/{m}/energies" in file for m in names]
         #: Per molecule: each frame's trajectory (independent runs), or None when not recorded.
         self.trajectory_ids: list[np.ndarray | None] = []
+        #: Per molecule: the trajectories run with a bias (int64, often empty; see the module docstring).
+        self.biased_trajectories: list[np.ndarray] = []
         for name, topology, has_energies in zip(names, self.topologies, self.has_energies, strict=True):
             group = file[f"molecules/{name}"]
             fields = ["coordinates", "forces"] + (["energies"] if has_energies else [])
@@ -336,10 +352,18 @@ class ForceDataset(torch.utils.data.Dataset):
             if ids is not None:
                 ids = _checked_trajectories(self.path, name, ids, shapes["coordinates"][0])
             self.trajectory_ids.append(ids)
+            self.biased_trajectories.append(np.asarray(group.attrs.get("biased_trajectories", []), np.int64))
         return [file[f"molecules/{m}/coordinates"].shape[0] for m in names]
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    def biased_frames(self, molecule: int) -> np.ndarray:
+        """(F,) bool over ``molecule``'s frames: those of biased trajectories."""
+        count = int(self.offsets[molecule + 1] - self.offsets[molecule])
+        ids = self.trajectory_ids[molecule]
+        biased = self.biased_trajectories[molecule]
+        return np.zeros(count, dtype=bool) if ids is None or not len(biased) else np.isin(ids, biased)
 
     def _handle(self) -> h5py.File:
         # One handle per process: HDF5 handles must not cross a fork.

@@ -58,7 +58,7 @@ from gnnmd.train.losses import SUM_FIELDS, ErrorSums, molecule_mean_errors, squa
 from gnnmd.train.metrics import write_metrics
 from gnnmd.train.resume import read_state
 from gnnmd.train.schedule import make_schedule
-from gnnmd.train.split import split_frames, trajectory_groups
+from gnnmd.train.split import biased_frames, split_frames, trajectory_groups
 
 STATE_FILE = "train_state.pt"
 BEST_FILE = "best.pt"
@@ -105,7 +105,9 @@ class Trainer:
         self.metadata = dict(metadata or {})
         self.prepare = prepare
         self.groups = trajectory_groups(dataset)
-        self.train_frames, self.val_frames = split_frames(len(dataset), config, self.groups)
+        self.train_frames, self.val_frames = split_frames(
+            len(dataset), config, self.groups, biased_frames(dataset)
+        )
         check_dataset(config, dataset)
         self.loader = BatchLoader(dataset, model, self.device, energies=config.uses_energies)
         self.scorer: Callable[[CGPotential], float] | None = None

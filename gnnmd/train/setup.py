@@ -17,11 +17,12 @@ REFINE_FRAMES = 20000
 
 
 def prior_structures(dataset: ForceDataset, frames: int) -> list[tuple]:
-    """(topology, (F, n, 3) nm) per molecule: up to ``frames`` frames spread evenly over its data."""
+    """(topology, (F, n, 3) nm) per molecule: up to ``frames`` frames spread evenly over its data,
+    frames of biased trajectories left out (the priors are Boltzmann inversions of histograms)."""
     structures = []
     for molecule, topology in enumerate(dataset.topologies):
-        count = int(dataset.offsets[molecule + 1] - dataset.offsets[molecule])
-        chosen = np.unique(spread_indices(count, min(count, frames)))
+        boltzmann = np.flatnonzero(~dataset.biased_frames(molecule))
+        chosen = boltzmann[np.unique(spread_indices(len(boltzmann), min(len(boltzmann), frames)))]
         structures.append((topology, dataset.frames(molecule, chosen)[0]))
     return structures
 
@@ -57,4 +58,3 @@ def model_for_dataset(
     )
     priors = PriorSet(vocabulary, torch.as_tensor(identity), tables, config.cutoff_nm)
     return seeded_potential(config, vocabulary, priors, seed)
-

@@ -117,3 +117,40 @@ def test_training_and_validation_follow_the_trajectories(ala2, tmp_path):
     assert main(argv) == 0
     molecule = json.loads(report.read_text())["molecules"]["ala2"]
     assert molecule["reference_groups"] == "trajectories" and molecule["force_frames"] == "held-out"
+
+
+def test_biased_trajectories_train_but_are_never_held_out_histogrammed_or_a_reference(ala2, tmp_path):
+    """Runs biased along a CG coordinate (metadynamics along φ) give valid mean-force samples but
+    not Boltzmann frames: they are always in training, out of the priors' histograms and of
+    validation, and a reference holding them is refused."""
+    from gnnmd.analysis.validate import ValidationSettings, validate
+    from gnnmd.models import load_model
+    from gnnmd.train.setup import prior_structures
+    from gnnmd.train.split import biased_frames
+
+    rng = np.random.default_rng(2)
+    x = ala2.positions_nm[None] + rng.normal(0, 0.005, (16, 5, 3))
+    x[12:] += 5.0  # the biased run's frames, told apart by where they are
+    f = rng.normal(0, 100, x.shape)
+    ids = np.repeat([0, 1, 2, 9], 4)
+    path = tmp_path / "mixed.h5"
+    write_molecule(path, ala2.topology, x, f, trajectories=ids, biased_trajectories=[9])
+    data = ForceDataset(path)
+    assert data.biased_trajectories[0].tolist() == [9]
+    assert data.biased_frames(0).tolist() == [False] * 12 + [True] * 4
+    with pytest.raises(DatasetError, match="not all among"):
+        write_molecule(tmp_path / "bad.h5", ala2.topology, x, f, trajectories=ids, biased_trajectories=[7])
+    with pytest.raises(DatasetError, match="not all among"):
+        write_molecule(tmp_path / "bad2.h5", ala2.topology, x, f, biased_trajectories=[0])
+    for seed in range(6):
+        train, held = split_frames(
+            16, TrainingConfig(validation_fraction=0.34, seed=seed), ids, biased_frames(data)
+        )
+        assert set(range(12, 16)) <= set(train.tolist()) and len(set(ids[held].tolist())) == 1
+    # Without biased frames the split is the one it always was (resumed runs keep their split).
+    plain = [split_frames(16, TrainingConfig(seed=3), ids, b) for b in (None, np.zeros(16, bool))]
+    assert all(np.array_equal(a, b) for a, b in zip(*plain, strict=True))
+    ((_, frames),) = prior_structures(data, 100)
+    assert len(frames) == 12 and frames.max() < ala2.positions_nm.max() + 1.0
+    with pytest.raises(ValueError, match="biased trajectories \\[9\\].*not Boltzmann"):
+        validate(load_model("ala2"), data, ValidationSettings(replicas=2, steps=20, equilibration_steps=10))

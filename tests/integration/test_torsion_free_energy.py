@@ -1,4 +1,4 @@
-"""benchmarks/torsion_free_energy.py: the all-atom reference and a CG model biased along φ with the
+"""scripts/torsion_free_energy.py: the all-atom reference and a CG model biased along φ with the
 same settings, and the report of both (tiny runs; the measurements are in benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from gnnmd.data.dataset import ForceDataset, write_molecule
 from gnnmd.systems import load_system
 from tests.conftest import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "torsion_free_energy.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "torsion_free_energy.py"
 BIAS = ["--pace", "20", "--height", "3.0"]
 
 
@@ -42,7 +42,12 @@ def test_reference_and_model_runs_and_their_report(tmp_path):
     np.testing.assert_allclose(f.sum(axis=1), 0.0, atol=1e-2 * np.abs(f).max())  # every atom mapped
     system = load_system("ala2")
     starts = np.stack([system.positions_nm] * 3)
-    write_molecule(tmp_path / "starts.h5", system.topology, starts, np.zeros_like(starts))
+    write_molecule(tmp_path / "starts.h5", system.topology, starts, starts, trajectories=[0, 0, 3])
+    script.main(["training-data", "--reference", str(tmp_path / "starts.h5"), "--biased",
+                 str(tmp_path / "biased.h5"), "-o", str(tmp_path / "training.h5")])  # fmt: skip
+    training = ForceDataset(tmp_path / "training.h5")
+    assert training.trajectory_ids[0].tolist() == [0, 0, 3] + [4] * 10 + [5] * 10
+    assert training.biased_trajectories[0].tolist() == [4, 5] and len(training) == 23
     for extra in ([], ["--priors-only"]):
         script.main(["model", "ala2", "--starts", str(tmp_path / "starts.h5"), "--replicas", "4",
                      "--groups", "2", "--deposits", "6", "-o", str(tmp_path / f"model{len(extra)}.npz"),

@@ -15,11 +15,15 @@ pace, a 1° grid) serve both sides:
   independent groups, started from reference frames; ``--priors-only`` switches the network off.
 - ``report``: populations of each file, with the error over groups, and the same from the first
   half of the run (the bias built by then) as a convergence check.
+- ``training-data``: the reference's frames and the biased runs' frames with their unbiased forces
+  (``reference --dataset``) in one training set, the biased trajectories marked (never held out,
+  histogrammed or used as a reference): force matching learns the mean force across the φ
+  barrier and in α_L, where plain runs leave almost no frames.
 
-    python benchmarks/torsion_free_energy.py reference --runs 4 --ns 2 -o out/ala2_metad_reference.npz
-    python benchmarks/torsion_free_energy.py model ala2 --starts out/ala2-reference-10ns/ala2_reference.h5 \\
+    python scripts/torsion_free_energy.py reference --runs 4 --ns 2 -o out/ala2_metad_reference.npz
+    python scripts/torsion_free_energy.py model ala2 --starts out/ala2-reference-10ns/ala2_reference.h5 \\
         --replicas 64 --groups 4 --deposits 1000 -o out/ala2_metad_model.npz
-    python benchmarks/torsion_free_energy.py report out/ala2_metad_*.npz --plot F.png
+    python scripts/torsion_free_energy.py report out/ala2_metad_*.npz --plot F.png
 """
 
 from __future__ import annotations
@@ -176,10 +180,31 @@ def write_biased_dataset(args: argparse.Namespace, settings: MetadynamicsSetting
         description=f"ala2, amber14/GBn2, 300 K, {len(runs)} runs of {args.ns} ns biased along phi by "
         f"well-tempered metadynamics ({json.dumps(vars(settings))}), seeds {args.seed}+; frames at each "
         "deposit; groups force map WITHOUT the bias force: for force matching only, not Boltzmann along "
-        "phi; benchmarks/torsion_free_energy.py",
+        "phi; scripts/torsion_free_energy.py",
         trajectories=np.concatenate(runs_of_frames),
     )  # fmt: skip
     print(f"wrote {args.dataset}")
+
+
+def training_data(args: argparse.Namespace) -> None:
+    """A training set: the reference's frames and the biased runs' frames (their trajectories numbered
+    after the reference's and marked biased: trained on, never held out or histogrammed)."""
+    from gnnmd.data.dataset import ForceDataset, write_molecule
+
+    reference, biased = ForceDataset(args.reference), ForceDataset(args.biased)
+    topology = reference.topologies[0]
+    if biased.topologies[0].bead_types != topology.bead_types or reference.biased_trajectories[0].size:
+        raise SystemExit(f"{args.biased} does not fit {args.reference} (other beads, or a biased reference)")
+    (x, f), (xb, fb) = reference.frames(0), biased.frames(0)
+    ids = reference.trajectory_ids[0]
+    extra = biased.trajectory_ids[0].astype(np.int64) + int(ids.max()) + 1
+    write_molecule(
+        args.output, topology, np.concatenate([x, xb]), np.concatenate([f, fb]),
+        description=f"{args.reference.name} (trajectories 0-{ids.max()}) and the biased runs of "
+        f"{args.biased.name} (trajectories {extra.min()}-{extra.max()}, marked biased)",
+        trajectories=np.concatenate([ids, extra]), biased_trajectories=np.unique(extra),
+    )  # fmt: skip
+    print(f"wrote {args.output}: {len(x)} reference and {len(xb)} biased frames")
 
 
 def settings_argv(args: argparse.Namespace) -> list[str]:
@@ -319,6 +344,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     cg.add_argument("--threads", type=int, default=1)
     cg.add_argument("--priors-only", action="store_true")
     cg.add_argument("-o", "--output", type=Path, required=True)
+    data = commands.add_parser("training-data", help="reference + biased frames, one training set")
+    data.add_argument("--reference", type=Path, required=True)
+    data.add_argument("--biased", type=Path, required=True, help="a reference --dataset file")
+    data.add_argument("-o", "--output", type=Path, required=True)
     rep = commands.add_parser("report", help="populations of result files")
     rep.add_argument("files", type=Path, nargs="+")
     rep.add_argument("--json", type=Path)
@@ -331,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "reference-run":
         reference_run(args.seed, args.ns, metadynamics_settings(args), args.output)
     else:
-        {"reference": reference, "model": model, "report": report}[args.command](args)
+        commands = {"reference": reference, "model": model, "report": report, "training-data": training_data}
+        commands[args.command](args)
 
 
 if __name__ == "__main__":
