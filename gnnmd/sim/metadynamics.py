@@ -205,7 +205,8 @@ class BiasedForces:
 
 def run_walkers(runner: ReplicaRunner, metadynamics: TorsionMetadynamics, deposits: int) -> np.ndarray:
     """Step ``runner`` (built with ``forces=metadynamics``) for ``deposits`` paces, each ending in
-    a deposit by every walker; returns the frames at the deposits, (deposits, R, n, 3) nm."""
+    a deposit by every walker; returns the frames at the deposits, (deposits, R, n, 3) nm.
+    SimulationError (before the deposit) when a walker's state is not finite."""
     provider = runner.provider
     if not isinstance(provider, BiasedForces) or provider.owner is not metadynamics:
         raise ValueError("the runner's forces are not this metadynamics' (pass forces=metadynamics)")
@@ -213,6 +214,7 @@ def run_walkers(runner: ReplicaRunner, metadynamics: TorsionMetadynamics, deposi
     frames = []
     for _ in range(deposits):
         runner.step(pace)
+        runner.check_finite()  # a non-finite walker would poison its group's bias
         positions = runner.positions.detach()
         metadynamics.bias.deposit(provider.torsions(positions).cpu(), metadynamics.group)
         frames.append(positions.cpu().numpy().reshape(runner.num_replicas, -1, 3))

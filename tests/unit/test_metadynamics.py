@@ -167,3 +167,16 @@ def test_walkers_deposit_per_group_and_refuse_what_would_corrupt_the_bias(ala2):
         run_walkers(plain, walkers, 1)
     with pytest.raises(ValueError, match="bias_factor"):
         MetadynamicsSettings(bias_factor=1.0)
+
+
+def test_a_walker_that_blows_up_stops_the_run_before_it_deposits(ala2):
+    from gnnmd.errors import SimulationError
+
+    model, system = ala2
+    bias = TorsionBias(MetadynamicsSettings(pace_steps=5))
+    walkers = TorsionMetadynamics(bias, system.topology.dihedrals[0], [0])
+    runner = ReplicaRunner(model, [system.topology], system.positions_nm, seed=2, forces=walkers)
+    runner.positions[0, 0] = float("nan")
+    with pytest.raises(SimulationError, match="non-finite"):
+        run_walkers(runner, walkers, 1)
+    assert bias.deposits.tolist() == [0] and torch.isfinite(bias.value).all()
