@@ -77,6 +77,7 @@ TRAINING = ["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "0", "--
 DESCRIPTION = (
     "alanine dipeptide, 5 backbone beads (ACE.C, ALA.N, ALA.CA, ALA.C, NME.N); priors by Boltzmann "
     "inversion + SchNet ({candidate}) force-matched to 42 ns of amber14/GBn2 at 300 K"
+    "{extra}"
 )
 
 
@@ -158,6 +159,15 @@ def good_for(report: dict) -> str:
     )
 
 
+def data_provenance(name: str) -> str:
+    """Where a candidate's training data came from."""
+    reference = "scripts/build_reference.py ala2: gnnmd data allatom ala2, 42 x 1 ns, seeds 1000+"
+    if name not in CANDIDATE_DATA:
+        return reference
+    biased = "scripts/torsion_free_energy.py reference --runs 4 --ns 6 --seed 11 --dataset"
+    return f"{reference}; plus phi-biased runs, forces without the bias, never held out ({biased})"
+
+
 def ship(checkpoint: Path, name: str, scores: dict, report: dict) -> Path:
     """Write the chosen checkpoint as the shipped ``ala2`` model and record its continuity values."""
     from gnnmd.models import PRETRAINED_DIR, load_model, save_checkpoint
@@ -166,11 +176,13 @@ def ship(checkpoint: Path, name: str, scores: dict, report: dict) -> Path:
     metadata = dict(model.metadata)
     metadata.update(
         name="ala2",
-        description=DESCRIPTION.format(candidate=name),
+        description=DESCRIPTION.format(
+            candidate=name, extra=" and 24 ns biased along phi" if name in CANDIDATE_DATA else ""
+        ),
         good_for=good_for(report),
         candidate=name,
         candidates_held_out_free_energy_js=scores,
-        data_provenance="scripts/build_reference.py ala2: gnnmd data allatom ala2, 42 x 1 ns, seeds 1000+",
+        data_provenance=data_provenance(name),
         built_by="scripts/build_ala2.py",
     )
     target = save_checkpoint(model, PRETRAINED_DIR / "ala2.pt", metadata)
