@@ -21,6 +21,7 @@ from gnnmd.graph import GraphBatch, pack
 from gnnmd.kernels.filter_spec import ACTIVATIONS
 from gnnmd.neighbors import within_cutoff
 from gnnmd.nn.basis import RADIAL_BASES
+from gnnmd.nn.filter_record import network_record
 from gnnmd.nn.priors import PRIOR_TERMS, PriorSet, native_ops_apply
 from gnnmd.nn.schnet import SchNet
 from gnnmd.topology import CGTopology
@@ -318,12 +319,11 @@ def priors_only(model: CGPotential) -> CGPotential:
                 tensor.zero_()
         copy.network.type_energy.zero_()
         copy.network.molecule_energy.zero_()
-    if copy.network.network_kernel is not None:
+    kernel = copy.network.network_kernel
+    if kernel is not None:
         # The whole-network op of the tabulated backend holds its own copy of the readout: rebuild it
         # from the zeroed layers, or it would go on adding the network's energy.
-        from gnnmd.nn.backends import network_kernel
-
-        copy.network.network_kernel = network_kernel(copy.network)
+        copy.network.network_kernel = type(kernel)(network_record(copy.network))
     return copy
 
 
