@@ -50,10 +50,14 @@ CANDIDATES = {
     "w128-chiral-torsion100": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
     "w128-chiral-torsion1000": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
     "w128-chiral-torsion100-metad": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
+    "w128-chiral-torsion1000-metad": {"hidden_channels": 128, "num_filters": 128, **CHIRAL},
 }
 #: Candidates trained on more than DATA: the reference plus frames biased along φ, which cover the
 #: φ barrier and α_L where the reference has almost none (see the module docstring).
-CANDIDATE_DATA = {"w128-chiral-torsion100-metad": REPO / "out" / "metad" / "ala2_training.h5"}
+CANDIDATE_DATA = {
+    name: REPO / "out" / "metad" / "ala2_training.h5"
+    for name in ("w128-chiral-torsion100-metad", "w128-chiral-torsion1000-metad")
+}
 #: A rate that decays to 1e-5 along a half cosine, the weights averaged over the last ~1000 steps.
 COSINE = ["--lr-schedule", "cosine", "--final-learning-rate", "1e-5", "--weight-average-decay", "0.999",
           "--patience", "100"]  # fmt: skip
@@ -71,6 +75,7 @@ EXTRA_TRAINING = {
     "w128-chiral-torsion100": [*COSINE, "--torsion-weight", "100"],
     "w128-chiral-torsion1000": [*COSINE, "--torsion-weight", "1000"],
     "w128-chiral-torsion100-metad": [*COSINE, "--torsion-weight", "100"],
+    "w128-chiral-torsion1000-metad": [*COSINE, "--torsion-weight", "1000"],
 }
 TRAINING = ["--batch-size", "512", "--learning-rate", "1e-3", "--seed", "0", "--validation-fraction", "0.2",
             "--select-by", "free_energy"]  # fmt: skip
