@@ -58,6 +58,9 @@ class MetadynamicsSettings:
                 raise ValueError(f"metadynamics {name} must be positive and finite, got {value}")
         if not self.bias_factor > 1:
             raise ValueError(f"metadynamics bias_factor must exceed 1, got {self.bias_factor}")
+        if self.width_rad > math.pi / 6:
+            # Each Gaussian is summed at its nearest periodic image only: exact to exp(-18) up to π/6.
+            raise ValueError(f"metadynamics width_rad must be at most π/6 (0.52) rad, got {self.width_rad}")
         if self.grid_points < 36:
             raise ValueError(f"metadynamics grid_points must be at least 36, got {self.grid_points}")
 

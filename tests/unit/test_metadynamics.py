@@ -167,6 +167,8 @@ def test_walkers_deposit_per_group_and_refuse_what_would_corrupt_the_bias(ala2):
         run_walkers(plain, walkers, 1)
     with pytest.raises(ValueError, match="bias_factor"):
         MetadynamicsSettings(bias_factor=1.0)
+    with pytest.raises(ValueError, match="width_rad must be at most"):
+        MetadynamicsSettings(width_rad=1.0)
 
 
 def test_a_walker_that_blows_up_stops_the_run_before_it_deposits(ala2):
