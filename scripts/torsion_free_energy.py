@@ -40,7 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnmd.analysis.observables import measure
 from gnnmd.analysis.reweighting import biased_populations
+from gnnmd.nn.priors.geometry import dihedral_angles
 from gnnmd.sim.metadynamics import MetadynamicsSettings
 
 TEMPERATURE_K = 300.0
@@ -52,16 +54,6 @@ def metadynamics_settings(args: argparse.Namespace) -> MetadynamicsSettings:
         height_kj_per_mol=args.height, width_rad=args.width, bias_factor=args.bias_factor,
         pace_steps=args.pace, temperature_k=TEMPERATURE_K,
     )  # fmt: skip
-
-
-def dihedrals(positions: np.ndarray, atoms: np.ndarray) -> np.ndarray:
-    """(F, D) rad: dihedrals (D, 4) of frames (F, n, 3), IUPAC convention (as the CG analysis)."""
-    import torch
-
-    from gnnmd.nn.priors.geometry import dihedral_angles, frame_values
-
-    frames = torch.as_tensor(positions, dtype=torch.float64)
-    return frame_values(frames, torch.tensor(np.asarray(atoms, dtype=np.int64)), dihedral_angles).numpy()
 
 
 def allatom_ala2(seed: int):
@@ -124,19 +116,15 @@ def reference_run(seed: int, ns: float, settings: MetadynamicsSettings, output: 
         bias.step(simulation, settings.pace_steps)
         state = simulation.context.getState(getPositions=True, getForces=True, groups=physical)
         coordinates.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[beads])
-        forces.append(
-            aggregate_forces(
-                state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[None],
-                force_groups, cg.n_beads,
-            )[0]
-        )  # fmt: skip
+        forces.append(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
         if index + 1 == deposits // 2:
             half = bias.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)[:-1]
     coordinates = np.asarray(coordinates)
-    angles = dihedrals(coordinates, np.asarray(cg.dihedrals))
+    angles = measure(coordinates, cg.dihedrals, dihedral_angles)
     final = bias.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)[:-1]
+    mapped = aggregate_forces(np.asarray(forces), force_groups, cg.n_beads)
     np.savez(output, samples=angles, free_energy=final, free_energy_half=half, coordinates=coordinates,
-             forces=np.asarray(forces))  # fmt: skip
+             forces=mapped)  # fmt: skip
 
 
 def reference(args: argparse.Namespace) -> None:
@@ -244,7 +232,7 @@ def model(args: argparse.Namespace) -> None:
     first = run_walkers(runner, walkers, args.deposits // 2)
     half = bias.free_energy().numpy()
     frames = np.concatenate([first, run_walkers(runner, walkers, args.deposits - args.deposits // 2)])
-    angles = dihedrals(frames.reshape(-1, topology.n_beads, 3), np.asarray(topology.dihedrals))
+    angles = measure(frames.reshape(-1, topology.n_beads, 3), topology.dihedrals, dihedral_angles)
     angles = angles.reshape(len(frames), args.replicas, 2)
     groups = [angles[:, walkers.group.numpy() == g].reshape(-1, 2) for g in range(args.groups)]
     label = f"model {args.model}" + (" priors only" if args.priors_only else "") + f" ({args.backend})"

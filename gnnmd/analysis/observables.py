@@ -33,8 +33,9 @@ class Observable:
     labels: tuple[str, ...] = ()
 
 
-def _measure(frames: np.ndarray, terms: np.ndarray, function: Measure) -> np.ndarray:
-    """(F, T) values of ``function`` for T terms in each of F frames (shared with the prior fit)."""
+def measure(frames: np.ndarray, terms: np.ndarray, function: Measure) -> np.ndarray:
+    """(F, T) float64 values of ``function`` (e.g. ``dihedral_angles``) for terms (T, k) in each of
+    frames (F, n, 3) nm (shared with the prior fit)."""
     positions = torch.as_tensor(frames, dtype=torch.float64)
     return frame_values(positions, torch.tensor(np.asarray(terms), dtype=torch.int64), function).numpy()
 
@@ -59,7 +60,7 @@ def term_observables(topology: CGTopology, frames: np.ndarray) -> list[Observabl
     for kind, terms, function, periodic, unit in kinds:
         if len(terms) == 0:
             continue
-        values = _measure(frames, terms, function)
+        values = measure(frames, terms, function)
         labels = [_label(topology, t) for t in terms]
         for label in sorted(set(labels)):
             columns = [i for i, other in enumerate(labels) if other == label]

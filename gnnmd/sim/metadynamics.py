@@ -166,16 +166,6 @@ class TorsionMetadynamics:
             )
         return BiasedForces(model, topologies, device, self)
 
-    def torsions_of(self, topologies: Sequence[CGTopology]) -> Tensor:
-        """(R, 4) int64: the biased torsion's beads in the packed arrays of ``topologies``."""
-        starts = np.concatenate([[0], np.cumsum([t.n_beads for t in topologies])[:-1]])
-        for topology in topologies:
-            if max(self.torsion) >= topology.n_beads:
-                raise ValueError(
-                    f"torsion {self.torsion} is beyond {topology.name}'s {topology.n_beads} beads"
-                )
-        return torch.as_tensor(starts[:, None] + np.asarray(self.torsion)[None, :], dtype=torch.int64)
-
 
 class BiasedForces:
     """Energies (R,) kJ/mol (model + bias) and forces (N, 3) kJ/mol/nm at positions (N, 3) nm."""
@@ -187,10 +177,17 @@ class BiasedForces:
         device: torch.device,
         owner: TorsionMetadynamics,
     ) -> None:
+        for topology in topologies:
+            if max(owner.torsion) >= topology.n_beads:
+                raise ValueError(
+                    f"torsion {owner.torsion} is beyond {topology.name}'s {topology.n_beads} beads"
+                )
         self.model = model
         self.batch = model.pack(topologies, device)
         self.owner = owner
-        self.beads = owner.torsions_of(topologies).to(device)
+        # (R, 4): the biased torsion's beads in the packed arrays, from each replica's first bead.
+        torsion = torch.as_tensor(owner.torsion, dtype=torch.int64, device=device)
+        self.beads = self.batch.ptr[:-1, None] + torsion[None, :]
 
     def torsions(self, positions: Tensor) -> Tensor:
         """(R,) rad: every replica's biased torsion."""
